@@ -1,0 +1,3 @@
+from mailgate.cli.main import main
+
+main()

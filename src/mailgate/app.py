@@ -1,0 +1,84 @@
+"""Wiring: ``build_services(settings)`` creates every long-lived object and owns its lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .admins import Admins
+from .config import Settings
+from .configure import ConfigService
+from .errors import ConfigurationError
+from .mailer import Mailer
+from .oauth import ConsentFlow, TokenClient, TokenManager
+from .providers import Catalogue, bundled_catalogue_text, load_catalogue
+from .store import Database, SecretBox, load_or_create_key
+
+__all__ = ["Services", "build_services", "load_providers"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    catalogue: Catalogue
+    token_client: TokenClient
+    tokens: TokenManager
+    consent: ConsentFlow
+    config: ConfigService
+    admins: Admins
+    mailer: Mailer
+
+    async def aclose(self) -> None:
+        await self.token_client.aclose()
+        await self.db.close()
+
+
+def load_providers(settings: Settings) -> Catalogue:
+    override = None
+    if settings.providers_file is not None:
+        try:
+            override = settings.providers_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"MAILGATE_PROVIDERS_FILE {settings.providers_file} cannot be read: {exc.strerror}",
+                hint="Point MAILGATE_PROVIDERS_FILE at a readable TOML file, or unset it.",
+            ) from exc
+    return load_catalogue(bundled_catalogue_text(), override, str(settings.providers_file or ""))
+
+
+async def build_services(
+    settings: Settings,
+    *,
+    token_client: TokenClient | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Services:
+    """Open the database (migrating it), load the key and the provider catalogue, build the services."""
+    catalogue = load_providers(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    box = SecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.migrate()
+    except BaseException:
+        await db.close()
+        raise
+    client = token_client or TokenClient(clock=clock)
+    tokens = TokenManager(
+        db, box, client, catalogue, margin=timedelta(seconds=settings.refresh_margin_seconds), clock=clock
+    )
+    config = ConfigService(db, box, catalogue, settings.default_redirect_uri)
+    return Services(
+        settings=settings,
+        db=db,
+        box=box,
+        catalogue=catalogue,
+        token_client=client,
+        tokens=tokens,
+        consent=ConsentFlow(db, box, client, catalogue, tokens, clock=clock),
+        config=config,
+        admins=Admins(db),
+        mailer=Mailer(config, tokens),
+    )

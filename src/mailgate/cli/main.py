@@ -1,0 +1,299 @@
+"""The ``mailgate`` command.  The only code besides web/ that reads the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import typer
+
+from ..app import Services, build_services
+from ..config import Settings
+from ..configure import EmailServerUpdate, OAuthConfigUpdate
+from ..errors import MailgateError
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+oauth_app = typer.Typer(no_args_is_help=True, help="OAuth configuration and consent.")
+email_app = typer.Typer(no_args_is_help=True, help="Email server configuration and tests.")
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys for applications (Authorization: Bearer).")
+app.add_typer(oauth_app, name="oauth")
+app.add_typer(email_app, name="email")
+app.add_typer(apikey_app, name="apikey")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env MAILGATE_DATA_DIR].")]
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings.from_env(os.environ, **overrides)
+
+
+def _report(exc: MailgateError) -> None:
+    typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+    if exc.hint:
+        typer.echo(f"what to do: {exc.hint}", err=True)
+
+
+def _fail(exc: MailgateError) -> None:
+    _report(exc)
+    raise typer.Exit(1)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except MailgateError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+async def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    services = await build_services(settings)
+    try:
+        return await action(services)
+    finally:
+        await services.aclose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the admin UI, the REST API and the OAuth redirect endpoint."""
+    import uvicorn
+
+    from ..web import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(data_dir=data_dir)
+
+    async def main() -> None:
+        services = await build_services(settings)
+        try:
+            generated = await services.admins.ensure_admin(settings.admin_password)
+            if generated:
+                typer.secho(
+                    f"\n  First start: the password of user 'admin' is  {generated}\n"
+                    "  It is shown only this once (set MAILGATE_ADMIN_PASSWORD to choose your own).\n",
+                    fg=typer.colors.YELLOW,
+                )
+            typer.echo(f"mailgate on http://{host}:{port}{settings.api_prefix}/docs  (data: {settings.data_dir})")
+            typer.echo(f"Authorized redirect URI to register at the provider: {settings.default_redirect_uri}")
+            server = uvicorn.Server(uvicorn.Config(create_app(services), host=host, port=port, log_level="info"))
+            await server.serve()
+        finally:
+            await services.aclose()
+
+    _run(main())
+
+
+@app.command()
+def sandbox(
+    http_port: Annotated[int, typer.Option(help="Port of the OAuth endpoints and the inbox.")] = 8765,
+    smtp_port: Annotated[int, typer.Option(help="Port of the SMTP server (STARTTLS).")] = 8587,
+    access_token_lifetime: Annotated[int, typer.Option(help="Seconds an access token lives.")] = 3600,
+    rotate: Annotated[bool, typer.Option(help="Rotate refresh tokens like Microsoft (--no-rotate: Google).")] = True,
+    state_dir: Annotated[Path, typer.Option(help="Where the CA certificate and messages are written.")] = Path(
+        "mailgate-sandbox"
+    ),
+) -> None:
+    """Run the local test provider: consent page, token endpoint, SMTP server and inbox, on 127.0.0.1."""
+    from ..sandbox import SandboxConfig, run_forever
+
+    run_forever(
+        SandboxConfig(
+            http_port=http_port,
+            smtp_port=smtp_port,
+            access_token_lifetime=access_token_lifetime,
+            rotate_refresh_tokens=rotate,
+            state_dir=state_dir,
+        )
+    )
+
+
+@oauth_app.command("configure")
+def oauth_configure(
+    provider: Annotated[str, typer.Option(help="google, microsoft, sandbox, or one from the providers file.")],
+    client_id: Annotated[str, typer.Option(help="Client ID of the app registration.")],
+    client_secret: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="Client secret (prompted when omitted).")
+    ],
+    tenant: Annotated[str, typer.Option(help="Microsoft: Directory (tenant) ID or domain.")] = "",
+    redirect_uri: Annotated[str, typer.Option(help="Authorized redirect URI (default from MAILGATE_BASE_URL).")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Save the OAuth page's settings from the command line."""
+    update = OAuthConfigUpdate(
+        provider=provider, client_id=client_id, client_secret=client_secret, tenant=tenant, redirect_uri=redirect_uri
+    )
+    view = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.config.save_oauth(update)))
+    typer.echo(f"Saved. Token URL: {view.token_url}\nAuthorized redirect URI: {view.redirect_uri}")
+
+
+@oauth_app.command("authorize")
+def oauth_authorize(data_dir: DataDir = None) -> None:
+    """Authorize on a headless server: open the printed URL anywhere, then paste the URL you land on."""
+
+    async def flow(services: Services) -> str:
+        start = await services.consent.start()
+        typer.echo("1. Open this URL in a browser and sign in with the mailbox that will send:\n")
+        typer.echo(f"   {start.url}\n")
+        typer.echo("2. After consenting, the browser goes to the redirect URI (the page may fail to load: fine).")
+        pasted = typer.prompt("3. Paste the full URL from the browser's address bar").strip()
+        params = dict(parse_qsl(urlsplit(pasted).query))
+        result = await services.consent.complete(binding=start.binding, params=params)
+        return result.account
+
+    account = _run(_with_services(_settings(data_dir=data_dir), flow))
+    typer.secho(f"Authorized{f' as {account}' if account else ''}. The refresh token is stored.", fg="green")
+
+
+@oauth_app.command("status")
+def oauth_status(data_dir: DataDir = None) -> None:
+    """Show the OAuth configuration and the token status (never the secrets)."""
+    view = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.config.oauth_view()))
+    for key, value in view.to_dict().items():
+        typer.echo(f"{key:24} {'' if value is None else value}")
+
+
+@oauth_app.command("disconnect")
+def oauth_disconnect(data_dir: DataDir = None) -> None:
+    """Revoke the refresh token at the provider (where supported) and delete it here."""
+    revoked = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.consent.disconnect()))
+    typer.echo("Disconnected" + (" (revoked at the provider)." if revoked else " (deleted locally)."))
+
+
+@email_app.command("configure")
+def email_configure(
+    host: Annotated[str, typer.Option(help="SMTP host, e.g. smtp.gmail.com or smtp.office365.com.")],
+    port: Annotated[int, typer.Option(help="587 (starttls) or 465 (ssl).")] = 587,
+    security: Annotated[str, typer.Option(help="starttls, ssl or none.")] = "starttls",
+    authentication: Annotated[str, typer.Option(help="oauth, password or none.")] = "oauth",
+    username: Annotated[str, typer.Option(help="Mailbox to sign in as (default: the consenting account).")] = "",
+    sender: Annotated[str, typer.Option(help="From address (default: the consenting account).")] = "",
+    ca_file: Annotated[str, typer.Option(help="PEM file of the CA that signed the server certificate.")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Save the Email server page's settings from the command line."""
+    password = None
+    if authentication == "password":
+        password = typer.prompt("SMTP password", hide_input=True)
+    update = EmailServerUpdate(
+        host=host,
+        port=port,
+        security=security,
+        authentication=authentication,
+        username=username,
+        sender=sender,
+        password=password,
+        ca_file=ca_file,
+    )
+    _run(_with_services(_settings(data_dir=data_dir), lambda s: s.config.save_email_server(update)))
+    typer.echo("Saved.")
+
+
+@email_app.command("test")
+def email_test(
+    send_to: Annotated[str | None, typer.Option(help="Also send a test message to this address.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Connect, TLS, EHLO, AUTH (and optionally send): each step with what to do on failure."""
+    from ..smtp import build_message
+
+    async def test(services: Services) -> bool:
+        message = None
+        if send_to:
+            server = await services.mailer.server()
+            sender = server.sender or server.username
+            message = build_message(
+                sender=sender,
+                to=[send_to],
+                subject="mailgate test message",
+                text="This is a test message from mailgate.\n",
+            )
+        steps = await services.mailer.test(send_to=send_to, message=message)
+        for step in steps:
+            mark = typer.style("PASS", fg="green") if step.ok else typer.style("FAIL", fg="red")
+            typer.echo(f"{mark} {step.name:8} {step.detail}")
+            if not step.ok and step.hint:
+                typer.echo(f"     what to do: {step.hint}")
+        return all(s.ok for s in steps)
+
+    if not _run(_with_services(_settings(data_dir=data_dir), test)):
+        raise typer.Exit(1)
+
+
+@app.command()
+def send(
+    to: Annotated[list[str], typer.Option("--to", help="Recipient (repeatable).")],
+    subject: Annotated[str, typer.Option(help="Subject.")],
+    body: Annotated[str, typer.Option(help="Plain-text body ('-' reads standard input).")],
+    attach: Annotated[list[Path] | None, typer.Option("--attach", help="File to attach (repeatable).")] = None,
+    sender: Annotated[str, typer.Option("--from", help="From address (default: the configured sender).")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Send one message now through the configured Email server."""
+    from ..smtp import Attachment, build_message
+
+    text = sys.stdin.read() if body == "-" else body
+    attachments = []
+    for path in attach or []:
+        if not path.is_file():
+            typer.secho(f"error: attachment {path} is not a readable file", fg="red", err=True)
+            raise typer.Exit(2)
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        attachments.append(Attachment(filename=path.name, content_type=ctype, data=path.read_bytes()))
+
+    async def deliver(services: Services) -> str:
+        server = await services.mailer.server()
+        message = build_message(
+            sender=sender or server.sender or server.username,
+            to=to,
+            subject=subject,
+            text=text,
+            attachments=attachments,
+        )
+        result = await services.mailer.send(message)
+        refused = "".join(f"\n  refused {addr}: {code} {reply}" for addr, (code, reply) in result.refused.items())
+        return f"Sent {message['Message-ID']} to {', '.join(result.accepted)}{refused}"
+
+    typer.echo(_run(_with_services(_settings(data_dir=data_dir), deliver)))
+
+
+@apikey_app.command("create")
+def apikey_create(name: Annotated[str, typer.Argument(help="What the key is for.")], data_dir: DataDir = None) -> None:
+    """Create an API key; it is shown only this once."""
+    key = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.admins.create_api_key(name)))
+    typer.echo(f"API key {key.id} ({key.name}): {key.key}\nShown only once: store it in your application.")
+
+
+@apikey_app.command("list")
+def apikey_list(data_dir: DataDir = None) -> None:
+    """List API keys (their first characters only)."""
+    for row in _run(_with_services(_settings(data_dir=data_dir), lambda s: s.admins.list_api_keys())):
+        typer.echo(f"{row['id']:>4}  {row['prefix']}…  {row['name']}  created {row['created_at']}")
+
+
+@apikey_app.command("delete")
+def apikey_delete(key_id: int, data_dir: DataDir = None) -> None:
+    """Delete an API key: applications using it are refused from then on."""
+    _run(_with_services(_settings(data_dir=data_dir), lambda s: s.admins.delete_api_key(key_id)))
+    typer.echo("Deleted.")
+
+
+def main() -> None:
+    try:
+        app()
+    except MailgateError as exc:  # e.g. raised while reading the settings
+        _report(exc)
+        sys.exit(1)

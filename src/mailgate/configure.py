@@ -1,0 +1,309 @@
+"""The OAuth page and the Email server page as a service: validated reads and writes.
+
+Validation happens in full before anything is written: a refused save changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ValidationError
+from .providers import Catalogue, is_loopback_host, validate_tenant
+from .store import Database, SecretBox
+from .store.models import OAuthAccountRow
+from .store.repository import (
+    DEFAULT_ACCOUNT,
+    get_account,
+    get_email_server,
+    get_oauth_config,
+    save_email_server,
+    save_oauth_config,
+)
+from .types import Authentication, EmailServerConfig, OAuthConfig, ProviderSpec, Security, TokenStatus
+
+__all__ = ["ConfigService", "EmailServerUpdate", "OAuthConfigUpdate", "OAuthView"]
+
+_HOST = re.compile(
+    r"^(?=.{1,253}$)([a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*\.?$"
+)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
+_MAX = {"client_id": 255, "client_secret": 2048, "tenant": 255, "redirect_uri": 2048}
+
+
+@dataclass(frozen=True)
+class OAuthConfigUpdate:
+    """A save of the OAuth page.  ``client_secret=None`` keeps the stored one."""
+
+    provider: str
+    client_id: str
+    tenant: str = ""
+    client_secret: str | None = None
+    redirect_uri: str = ""
+    authorization_url: str | None = None
+    token_url: str | None = None
+
+
+@dataclass(frozen=True)
+class EmailServerUpdate:
+    """A save of the Email server page.  ``password=None`` keeps the stored one."""
+
+    host: str
+    port: int
+    security: str
+    authentication: str
+    username: str = ""
+    sender: str = ""
+    password: str | None = None
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class OAuthView:
+    """What the OAuth page shows: no secret, only whether each is set."""
+
+    provider: str
+    tenant: str
+    authorization_url: str
+    token_url: str
+    client_id: str
+    client_secret_set: bool
+    redirect_uri: str
+    refresh_token_set: bool
+    account: str
+    token_status: TokenStatus
+    token_status_reason: str
+    authorized_at: datetime | None
+    last_refreshed_at: datetime | None
+    access_token_expires_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+
+
+class ConfigService:
+    def __init__(self, db: Database, box: SecretBox, catalogue: Catalogue, default_redirect_uri: str) -> None:
+        self._db, self._box, self._catalogue = db, box, catalogue
+        self.default_redirect_uri = default_redirect_uri
+
+    # -- OAuth page -------------------------------------------------------------------------------------
+    async def oauth_view(self) -> OAuthView:
+        async with self._db.session() as session:
+            config = await get_oauth_config(session, self._box)
+            account = await get_account(session, DEFAULT_ACCOUNT)
+        return self._view(config, account)
+
+    def _view(self, config: OAuthConfig | None, account: OAuthAccountRow | None) -> OAuthView:
+        spec = self._catalogue.providers.get(config.provider) if config else None
+        tenant = config.tenant if config else ""
+        has_token = bool(account and account.refresh_token_enc)
+        status = TokenStatus(account.status) if account and has_token else TokenStatus.NOT_AUTHORIZED
+        return OAuthView(
+            provider=config.provider if config else "",
+            tenant=tenant,
+            authorization_url=spec.authorization_url_for(tenant) if spec else "",
+            token_url=spec.token_url_for(tenant) if spec else "",
+            client_id=config.client_id if config else "",
+            client_secret_set=bool(config and config.client_secret),
+            redirect_uri=config.redirect_uri if config else self.default_redirect_uri,
+            refresh_token_set=has_token,
+            account=account.account if account and has_token else "",
+            token_status=status,
+            token_status_reason=account.status_reason if account and has_token else "",
+            authorized_at=account.authorized_at if account and has_token else None,
+            last_refreshed_at=account.last_refreshed_at if account and has_token else None,
+            access_token_expires_at=account.access_token_expires_at if account and has_token else None,
+        )
+
+    async def save_oauth(self, update: OAuthConfigUpdate) -> OAuthView:
+        async with self._db.session() as session:
+            current = await get_oauth_config(session, self._box)
+            config, spec = self._validate_oauth(update, current)
+            await save_oauth_config(session, self._box, config)
+            account = await get_account(session, DEFAULT_ACCOUNT)
+            identity = (config.provider, config.client_id, config.tenant)
+            if account is not None and (
+                current is None or (current.provider, current.client_id, current.tenant) != identity
+            ):
+                # A refresh token belongs to the client (and tenant) that obtained it.
+                await session.delete(account)
+                account = None
+            if await get_email_server(session, self._box) is None:
+                # Choosing a provider pre-fills the Email server page.
+                await save_email_server(session, self._box, _server_defaults(spec))
+        return self._view(config, account)
+
+    def _validate_oauth(
+        self, update: OAuthConfigUpdate, current: OAuthConfig | None
+    ) -> tuple[OAuthConfig, ProviderSpec]:
+        errors: dict[str, str] = {}
+        spec = self._catalogue.providers.get(update.provider)
+        if spec is None:
+            errors["provider"] = (
+                f"unknown provider {update.provider!r}; choose one of {', '.join(self._catalogue.names())}"
+            )
+        values = {
+            "client_id": update.client_id.strip(),
+            "tenant": update.tenant.strip(),
+            "redirect_uri": update.redirect_uri.strip() or self.default_redirect_uri,
+        }
+        secret = update.client_secret
+        if secret is None or secret == "":
+            same_client = current is not None and current.provider == update.provider
+            secret = current.client_secret if current is not None and same_client else ""
+        values["client_secret"] = secret
+        for name, limit in _MAX.items():
+            if len(values[name]) > limit:
+                errors[name] = f"is too long ({len(values[name])} characters, at most {limit})"
+        if not values["client_id"]:
+            errors["client_id"] = "is required: paste the Client ID of your app registration"
+        elif any(c.isspace() for c in values["client_id"]):
+            errors.setdefault("client_id", "must not contain spaces")
+        if any(ord(c) < 32 for c in values["client_secret"]):
+            errors["client_secret"] = "must not contain control characters"
+        if spec is not None:
+            if spec.requires_tenant:
+                problem = validate_tenant(values["tenant"])
+                if problem and "tenant" not in errors:
+                    errors["tenant"] = problem
+            else:
+                values["tenant"] = ""  # only Microsoft-style providers have a tenant
+            for name, given, derived in (
+                ("authorization_url", update.authorization_url, spec.authorization_url_for(values["tenant"])),
+                ("token_url", update.token_url, spec.token_url_for(values["tenant"])),
+            ):
+                if given and given != derived:
+                    errors[name] = (
+                        "is read-only: it derives from the provider and tenant (override providers in "
+                        "MAILGATE_PROVIDERS_FILE)"
+                    )
+        problem = _check_redirect_uri(values["redirect_uri"])
+        if problem and "redirect_uri" not in errors:
+            errors["redirect_uri"] = problem
+        if errors or spec is None:
+            raise ValidationError(errors)
+        return OAuthConfig(provider=update.provider, **values), spec
+
+    # -- Email server page ------------------------------------------------------------------------------
+    async def email_server(self) -> EmailServerConfig:
+        async with self._db.session() as session:
+            server = await get_email_server(session, self._box)
+            oauth = await get_oauth_config(session, self._box)
+        if server is not None:
+            return server
+        spec = self._catalogue.providers.get(oauth.provider) if oauth else None
+        return _server_defaults(spec)
+
+    async def save_email_server(self, update: EmailServerUpdate) -> EmailServerConfig:
+        async with self._db.session() as session:
+            current = await get_email_server(session, self._box)
+            server = _validate_server(update, current)
+            await save_email_server(session, self._box, server)
+        return server
+
+
+def _server_defaults(spec: ProviderSpec | None) -> EmailServerConfig:
+    if spec is None:
+        return EmailServerConfig(
+            host="", port=587, security=Security.STARTTLS, username="", sender="", authentication=Authentication.OAUTH
+        )
+    return EmailServerConfig(
+        host=spec.smtp_host,
+        port=spec.smtp_port,
+        security=spec.smtp_security,
+        username="",
+        sender="",
+        authentication=Authentication.OAUTH,
+    )
+
+
+def _check_redirect_uri(uri: str) -> str | None:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute URL such as http://localhost:8080/ddenterpriseapi/v2/oauth/redirect"
+    if parts.fragment:
+        return "must not contain a #fragment (RFC 6749 s.3.1.2)"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "must use https:// unless the host is localhost (Google and Microsoft accept http only for localhost)"
+    return None
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return bool(_HOST.match(host))
+
+
+def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | None) -> EmailServerConfig:
+    errors: dict[str, str] = {}
+    host = update.host.strip()
+    if not host:
+        errors["host"] = "is required (smtp.gmail.com for Google, smtp.office365.com for Microsoft)"
+    elif not _valid_host(host):
+        errors["host"] = "is not a valid host name or IP address"
+    if not 1 <= update.port <= 65535:
+        errors["port"] = "must be between 1 and 65535 (587 for STARTTLS, 465 for SSL/TLS)"
+    try:
+        security = Security(update.security)
+    except ValueError:
+        errors["security"] = "must be one of starttls, ssl, none"
+        security = Security.STARTTLS
+    try:
+        authentication = Authentication(update.authentication)
+    except ValueError:
+        errors["authentication"] = "must be one of none, password, oauth"
+        authentication = Authentication.NONE
+    username, sender = update.username.strip(), update.sender.strip()
+    for name, value in (("username", username), ("sender", sender)):
+        if len(value) > 320:
+            errors[name] = "is too long (at most 320 characters)"
+        elif any(ord(c) < 32 for c in value):
+            errors[name] = "must not contain line breaks or control characters"
+    if sender and "sender" not in errors and (not _EMAIL.match(sender) or parseaddr(sender)[1] != sender):
+        errors["sender"] = "must be an email address such as reports@example.com"
+    password = update.password if update.password else (current.password if current else "")
+    if authentication is Authentication.PASSWORD:
+        if not username and "username" not in errors:
+            errors["username"] = "is required for password authentication"
+        if not password:
+            errors["password"] = "is required for password authentication"
+    if authentication is Authentication.OAUTH and security is Security.NONE:
+        errors["security"] = "OAuth tokens must not travel unencrypted: choose starttls or ssl"
+    ca_file = update.ca_file.strip()
+    if ca_file:
+        problem = _check_ca_file(Path(ca_file))
+        if problem:
+            errors["ca_file"] = problem
+    if errors:
+        raise ValidationError(errors)
+    return EmailServerConfig(
+        host=host,
+        port=update.port,
+        security=security,
+        username=username,
+        sender=sender,
+        authentication=authentication,
+        password=password if authentication is Authentication.PASSWORD else "",
+        ca_file=ca_file,
+    )
+
+
+def _check_ca_file(path: Path) -> str | None:
+    if not path.is_absolute():
+        return "must be an absolute path on the mailgate server"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        return f"{path} does not exist on the mailgate server"
+    except (ssl.SSLError, OSError) as exc:
+        return f"{path} is not a readable PEM certificate file ({exc})"
+    return None

@@ -1,0 +1,175 @@
+"""The one error hierarchy of mailgate.
+
+Every error says what to do next.  Whether a failure is worth retrying is a property of its class
+(``retryable``), never a string match.  Errors of third-party libraries are converted to these at the
+one boundary that uses each library (``raise XError(...) from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "ConsentRequiredError",
+    "MailgateError",
+    "NotFoundError",
+    "OAuthError",
+    "OAuthFlowError",
+    "ReauthorizationRequiredError",
+    "SmtpAuthenticationError",
+    "SmtpError",
+    "SmtpPermanentError",
+    "SmtpTransientError",
+    "TokenEndpointError",
+    "TokenEndpointUnavailableError",
+    "ValidationError",
+]
+
+
+class MailgateError(Exception):
+    """Base class of every error mailgate raises on purpose.
+
+    ``message`` says what went wrong, ``hint`` what the administrator should do about it.
+    """
+
+    retryable: bool = False
+    #: HTTP status the web layer answers with.
+    http_status: int = 500
+    #: Stable machine-readable code, part of API answers.
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON body the API answers with."""
+        body: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        return body
+
+
+class ValidationError(MailgateError):
+    """Input was refused; nothing was changed.  ``errors`` maps field names to what is wrong."""
+
+    http_status = 422
+    code = "invalid_input"
+
+    def __init__(self, errors: dict[str, str], *, hint: str = "") -> None:
+        summary = "; ".join(f"{field}: {text}" for field, text in errors.items())
+        super().__init__(f"Invalid input: {summary}", hint=hint or "Correct the fields named and try again.")
+        self.errors = dict(errors)
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        body["fields"] = self.errors
+        return body
+
+
+class NotFoundError(MailgateError):
+    http_status = 404
+    code = "not_found"
+
+
+class ConfigurationError(MailgateError):
+    """mailgate is not (fully) configured for what was asked."""
+
+    http_status = 409
+    code = "not_configured"
+
+
+class OAuthError(MailgateError):
+    """Base of the OAuth failures."""
+
+    http_status = 502
+    code = "oauth_error"
+
+
+class OAuthFlowError(OAuthError):
+    """The authorization (consent) flow failed: bad/missing state, provider error, code exchange failure."""
+
+    http_status = 400
+    code = "oauth_flow_error"
+
+    def __init__(self, message: str, *, hint: str = "", provider_error: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.provider_error = provider_error
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        if self.provider_error:
+            body["provider_error"] = self.provider_error
+        return body
+
+
+class TokenEndpointError(OAuthError):
+    """The token endpoint refused a request (an OAuth ``error`` answer other than ``invalid_grant``)."""
+
+    code = "token_endpoint_error"
+
+    def __init__(self, message: str, *, hint: str = "", error: str = "", error_code: str = "") -> None:
+        super().__init__(message, hint=hint)
+        #: The OAuth ``error`` value, e.g. ``invalid_client``.
+        self.error = error
+        #: A provider-specific code such as ``AADSTS7000215``, when the answer had one.
+        self.error_code = error_code
+
+
+class ReauthorizationRequiredError(TokenEndpointError):
+    """The refresh token is no longer accepted (``invalid_grant``): an administrator must authorize again."""
+
+    http_status = 409
+    code = "reauthorization_required"
+
+
+ConsentRequiredError = ReauthorizationRequiredError
+
+
+class TokenEndpointUnavailableError(OAuthError):
+    """The token endpoint could not be reached or answered 5xx: try again later."""
+
+    retryable = True
+    http_status = 503
+    code = "token_endpoint_unavailable"
+
+
+class SmtpError(MailgateError):
+    """An SMTP exchange failed.  ``reply_code``/``reply`` keep what the server said, when it said anything."""
+
+    http_status = 502
+    code = "smtp_error"
+
+    def __init__(self, message: str, *, hint: str = "", reply_code: int | None = None, reply: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.reply_code = reply_code
+        self.reply = reply
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        if self.reply_code is not None:
+            body["smtp_code"] = self.reply_code
+            body["smtp_reply"] = self.reply
+        return body
+
+
+class SmtpTransientError(SmtpError):
+    """4xx replies, disconnects, timeouts: the same message may succeed later."""
+
+    retryable = True
+    code = "smtp_transient"
+
+
+class SmtpPermanentError(SmtpError):
+    """5xx replies and refused configurations: retrying the same thing will fail the same way."""
+
+    code = "smtp_permanent"
+
+
+class SmtpAuthenticationError(SmtpPermanentError):
+    """The server refused the credentials (535, or an XOAUTH2 error challenge)."""
+
+    code = "smtp_auth_failed"

@@ -1,0 +1,69 @@
+"""The database: an async engine, sessions, and Alembic migrations applied at start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ..errors import ConfigurationError
+
+__all__ = ["Database"]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the worker read while the web server writes; busy_timeout waits instead of failing at once.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    """Owns the engine.  ``session()`` gives a unit of work that commits on success."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def migrate(self) -> None:
+        """Apply every Alembic migration not yet applied (idempotent, safe on every start)."""
+
+        def upgrade(conn: Connection) -> None:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(resources.files("mailgate.store") / "migrations"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(upgrade)
+        except OperationalError as exc:
+            raise ConfigurationError(
+                f"Cannot open the database {self!r}: {exc.orig}",
+                hint="Check MAILGATE_DATABASE_URL / MAILGATE_DATA_DIR, that the server is running and the "
+                "user may create tables.",
+            ) from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()

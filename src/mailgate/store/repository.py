@@ -1,0 +1,107 @@
+"""Reads and writes of the configuration rows, with secrets decrypted/encrypted at this one place."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..types import Authentication, EmailServerConfig, OAuthConfig, Security
+from .crypto import SecretBox
+from .models import EmailServerRow, OAuthAccountRow, OAuthConfigRow
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "get_account",
+    "get_email_server",
+    "get_oauth_config",
+    "lock_account",
+    "save_email_server",
+    "save_oauth_config",
+]
+
+#: The account of the OAuth page.  (Rows are keyed so that more accounts can come later.)
+DEFAULT_ACCOUNT = "default"
+_SINGLETON = 1
+
+
+async def get_oauth_config(session: AsyncSession, box: SecretBox) -> OAuthConfig | None:
+    row = await session.get(OAuthConfigRow, _SINGLETON)
+    if row is None:
+        return None
+    return OAuthConfig(
+        provider=row.provider,
+        tenant=row.tenant,
+        client_id=row.client_id,
+        client_secret=box.decrypt(row.client_secret_enc),
+        redirect_uri=row.redirect_uri,
+    )
+
+
+async def save_oauth_config(session: AsyncSession, box: SecretBox, config: OAuthConfig) -> None:
+    row = await session.get(OAuthConfigRow, _SINGLETON)
+    if row is None:
+        row = OAuthConfigRow(id=_SINGLETON)
+        session.add(row)
+    row.provider = config.provider
+    row.tenant = config.tenant
+    row.client_id = config.client_id
+    row.client_secret_enc = box.encrypt(config.client_secret)
+    row.redirect_uri = config.redirect_uri
+
+
+async def get_email_server(session: AsyncSession, box: SecretBox) -> EmailServerConfig | None:
+    row = await session.get(EmailServerRow, _SINGLETON)
+    if row is None:
+        return None
+    return EmailServerConfig(
+        host=row.host,
+        port=row.port,
+        security=Security(row.security),
+        username=row.username,
+        sender=row.sender,
+        authentication=Authentication(row.authentication),
+        password=box.decrypt(row.password_enc),
+        ca_file=row.ca_file,
+    )
+
+
+async def save_email_server(session: AsyncSession, box: SecretBox, config: EmailServerConfig) -> None:
+    row = await session.get(EmailServerRow, _SINGLETON)
+    if row is None:
+        row = EmailServerRow(id=_SINGLETON)
+        session.add(row)
+    row.host = config.host
+    row.port = config.port
+    row.security = config.security.value
+    row.username = config.username
+    row.sender = config.sender
+    row.authentication = config.authentication.value
+    row.password_enc = box.encrypt(config.password)
+    row.ca_file = config.ca_file
+
+
+async def get_account(session: AsyncSession, account_id: str = DEFAULT_ACCOUNT) -> OAuthAccountRow | None:
+    return await session.get(OAuthAccountRow, account_id)
+
+
+async def lock_account(session: AsyncSession, account_id: str) -> OAuthAccountRow | None:
+    """Read the account row holding a write lock until the transaction ends.
+
+    This is what makes token refreshes one at a time per account across processes: PostgreSQL takes a row
+    lock (``SELECT ... FOR UPDATE``); SQLite has no row locks, so a no-op UPDATE takes the database's write
+    lock (other writers wait on ``busy_timeout``).
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        await session.execute(
+            update(OAuthAccountRow)
+            .where(OAuthAccountRow.id == account_id)
+            .values(refresh_count=OAuthAccountRow.refresh_count)
+        )
+    result = await session.execute(
+        select(OAuthAccountRow)
+        .where(OAuthAccountRow.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one_or_none()

@@ -1,0 +1,113 @@
+"""Small frozen value objects shared by every layer.  No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = [
+    "Authentication",
+    "EmailServerConfig",
+    "OAuthConfig",
+    "ProviderSpec",
+    "Security",
+    "TokenResponse",
+    "TokenStatus",
+]
+
+
+class Security(enum.StrEnum):
+    STARTTLS = "starttls"
+    SSL = "ssl"
+    NONE = "none"
+
+
+class Authentication(enum.StrEnum):
+    NONE = "none"
+    PASSWORD = "password"
+    OAUTH = "oauth"
+
+
+class TokenStatus(enum.StrEnum):
+    """Where the consent of the configured account stands."""
+
+    NOT_AUTHORIZED = "not_authorized"
+    VALID = "valid"
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One entry of the provider catalogue (bundled ``providers.toml`` plus ``MAILGATE_PROVIDERS_FILE``).
+
+    ``authorization_url``/``token_url`` may contain ``{tenant}``; ``requires_tenant`` says the provider
+    needs the Tenant field (Microsoft).
+    """
+
+    name: str
+    label: str
+    authorization_url: str
+    token_url: str
+    scopes: tuple[str, ...]
+    smtp_host: str
+    smtp_port: int
+    smtp_security: Security
+    revocation_url: str = ""
+    requires_tenant: bool = False
+    default_tenant: str = ""
+    #: Extra query parameters of the authorization request (Google: access_type=offline, prompt=consent).
+    authorization_params: tuple[tuple[str, str], ...] = ()
+    messages_per_minute: int = 0
+    max_connections: int = 0
+    max_recipients: int = 0
+    messages_per_day: int = 0
+
+    def authorization_url_for(self, tenant: str) -> str:
+        return self.authorization_url.replace("{tenant}", tenant or self.default_tenant)
+
+    def token_url_for(self, tenant: str) -> str:
+        return self.token_url.replace("{tenant}", tenant or self.default_tenant)
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """What the administrator entered on the OAuth page.  ``client_secret`` is in clear, in memory only."""
+
+    provider: str
+    tenant: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uri: str
+
+    @property
+    def client_secret_set(self) -> bool:
+        return bool(self.client_secret)
+
+
+@dataclass(frozen=True)
+class EmailServerConfig:
+    """What the administrator entered on the Email server page.  ``password`` is in clear, in memory only."""
+
+    host: str
+    port: int
+    security: Security
+    username: str
+    sender: str
+    authentication: Authentication
+    password: str = field(default="", repr=False)
+    ca_file: str = ""
+    #: Seconds for connect and for each SMTP command.
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """A successful token endpoint answer (RFC 6749 s.5.1).  Secrets stay out of the repr."""
+
+    access_token: str = field(repr=False)
+    expires_at: datetime
+    refresh_token: str = field(default="", repr=False)
+    scope: str = ""
+    id_token: str = field(default="", repr=False)
+    token_type: str = "Bearer"

@@ -1,0 +1,39 @@
+"""The FastAPI application: routers under the context path, error handlers, OpenAPI."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+
+from .. import __version__
+from ..app import Services
+from . import email_api, health, oauth_api
+from .errors import install_error_handlers
+
+__all__ = ["create_app"]
+
+
+def create_app(services: Services) -> FastAPI:
+    """An app serving ``services`` (whose lifecycle the caller owns)."""
+    prefix = services.settings.api_prefix
+    app = FastAPI(
+        title="mailgate",
+        version=__version__,
+        description="Send email through Gmail and Microsoft 365 with OAuth 2.0 (SMTP XOAUTH2).",
+        openapi_url=f"{prefix}/openapi.json",
+        docs_url=f"{prefix}/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    api = APIRouter(prefix=prefix)
+    api.include_router(oauth_api.router)
+    api.include_router(email_api.router)
+    app.include_router(api)
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse(f"{prefix}/docs")
+
+    return app

@@ -1,0 +1,55 @@
+"""Domain errors become HTTP answers here, not in routes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import MailgateError
+
+__all__ = ["install_error_handlers"]
+
+
+def _field_name(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MailgateError)
+    async def mailgate_error(_request: Request, exc: MailgateError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields: dict[str, str] = {}
+        for err in exc.errors():
+            name = _field_name(tuple(err.get("loc", ())))
+            if err.get("type") == "json_invalid":
+                name = "body"
+                fields[name] = "is not valid JSON"
+            elif err.get("type") == "extra_forbidden":
+                fields[name] = "is not a known field"
+            else:
+                fields.setdefault(name, str(err.get("msg", "is invalid")))
+        summary = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        return JSONResponse(
+            {
+                "error": "invalid_input",
+                "message": f"Invalid input: {summary}",
+                "fields": fields,
+                "hint": "Correct the fields named and try again.",
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )

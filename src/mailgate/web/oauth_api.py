@@ -1,0 +1,123 @@
+"""``/v2/oauth/...``: the OAuth page's configuration, the consent flow and its redirect callback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from ..configure import OAuthConfigUpdate
+from ..errors import OAuthFlowError
+from ..store.repository import DEFAULT_ACCOUNT
+from .deps import AdminDep, ServicesDep
+from .schemas import OAuthConfigIn
+
+__all__ = ["FLOW_COOKIE", "router"]
+
+router = APIRouter(prefix="/oauth", tags=["oauth"])
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+FLOW_COOKIE = "mailgate_oauth_flow"
+
+
+@router.get("/config")
+async def get_config(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    return (await services.config.oauth_view()).to_dict()
+
+
+@router.put("/config")
+async def put_config(body: OAuthConfigIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    view = await services.config.save_oauth(
+        OAuthConfigUpdate(
+            provider=body.provider,
+            tenant=body.tenant,
+            client_id=body.client_id,
+            client_secret=body.client_secret,
+            redirect_uri=body.redirect_uri,
+            authorization_url=body.authorization_url,
+            token_url=body.token_url,
+        )
+    )
+    services.tokens.forget(DEFAULT_ACCOUNT)
+    return view.to_dict()
+
+
+@router.get("/providers")
+async def list_providers(_: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
+    """The catalogue, for the provider list and the greyed-out URL fields (``{tenant}`` left in)."""
+    return [
+        {
+            "name": p.name,
+            "label": p.label,
+            "requires_tenant": p.requires_tenant,
+            "default_tenant": p.default_tenant,
+            "authorization_url": p.authorization_url,
+            "token_url": p.token_url,
+            "smtp_host": p.smtp_host,
+            "smtp_port": p.smtp_port,
+            "smtp_security": p.smtp_security.value,
+            "supports_revocation": bool(p.revocation_url),
+        }
+        for p in services.catalogue.providers.values()
+    ]
+
+
+@router.get("/authorize", response_class=RedirectResponse, status_code=302)
+async def authorize(request: Request, _: AdminDep, services: ServicesDep, return_to: str = "") -> Response:
+    """302 to the provider's consent page.  A cookie binds the flow to this browser (RFC 9700 s.4.7.1)."""
+    safe_return = return_to if return_to.startswith("/") and not return_to.startswith("//") else ""
+    start = await services.consent.start(binding=request.cookies.get(FLOW_COOKIE), return_to=safe_return)
+    response = RedirectResponse(start.url, status_code=302)
+    response.set_cookie(
+        FLOW_COOKIE,
+        start.binding,
+        max_age=1800,
+        path=f"{services.settings.api_prefix}/oauth",
+        httponly=True,
+        secure=services.settings.base_url.startswith("https://"),
+        # Lax: sent on the provider's top-level GET redirect back to us, not on cross-site subrequests.
+        samesite="lax",
+    )
+    return response
+
+
+@router.get("/redirect", response_class=HTMLResponse)
+async def redirect(request: Request, services: ServicesDep) -> Response:
+    """The provider's callback.  No login needed: the one-time state and the flow cookie authenticate it."""
+    wants_json = "application/json" in request.headers.get("accept", "")
+    params = dict(request.query_params)
+    try:
+        result = await services.consent.complete(binding=request.cookies.get(FLOW_COOKIE), params=params)
+    except OAuthFlowError as exc:
+        if wants_json:
+            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        return templates.TemplateResponse(
+            request,
+            "oauth_result.html",
+            {
+                "ok": False,
+                "message": exc.message,
+                "hint": exc.hint,
+                "provider_error": exc.provider_error,
+                "back": f"{services.settings.context_path}/",
+            },
+            status_code=exc.http_status,
+        )
+    body = {"ok": True, "account": result.account, "provider": result.provider, "refresh_token_set": True}
+    if wants_json:
+        return JSONResponse(body)
+    return templates.TemplateResponse(
+        request,
+        "oauth_result.html",
+        {**body, "back": result.return_to or f"{services.settings.context_path}/"},
+    )
+
+
+@router.post("/disconnect")
+async def disconnect(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Revoke the refresh token at the provider (where it supports RFC 7009) and delete it here."""
+    revoked = await services.consent.disconnect()
+    services.tokens.forget(DEFAULT_ACCOUNT)
+    return {"revoked_at_provider": revoked, **(await services.config.oauth_view()).to_dict()}

@@ -141,6 +141,14 @@ class ConsentFlow:
         log.info("authorization completed for provider %s, account %s", config.provider, account or "(unknown)")
         return AuthorizationResult(account=account, provider=config.provider, return_to=pending.return_to)
 
+    async def return_to(self, state: str) -> str:
+        """Where the flow started with ``state`` asked to come back to ("" when unknown), also after it failed."""
+        if not state:
+            return ""
+        async with self._db.session() as session:
+            row = await session.get(OAuthStateRow, sha256_hex(state))
+            return row.return_to if row is not None else ""
+
     async def disconnect(self) -> bool:
         """Revoke the refresh token at the provider when it supports RFC 7009, then delete it here.
 

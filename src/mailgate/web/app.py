@@ -9,6 +9,7 @@ from .. import __version__
 from ..app import Services
 from . import email_api, health, oauth_api
 from .errors import install_error_handlers
+from .pages import install_pages
 
 __all__ = ["create_app"]
 
@@ -31,9 +32,10 @@ def create_app(services: Services) -> FastAPI:
     api.include_router(email_api.router)
     app.include_router(api)
     app.include_router(health.router)
+    install_pages(app, services)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse(f"{prefix}/docs")
+        return RedirectResponse(f"{services.settings.context_path}/")
 
     return app

@@ -14,6 +14,7 @@ from ..errors import OAuthFlowError
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .schemas import OAuthConfigIn
+from .session import Flash, web_keys
 
 __all__ = ["FLOW_COOKIE", "router"]
 
@@ -67,7 +68,7 @@ async def list_providers(_: AdminDep, services: ServicesDep) -> list[dict[str, A
 @router.get("/authorize", response_class=RedirectResponse, status_code=302)
 async def authorize(request: Request, _: AdminDep, services: ServicesDep, return_to: str = "") -> Response:
     """302 to the provider's consent page.  A cookie binds the flow to this browser (RFC 9700 s.4.7.1)."""
-    safe_return = return_to if return_to.startswith("/") and not return_to.startswith("//") else ""
+    safe_return = return_to if _local_page(services.settings.context_path, return_to) else ""
     start = await services.consent.start(binding=request.cookies.get(FLOW_COOKIE), return_to=safe_return)
     response = RedirectResponse(start.url, status_code=302)
     response.set_cookie(
@@ -93,6 +94,15 @@ async def redirect(request: Request, services: ServicesDep) -> Response:
     except OAuthFlowError as exc:
         if wants_json:
             return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        back = await services.consent.return_to(params.get("state", ""))
+        if _local_page(services.settings.context_path, back):
+            # Back to the page that started the flow (the Email server page), which shows what happened.
+            text = exc.message
+            if exc.provider_error and exc.provider_error not in text:
+                text += f" (provider error: {exc.provider_error})"
+            if "nothing was changed" not in exc.hint.lower():
+                text += " Nothing was changed."
+            return _back(request, back, Flash("error", text, exc.hint))
         return templates.TemplateResponse(
             request,
             "oauth_result.html",
@@ -108,11 +118,26 @@ async def redirect(request: Request, services: ServicesDep) -> Response:
     body = {"ok": True, "account": result.account, "provider": result.provider, "refresh_token_set": True}
     if wants_json:
         return JSONResponse(body)
+    if _local_page(services.settings.context_path, result.return_to):
+        who = f" as {result.account}" if result.account else ""
+        text = f"Authorized{who}: the refresh token is stored and mailgate can send email with OAuth."
+        return _back(request, result.return_to, Flash("ok", text))
     return templates.TemplateResponse(
         request,
         "oauth_result.html",
         {**body, "back": result.return_to or f"{services.settings.context_path}/"},
     )
+
+
+def _local_page(context_path: str, path: str) -> bool:
+    """Whether ``path`` is one of our pages: never another site (``//host``, ``/\\host``)."""
+    return path.startswith(context_path + "/") and "\\" not in path and "//" not in path
+
+
+def _back(request: Request, path: str, flash: Flash) -> Response:
+    response = RedirectResponse(path, status_code=303)
+    web_keys(request).set_flash(response, flash)
+    return response
 
 
 @router.post("/disconnect")

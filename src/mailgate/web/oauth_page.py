@@ -1,0 +1,169 @@
+"""The **OAuth** page (Configuration > Server Parameters > Additional Parameters > OAuth), as the setup guide
+describes it: provider, tenant, greyed-out URLs, client ID and secret, redirect URI, refresh token, Save."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ..configure import OAuthConfigUpdate, OAuthView
+from ..errors import MailgateError, ValidationError
+from ..store.repository import DEFAULT_ACCOUNT
+from ..types import TokenStatus
+from .deps import ServicesDep
+from .pages import EMAIL_PAGE, OAUTH_PAGE, CsrfDep, PageUser, redirect_to, render
+from .session import Flash
+
+__all__ = ["router", "token_status_text"]
+
+router = APIRouter(include_in_schema=False)
+
+#: What the Refresh token field shows when a token is stored: never the token, not even a part of it.
+MASK = "\u2022" * 24
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+
+
+def token_status_text(view: OAuthView, *, on_email_page: bool = False) -> tuple[str, str]:
+    """(css class, sentence) describing the refresh token's state, and what to do about it."""
+    where = "" if on_email_page else "On the Email server page, "
+    if view.token_status is TokenStatus.VALID:
+        refreshed = _when(view.last_refreshed_at)
+        text = "Valid" + (f", last refreshed at {refreshed}" if refreshed else "") + "."
+        return "ok", text
+    if view.token_status is TokenStatus.REAUTHORIZATION_REQUIRED:
+        reason = view.token_status_reason.rstrip(". ") or "the provider no longer accepts the refresh token"
+        action = f"{where}click Authorize to grant consent again."
+        return "error", f"Re-authorization needed: {reason}. {action[0].upper()}{action[1:]}"
+    action = f"{where}choose OAuth authentication and click Authorize."
+    return "muted", f"Not yet authorized: {action[0].lower()}{action[1:]}"
+
+
+def _catalogue(request: Request) -> list[dict[str, Any]]:
+    services = request.app.state.services
+    return [
+        {
+            "name": p.name,
+            "label": p.label,
+            "requires_tenant": p.requires_tenant,
+            "default_tenant": p.default_tenant,
+            "authorization_url": p.authorization_url,
+            "token_url": p.token_url,
+        }
+        for p in services.catalogue.providers.values()
+    ]
+
+
+def _page(
+    request: Request,
+    view: OAuthView,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    retype_secret: bool = False,
+) -> HTMLResponse:
+    services = request.app.state.services
+    catalogue = _catalogue(request)
+    values = values or {
+        "provider": view.provider or catalogue[0]["name"],
+        "tenant": view.tenant,
+        "client_id": view.client_id,
+        "redirect_uri": view.redirect_uri,
+    }
+    spec = services.catalogue.providers.get(values["provider"])
+    status_class, status_text = token_status_text(view)
+    return render(
+        request,
+        "oauth.html",
+        {
+            "title": "OAuth",
+            "page": "oauth",
+            "providers": catalogue,
+            "values": values,
+            "errors": errors or {},
+            "requires_tenant": bool(spec and spec.requires_tenant),
+            "authorization_url": spec.authorization_url_for(values["tenant"]) if spec else "",
+            "token_url": spec.token_url_for(values["tenant"]) if spec else "",
+            # The secret is "set" only for the saved provider: switching provider needs the new app's secret.
+            "secret_set": view.client_secret_set,
+            "saved_provider": view.provider,
+            "retype_secret": retype_secret,
+            "default_redirect_uri": services.config.default_redirect_uri,
+            "view": view,
+            "mask": MASK if view.refresh_token_set else "",
+            "status_class": status_class,
+            "status_text": status_text,
+            "authorized_at": _when(view.authorized_at),
+            "email_page": services.settings.context_path + EMAIL_PAGE,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get(OAUTH_PAGE, response_class=HTMLResponse)
+async def oauth_page(request: Request, _user: PageUser, services: ServicesDep) -> Response:
+    """Show the saved OAuth configuration (never the client secret nor the tokens)."""
+    return _page(request, await services.config.oauth_view())
+
+
+@router.post(OAUTH_PAGE, response_class=HTMLResponse)
+async def save_oauth(request: Request, _user: PageUser, _csrf: CsrfDep, services: ServicesDep) -> Response:
+    """Validate and save; on error show each field's problem next to it and keep what was typed."""
+    form = await request.form()
+    values = {name: str(form.get(name, ""))[:4096] for name in ("provider", "tenant", "client_id", "redirect_uri")}
+    secret = str(form.get("client_secret", ""))[:4096]
+    before = await services.config.oauth_view()
+    try:
+        view = await services.config.save_oauth(
+            OAuthConfigUpdate(
+                provider=values["provider"],
+                tenant=values["tenant"],
+                client_id=values["client_id"],
+                client_secret=secret or None,
+                redirect_uri=values["redirect_uri"],
+            )
+        )
+    except ValidationError as exc:
+        return _page(request, before, values, exc.errors, status_code=422, retype_secret=bool(secret))
+    except MailgateError as exc:
+        return _page(request, before, values, {"form": f"{exc.message} {exc.hint}".strip()}, status_code=409)
+    services.tokens.forget(DEFAULT_ACCOUNT)
+    text = "Saved."
+    if before.refresh_token_set and not view.refresh_token_set:
+        text += (
+            " The refresh token was deleted because the provider, client ID or tenant changed:"
+            " authorize again on the Email server page."
+        )
+    elif not view.refresh_token_set:
+        text += " Next: on the Email server page, choose OAuth authentication and click Authorize."
+    return redirect_to(request, OAUTH_PAGE, Flash("ok", text))
+
+
+@router.post(OAUTH_PAGE + "/disconnect", response_class=HTMLResponse)
+async def disconnect(request: Request, _user: PageUser, _csrf: CsrfDep, services: ServicesDep) -> Response:
+    """Revoke the refresh token at the provider (when it supports revocation) and delete it here."""
+    view = await services.config.oauth_view()
+    spec = services.catalogue.providers.get(view.provider)
+    try:
+        revoked = await services.consent.disconnect()
+    except MailgateError as exc:
+        return redirect_to(request, OAUTH_PAGE, Flash("error", exc.message, exc.hint))
+    services.tokens.forget(DEFAULT_ACCOUNT)
+    text, hint = "Disconnected: the refresh token was deleted here", ""
+    if revoked:
+        text += " and revoked at the provider."
+    elif spec is not None and not spec.revocation_url:
+        text += "."
+        hint = (
+            f"{spec.label} offers no revocation endpoint: to withdraw the consent there too, remove the app from "
+            "the account's permissions (for Microsoft: myapps.microsoft.com, or Enterprise applications in Entra)."
+        )
+    else:
+        text += ", but the provider did not confirm the revocation."
+        hint = "Remove mailgate's access in the account's security settings at the provider if needed."
+    return redirect_to(request, OAUTH_PAGE, Flash("ok", text, hint))

@@ -1,0 +1,234 @@
+"""Admin login sessions and one-shot flash messages, in HMAC-signed cookies (no server-side table).
+
+A session cookie is ``<payload>.<signature>`` where the payload (base64url JSON) holds the user, the issue
+and expiry times and a random session id, and the signature is HMAC-SHA256 under a key derived (HKDF) from
+mailgate's secret key material, so every process that shares the data dir (or ``MAILGATE_SECRET_KEY``)
+accepts the same sessions.  Logging out deletes the cookie and remembers the session id as revoked in this
+process until it would have expired anyway.
+
+:class:`WebSessionMiddleware` reads the cookie on every request and sets ``request.state.session_user``
+(what :func:`mailgate.web.deps.require_admin` accepts) and ``request.state.session_id`` (what CSRF tokens
+are bound to).  A state-changing API request authenticated only by the session cookie must carry the CSRF
+token in an ``X-CSRF-Token`` header; without it the middleware answers 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import csrf
+
+__all__ = [
+    "FLASH_COOKIE",
+    "SESSION_COOKIE",
+    "Flash",
+    "SessionData",
+    "WebKeys",
+    "WebSessionMiddleware",
+    "web_keys",
+]
+
+SESSION_COOKIE = "mailgate_session"
+FLASH_COOKIE = "mailgate_flash"
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class SessionData:
+    """A verified session: who, and the random id CSRF tokens are bound to."""
+
+    user: str
+    session_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Flash:
+    """A message shown once on the next page: ``level`` is ``ok``, ``error`` or ``info``."""
+
+    level: str
+    text: str
+    hint: str = ""
+
+
+class WebKeys:
+    """Signs and verifies the web cookies.  Holds the derived key; never shows it."""
+
+    def __init__(
+        self,
+        key_material: str,
+        *,
+        cookie_path: str,
+        secure: bool,
+        lifetime: float = 12 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"mailgate-web-v1", info=b"cookies").derive(
+            key_material.encode()
+        )
+        self.cookie_path = cookie_path
+        self.secure = secure
+        self.lifetime = lifetime
+        self._clock = clock
+        #: Session ids logged out in this process, with the time their cookie would have expired.
+        self._revoked: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"WebKeys(path={self.cookie_path!r}, <key hidden>)"
+
+    # -- signing --------------------------------------------------------------------------------------
+    def mac(self, purpose: str, value: str) -> str:
+        """HMAC-SHA256 of ``value`` for one ``purpose`` (domain separation), base64url."""
+        return _b64(hmac.new(self._key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest())
+
+    def sign(self, purpose: str, payload: dict[str, Any]) -> str:
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        return f"{body}.{self.mac(purpose, body)}"
+
+    def unsign(self, purpose: str, token: str | None) -> dict[str, Any] | None:
+        if not token or token.count(".") != 1:
+            return None
+        body, signature = token.split(".")
+        if not hmac.compare_digest(signature, self.mac(purpose, body)):
+            return None
+        try:
+            data = json.loads(_unb64(body))
+        except (ValueError, binascii.Error):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # -- sessions -------------------------------------------------------------------------------------
+    def new_session(self, user: str) -> tuple[str, SessionData]:
+        """A fresh session (a new id at every login: no session fixation) and its cookie value."""
+        now = self._clock()
+        data = SessionData(user=user, session_id=secrets.token_urlsafe(18), expires_at=now + self.lifetime)
+        cookie = self.sign("session", {"u": data.user, "s": data.session_id, "e": data.expires_at})
+        return cookie, data
+
+    def read_session(self, cookie: str | None) -> SessionData | None:
+        data = self.unsign("session", cookie)
+        if data is None:
+            return None
+        user, session_id, expires_at = data.get("u"), data.get("s"), data.get("e")
+        if not isinstance(user, str) or not isinstance(session_id, str) or not isinstance(expires_at, int | float):
+            return None
+        if expires_at <= self._clock() or session_id in self._revoked:
+            return None
+        return SessionData(user=user, session_id=session_id, expires_at=float(expires_at))
+
+    def revoke(self, session: SessionData) -> None:
+        now = self._clock()
+        self._revoked = {sid: exp for sid, exp in self._revoked.items() if exp > now}
+        self._revoked[session.session_id] = session.expires_at
+
+    def set_session_cookie(self, response: Response, cookie: str) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=int(self.lifetime),
+            path=self.cookie_path,
+            httponly=True,
+            secure=self.secure,
+            samesite="lax",
+        )
+
+    def clear_session_cookie(self, response: Response) -> None:
+        response.delete_cookie(SESSION_COOKIE, path=self.cookie_path, httponly=True, secure=self.secure, samesite="lax")
+
+    # -- flash messages -------------------------------------------------------------------------------
+    def set_flash(self, response: Response, flash: Flash) -> None:
+        """Show ``flash`` on the next page this browser renders (signed: a link cannot forge one)."""
+        value = self.sign("flash", {"l": flash.level, "t": flash.text[:600], "h": flash.hint[:600]})
+        response.set_cookie(
+            FLASH_COOKIE, value, max_age=300, path=self.cookie_path, httponly=True, secure=self.secure, samesite="lax"
+        )
+
+    def pop_flash(self, request: Request, response: Response) -> Flash | None:
+        data = self.unsign("flash", request.cookies.get(FLASH_COOKIE))
+        if FLASH_COOKIE in request.cookies:
+            response.delete_cookie(FLASH_COOKIE, path=self.cookie_path, httponly=True, secure=self.secure)
+        if data is None:
+            return None
+        return Flash(level=str(data.get("l", "info")), text=str(data.get("t", "")), hint=str(data.get("h", "")))
+
+
+def web_keys(request: HTTPConnection) -> WebKeys:
+    """The app's :class:`WebKeys` (installed by :func:`mailgate.web.pages.install_pages`)."""
+    keys: WebKeys = request.app.state.web_keys
+    return keys
+
+
+class WebSessionMiddleware:
+    """Pure ASGI middleware: verifies the session cookie, issues the CSRF seed cookie, guards the API."""
+
+    def __init__(self, app: ASGIApp, *, api_prefix: str) -> None:
+        self.app = app
+        self.api_prefix = api_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        keys = web_keys(conn)
+        state = scope.setdefault("state", {})
+        session = keys.read_session(conn.cookies.get(SESSION_COOKIE))
+        state["session_user"] = session.user if session else None
+        state["session_id"] = session.session_id if session else ""
+        seed = conn.cookies.get(csrf.SEED_COOKIE, "")
+        new_seed = "" if csrf.valid_seed(seed) else csrf.new_seed()
+        state["csrf_seed"] = new_seed or seed
+        if (
+            session is not None
+            and scope["method"] in _UNSAFE
+            and conn.url.path.startswith(self.api_prefix + "/")
+            and not conn.headers.get("authorization")
+            and not csrf.check(keys, state["csrf_seed"], session.session_id, conn.headers.get(csrf.HEADER, ""))
+        ):
+            # The session cookie alone must not authorize a cross-site request (SameSite is defence in depth).
+            refusal = JSONResponse(
+                {
+                    "error": "forbidden",
+                    "message": "The CSRF token is missing or wrong.",
+                    "hint": f"Send the page's token in the {csrf.HEADER} header, or use HTTP Basic or an API key.",
+                },
+                status_code=403,
+            )
+            await refusal(scope, receive, send)
+            return
+
+        async def send_with_seed(message: Message) -> None:
+            # Only when a page put a token in a form: a favicon or script request must not replace the
+            # seed that the page being filled in was rendered with.
+            if message["type"] == "http.response.start" and new_seed and state.get("csrf_seed_used"):
+                headers = MutableHeaders(scope=message)
+                cookie = Response()
+                csrf.set_seed_cookie(cookie, keys, new_seed)
+                headers.append("set-cookie", cookie.headers["set-cookie"])
+            await send(message)
+
+        await self.app(scope, receive, send_with_seed)

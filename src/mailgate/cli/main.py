@@ -87,7 +87,8 @@ def serve(
                     "  It is shown only this once (set MAILGATE_ADMIN_PASSWORD to choose your own).\n",
                     fg=typer.colors.YELLOW,
                 )
-            typer.echo(f"mailgate on http://{host}:{port}{settings.api_prefix}/docs  (data: {settings.data_dir})")
+            typer.echo(f"mailgate on http://{host}:{port}{settings.context_path}/  (data: {settings.data_dir})")
+            typer.echo(f"REST API documentation: http://{host}:{port}{settings.api_prefix}/docs")
             typer.echo(f"Authorized redirect URI to register at the provider: {settings.default_redirect_uri}")
             server = uvicorn.Server(uvicorn.Config(create_app(services), host=host, port=port, log_level="info"))
             await server.serve()

@@ -97,7 +97,7 @@ class Sandbox:
 
     async def _start(self) -> None:
         if self.config.state_dir is not None:
-            self._state_dir = self.config.state_dir
+            self._state_dir = self.config.state_dir.resolve()
             self._state_dir.mkdir(parents=True, exist_ok=True)
         else:
             self._temp_dir = self._state_dir = Path(tempfile.mkdtemp(prefix="mailgate-sandbox-"))

@@ -1,0 +1,136 @@
+"""One mail transaction (RFC 5321 s3.3: MAIL, RCPT..., DATA) on an open, authenticated aiosmtplib client."""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, parse_address
+
+from ..errors import SmtpError, SmtpPermanentError, ValidationError
+from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
+
+__all__ = ["SendResult", "StaleConnection", "envelope", "run_transaction"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the server said about one message: accepted and refused recipients, and its final reply."""
+
+    accepted: tuple[str, ...]
+    #: Refused recipients with the server's (code, text); only when some others were accepted.
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: The server's reply to the message (DATA), often with its queue id.
+    reply: str = ""
+
+
+class StaleConnection(Exception):
+    """A reused connection turned out to be closed before the message's first command went out."""
+
+
+def envelope(
+    message: email.message.EmailMessage, sender: str | None, recipients: Sequence[str] | None
+) -> tuple[str, list[str]]:
+    """The envelope sender and recipients: the arguments, else From and To/Cc/Bcc of the message."""
+    env_sender = sender if sender is not None else extract_sender(message)
+    env_rcpts = list(recipients) if recipients is not None else extract_recipients(message)
+    errors: dict[str, str] = {}
+    for name, values in (("sender", [env_sender or ""]), ("recipients", env_rcpts)):
+        try:
+            for value in values:
+                if _CONTROL.search(value):
+                    raise ValueError(value)
+                parse_address(value)  # refuses what could inject into the command line
+        except ValueError:
+            errors[name] = "contains characters not allowed in an SMTP address"
+    if not env_sender:
+        errors["sender"] = "no sender: pass sender= or set From"
+    if not env_rcpts:
+        errors["recipients"] = "no recipients: pass recipients= or set To/Cc/Bcc"
+    if errors or env_sender is None:
+        raise ValidationError(errors)
+    return env_sender, env_rcpts
+
+
+async def run_transaction(
+    smtp: aiosmtplib.SMTP,
+    message: email.message.EmailMessage,
+    sender: str,
+    rcpts: list[str],
+    *,
+    host: str,
+    port: int,
+    may_be_stale: bool,
+) -> SendResult:
+    """Send ``message``; raise the mapped SmtpError when the sender, the message or all recipients are refused.
+
+    With ``may_be_stale``, a disconnect detected at MAIL FROM raises StaleConnection instead (the caller
+    reconnects: nothing of this message reached the server).
+    """
+    utf8 = not (sender + "".join(rcpts)).isascii()
+    if utf8 and not smtp.supports_extension("smtputf8"):
+        raise SmtpPermanentError(
+            "An address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531).",
+            hint="Use ASCII addresses (punycode domains) with this server.",
+        )
+    options = ["SMTPUTF8"] if utf8 else []
+    eight_bit = smtp.supports_extension("8bitmime")
+    if eight_bit:
+        options.append("BODY=8BITMIME")  # RFC 6152
+    data = flatten_message(message, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    if smtp.supports_extension("size"):
+        options.insert(0, f"SIZE={len(data)}")  # RFC 1870: lets the server refuse a too large message early
+    encoding = "utf-8" if utf8 else "ascii"
+    stage = "mail"
+    try:
+        try:
+            await smtp.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            if may_be_stale:
+                raise StaleConnection from exc
+            raise
+        stage = "rcpt"
+        accepted: list[str] = []
+        refused: dict[str, tuple[int, str]] = {}
+        for rcpt in rcpts:
+            try:
+                await smtp.rcpt(rcpt, encoding=encoding)
+                accepted.append(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                if exc.code == 421:  # the server is closing the connection: not about this recipient
+                    raise
+                refused[rcpt] = (exc.code, exc.message)
+        if not accepted:
+            raise _all_refused(refused)
+        stage = "data"
+        reply = await smtp.data(data)
+    except aiosmtplib.SMTPResponseException as exc:
+        await _rset_quietly(smtp)
+        raise error_from_exception(exc, stage, host=host, port=port) from exc
+    except SmtpError:
+        await _rset_quietly(smtp)
+        raise
+    except CLIENT_ERRORS as exc:
+        raise error_from_exception(exc, stage, host=host, port=port) from exc
+    return SendResult(tuple(accepted), refused, one_line(reply.message))
+
+
+async def _rset_quietly(smtp: aiosmtplib.SMTP) -> None:
+    # Leave the connection ready for the next message (RFC 5321 s4.1.1.5); failures here do not matter.
+    if smtp.is_connected:
+        with contextlib.suppress(*CLIENT_ERRORS):
+            await smtp.rset()
+
+
+def _all_refused(refused: dict[str, tuple[int, str]]) -> SmtpError:
+    # If any refusal is temporary, the whole message is worth retrying later.
+    code, text = next((r for r in refused.values() if 400 <= r[0] < 500), next(iter(refused.values())))
+    err = error_from_reply(code, text, during="rcpt")
+    message = f"{err.message} (all {len(refused)} recipient(s) refused: {', '.join(refused)})"
+    return type(err)(message, hint=err.hint, reply_code=err.reply_code, reply=err.reply)

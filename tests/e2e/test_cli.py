@@ -1,0 +1,115 @@
+"""The command line, run for real as subprocesses: first start, headless authorization."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+
+from ..conftest import basic_auth
+from ..sandbox.helpers import consent_id_of
+from .harness import API, Harness
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _start(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailgate",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def _read_until(proc: asyncio.subprocess.Process, needle: str) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while True:
+        raw = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert raw, f"process ended before printing {needle!r}: {lines}"
+        lines.append(raw.decode())
+        if needle in lines[-1]:
+            return lines
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_serve_generates_the_admin_password_once(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_ADMIN_PASSWORD"}
+    env["MAILGATE_DATA_DIR"] = str(tmp_path / "data")
+    proc = await _start("serve", "--port", str(port), env=env)
+    try:
+        lines = await _read_until(proc, "mailgate on http://")
+        [line] = [x for x in lines if "password of user 'admin' is" in x]
+        password = line.split(" is ")[1].strip()
+        assert "http://localhost:8080/ddenterpriseapi/v2/oauth/redirect" in "".join(
+            lines + await _read_until(proc, "redirect URI")
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(100):  # until uvicorn listens; bounded
+                try:
+                    health = await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            assert health.json()["database"] == "ok"
+            ok = await client.get(f"{API}/oauth/config", headers=basic_auth(password))
+            assert ok.status_code == 200
+    finally:
+        await _stop(proc)
+    assert (tmp_path / "data" / "mailgate.db").exists()
+    proc = await _start("serve", "--port", str(port), env=env)
+    try:
+        lines = await _read_until(proc, "mailgate on http://")
+        assert not any("password of user" in x for x in lines)
+    finally:
+        await _stop(proc)
+
+
+async def test_headless_authorize_with_a_pasted_url(harness: Harness) -> None:
+    await harness.configure("microsoft")
+    settings = harness.services.settings
+    env = {
+        **os.environ,
+        "MAILGATE_DATA_DIR": str(settings.data_dir),
+        "MAILGATE_PROVIDERS_FILE": str(settings.providers_file),
+    }
+    proc = await _start("oauth", "authorize", env=env)
+    try:
+        lines = await _read_until(proc, harness.sandbox.base_url)
+        url = lines[-1].strip()
+        async with httpx.AsyncClient(follow_redirects=False) as browser:
+            page = await browser.get(url)
+            answer = await browser.post(
+                f"{harness.sandbox.base_url}/consent",
+                data={"consent_id": consent_id_of(page.text), "action": "accept", "account": "ops@sandbox.test"},
+            )
+        landed = answer.headers["location"]
+        assert proc.stdin is not None
+        proc.stdin.write(landed.encode() + b"\n")
+        await proc.stdin.drain()
+        out = "".join(await _read_until(proc, "Authorized"))
+        assert "ops@sandbox.test" in out
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await _stop(proc)
+    view = await harness.view()
+    assert view["refresh_token_set"] is True and view["account"] == "ops@sandbox.test"

@@ -1,0 +1,110 @@
+"""build_message: structure, headers, and validation of everything that ends up in a header."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from mailgate.errors import ValidationError
+from mailgate.smtp import Attachment, build_message, parse_mailbox
+
+
+def test_text_message_headers() -> None:
+    msg = build_message(
+        sender="Mailgate <noreply@example.com>",
+        to=["a@example.com", "Bob Example <bob@example.org>"],
+        cc=["c@example.net"],
+        reply_to="help@example.com",
+        subject="Invoice 42 – ready",
+        text="Hello\n",
+        headers={"X-Campaign": "spring", "In-Reply-To": "<abc@example.com>"},
+    )
+    assert msg["From"] == "Mailgate <noreply@example.com>"
+    assert msg["To"] == "a@example.com, Bob Example <bob@example.org>"
+    assert msg["Cc"] == "c@example.net" and msg["Reply-To"] == "help@example.com"
+    assert msg["Subject"] == "Invoice 42 – ready"
+    assert msg["Message-ID"].endswith("@example.com>")
+    assert email.utils.parsedate_to_datetime(msg["Date"]).tzinfo is not None
+    assert msg["X-Campaign"] == "spring" and msg["In-Reply-To"] == "<abc@example.com>"
+    assert msg.get_content_type() == "text/plain" and msg.get_content() == "Hello\n"
+    # It survives a round trip through bytes (what goes over SMTP).
+    parsed = email.message_from_bytes(msg.as_bytes(policy=email.policy.SMTP), policy=email.policy.default)
+    assert parsed["Subject"] == "Invoice 42 – ready"
+
+
+def test_html_and_attachments() -> None:
+    msg = build_message(
+        sender="noreply@example.com",
+        to=["a@example.com"],
+        subject="Report",
+        text="See the report.",
+        html="<p>See the <b>report</b>.</p>",
+        attachments=[
+            Attachment("report.pdf", "application/pdf", b"%PDF-1.7 ..."),
+            Attachment("data.csv", "text/csv", b"a,b\n1,2\n"),
+        ],
+    )
+    assert msg.get_content_type() == "multipart/mixed"
+    body = msg.get_body(preferencelist=("html",))
+    assert body is not None and "<b>report</b>" in body.get_content()
+    files = {part.get_filename(): part for part in msg.iter_attachments()}
+    assert set(files) == {"report.pdf", "data.csv"}
+    assert files["report.pdf"].get_content() == b"%PDF-1.7 ..."
+    assert files["data.csv"].get_content_type() == "text/csv"
+
+
+def test_message_id_may_be_given() -> None:
+    msg = build_message(sender="a@example.com", to=["b@example.com"], subject="s", text="t",
+                        headers={"Message-ID": "<outbox-1@example.com>"})  # fmt: skip
+    assert msg.get_all("Message-ID") == ["<outbox-1@example.com>"]
+
+
+def test_attachment_repr_hides_the_data() -> None:
+    assert "secret-bytes" not in repr(Attachment("a.txt", "text/plain", b"secret-bytes"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"subject": "Hi\r\nBcc: victim@example.com"}, "subject"),
+        ({"subject": "Hi\nthere"}, "subject"),
+        ({"to": ["a@example.com\r\nBcc: victim@example.com"]}, "to[0]"),
+        ({"to": ["not an address"]}, "to[0]"),
+        ({"to": ["a@example.com, b@example.com"]}, "to[0]"),
+        ({"to": ["@example.com"]}, "to[0]"),
+        ({"to": ["user@localhost"]}, "to[0]"),
+        ({"to": []}, "to"),
+        ({"sender": "noreply"}, "sender"),
+        ({"sender": "Evil <a@example.com>\nBcc: x@example.com"}, "sender"),
+        ({"cc": ["ok@example.com", "bad@"]}, "cc[1]"),
+        ({"reply_to": "x\r\n@example.com"}, "reply_to"),
+        ({"headers": {"X-Tag": "a\r\nBcc: victim@example.com"}}, "headers.X-Tag"),
+        ({"headers": {"Bad Name": "v"}}, "headers.Bad Name"),
+        ({"headers": {"Bcc": "victim@example.com"}}, "headers.Bcc"),
+        ({"headers": {"Message-ID": "no-brackets"}}, "headers.Message-ID"),
+        ({"attachments": [Attachment("a\r\n.txt", "text/plain", b"")]}, "attachments[0].filename"),
+        ({"attachments": [Attachment("a.txt", "text plain", b"")]}, "attachments[0].content_type"),
+    ],
+)
+def test_validation(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"sender": "noreply@example.com", "to": ["a@example.com"], "subject": "s", "text": "t"}
+    args.update(kwargs)
+    with pytest.raises(ValidationError) as caught:
+        build_message(**args)  # type: ignore[arg-type]
+    assert field in caught.value.errors
+    assert caught.value.to_dict()["fields"] == caught.value.errors
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(ValidationError) as caught:
+        build_message(sender="nope", to=["also nope"], subject="a\nb", text="t")
+    assert set(caught.value.errors) == {"sender", "to[0]", "subject"}
+
+
+def test_parse_mailbox() -> None:
+    address = parse_mailbox("Ana Núñez <ana@example.com>")
+    assert (address.display_name, address.username, address.domain) == ("Ana Núñez", "ana", "example.com")
+    with pytest.raises(ValueError, match="line breaks"):
+        parse_mailbox("a@example.com\n")

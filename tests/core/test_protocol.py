@@ -95,3 +95,11 @@ def test_account_from_id_token() -> None:
     assert account_from_id_token(_jwt({"preferred_username": "b@contoso.com"})) == "b@contoso.com"
     assert account_from_id_token("garbage") == ""
     assert account_from_id_token("a.!!!.c") == ""
+
+
+def test_access_log_redaction() -> None:
+    from mailgate.web.logfilter import redact_url
+
+    assert redact_url("/cb?code=abc&state=x&page=2") == "/cb?code=[redacted]&state=[redacted]&page=2"
+    assert redact_url("/x?status=queued") == "/x?status=queued"
+    assert redact_url('GET /a?refresh_token=r1 HTTP/1.1"') == 'GET /a?refresh_token=[redacted] HTTP/1.1"'

@@ -21,17 +21,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _start(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailgate",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+async def _start(*args: str, env: dict[str, str], log: Path | None = None) -> asyncio.subprocess.Process:
+    with open(log or os.devnull, "wb") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailgate",
+            *args,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
 
 
 async def _read_until(proc: asyncio.subprocess.Process, needle: str) -> list[str]:
@@ -55,7 +56,8 @@ async def test_serve_generates_the_admin_password_once(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MAILGATE_ADMIN_PASSWORD"}
     env["MAILGATE_DATA_DIR"] = str(tmp_path / "data")
-    proc = await _start("serve", "--port", str(port), env=env)
+    log = tmp_path / "serve.log"
+    proc = await _start("serve", "--port", str(port), env=env, log=log)
     try:
         lines = await _read_until(proc, "mailgate on http://")
         [line] = [x for x in lines if "password of user 'admin' is" in x]
@@ -73,9 +75,15 @@ async def test_serve_generates_the_admin_password_once(tmp_path: Path) -> None:
             assert health.json()["database"] == "ok"
             ok = await client.get(f"{API}/oauth/config", headers=basic_auth(password))
             assert ok.status_code == 200
+            callback = await client.get(f"{API}/oauth/redirect?code=SECRET-AUTH-CODE&state=SECRET-STATE")
+            assert callback.status_code == 400
     finally:
         await _stop(proc)
     assert (tmp_path / "data" / "mailgate.db").exists()
+    assert proc.stdout is not None
+    logged = log.read_text() + (await proc.stdout.read()).decode()  # uvicorn's access log goes to stdout
+    assert "/oauth/redirect?code=[redacted]&state=[redacted]" in logged  # the request was logged ...
+    assert "SECRET-AUTH-CODE" not in logged and "SECRET-STATE" not in logged  # ... without the secrets
     proc = await _start("serve", "--port", str(port), env=env)
     try:
         lines = await _read_until(proc, "mailgate on http://")

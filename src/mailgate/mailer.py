@@ -42,6 +42,7 @@ class Mailer:
         async with await self.connection() as conn:
             return await conn.send(message)
 
-    async def test(self, *, send_to: str | None = None, message: EmailMessage | None = None) -> list[Step]:
+    async def test(self, *, send_to: str | None = None) -> list[Step]:
+        """Connect, TLS, EHLO, AUTH, and with ``send_to`` a short test message: each step's outcome."""
         server = await self.server()
-        return await test_connection(server, self.token_source(server), send_to=send_to, message=message)
+        return await test_connection(server, self.token_source(server), send_to=send_to)

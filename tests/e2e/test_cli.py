@@ -121,3 +121,34 @@ async def test_headless_authorize_with_a_pasted_url(harness: Harness) -> None:
         await _stop(proc)
     view = await harness.view()
     assert view["refresh_token_set"] is True and view["account"] == "ops@sandbox.test"
+
+
+async def test_email_test_command_reports_each_step(harness: Harness) -> None:
+    await harness.configure("microsoft")
+    await harness.authorize()
+    settings = harness.services.settings
+    env = {
+        **os.environ,
+        "MAILGATE_DATA_DIR": str(settings.data_dir),
+        "MAILGATE_PROVIDERS_FILE": str(settings.providers_file),
+    }
+    proc = await _start("email", "test", "--send-to", "dave@example.com", env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    text = out.decode()
+    for step in ("connect", "tls", "auth", "send"):
+        assert f"PASS {step}" in text, text
+    assert [m.rcpt_tos for m in harness.sandbox.messages] == [("dave@example.com",)]
+    # A revoked consent fails at AUTH with what to do, and a non-zero exit status.
+    harness.sandbox.revoke_all()
+    harness.sandbox.expire_access_tokens()
+    async with harness.services.db.session() as session:
+        from mailgate.store.repository import get_account
+
+        row = await get_account(session)
+        assert row is not None
+        row.access_token_enc = ""  # make the CLI process refresh (and meet the revoked grant)
+    proc = await _start("email", "test", env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "FAIL auth" in out.decode() and "authorize" in out.decode().lower()

@@ -23,13 +23,18 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
     """``await make_harness(**sandbox_config)``: a sandbox on free ports and mailgate pointed at it."""
     cleanups: list[Any] = []
 
-    async def factory(**sandbox_options: Any) -> Harness:
+    async def factory(database_url: str = "", **sandbox_options: Any) -> Harness:
         sandbox = Sandbox(SandboxConfig(http_port=0, smtp_port=0, **sandbox_options))
         await sandbox.start()
         cleanups.append(sandbox.stop)
         providers = tmp_path / "providers.toml"
         providers.write_text(sandbox.providers_toml("microsoft", "google"))
-        settings = Settings(data_dir=tmp_path / "data", admin_password=ADMIN_PASSWORD, providers_file=providers)
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            admin_password=ADMIN_PASSWORD,
+            providers_file=providers,
+            database_url=database_url,
+        )
         clock = Clock()
         services = await build_services(settings, clock=clock)
         cleanups.append(services.aclose)

@@ -42,8 +42,8 @@ if [ -z "${MAILGATE_TEST_POSTGRES_URL:-}" ] && [ -n "$pg_bin" ] && [ "$(id -u)" 
 fi
 
 echo "== ruff"
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== pytest"

@@ -12,6 +12,7 @@ from .configure import ConfigService
 from .errors import ConfigurationError
 from .mailer import Mailer
 from .oauth import ConsentFlow, TokenClient, TokenManager
+from .outbox import Outbox
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
 from .store import Database, SecretBox, load_or_create_key
 
@@ -30,6 +31,7 @@ class Services:
     config: ConfigService
     admins: Admins
     mailer: Mailer
+    outbox: Outbox
 
     async def aclose(self) -> None:
         await self.token_client.aclose()
@@ -81,4 +83,5 @@ async def build_services(
         config=config,
         admins=Admins(db),
         mailer=Mailer(config, tokens),
+        outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
     )

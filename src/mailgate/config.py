@@ -9,10 +9,53 @@ from pathlib import Path
 from .errors import ConfigurationError
 from .providers import check_endpoint_url
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "Settings"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "OutboxSettings", "Settings"]
 
 DEFAULT_BASE_URL = "http://localhost:8080"
 DEFAULT_CONTEXT_PATH = "/ddenterpriseapi"
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """Tuning of the outbox and its worker (``MAILGATE_OUTBOX_*``).  Sending limits come from the catalogue."""
+
+    #: Largest message accepted, in bytes of the RFC 5322 message (Gmail's limit: 25 MB).
+    max_message_bytes: int = 25 * 1024 * 1024
+    #: First retry delay; doubled per attempt (with jitter) up to ``retry_max_delay_seconds``.
+    retry_base_seconds: float = 30.0
+    retry_max_delay_seconds: float = 3600.0
+    #: A message still not delivered this long after it was queued becomes ``failed``.
+    retry_deadline_seconds: float = 2 * 86400.0
+    #: A claimed message returns to the queue when its worker has not finished it within this time.
+    lease_seconds: float = 120.0
+    #: How often an idle worker looks for work written by other processes.
+    poll_seconds: float = 1.0
+    #: SMTP connections per account when the provider sets no ``max_connections``.
+    default_connections: int = 3
+
+    _ENV = {  # noqa: RUF012 - a class constant, not a field (no annotation)
+        "MAILGATE_OUTBOX_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
+        "MAILGATE_OUTBOX_RETRY_BASE_SECONDS": ("retry_base_seconds", float),
+        "MAILGATE_OUTBOX_RETRY_MAX_DELAY_SECONDS": ("retry_max_delay_seconds", float),
+        "MAILGATE_OUTBOX_RETRY_DEADLINE_SECONDS": ("retry_deadline_seconds", float),
+        "MAILGATE_OUTBOX_LEASE_SECONDS": ("lease_seconds", float),
+        "MAILGATE_OUTBOX_POLL_SECONDS": ("poll_seconds", float),
+        "MAILGATE_OUTBOX_CONNECTIONS": ("default_connections", int),
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OutboxSettings:
+        values: dict[str, object] = {}
+        for key, (attr, kind) in cls._ENV.items():
+            if env.get(key):
+                try:
+                    value = kind(env[key])
+                except ValueError:
+                    raise ConfigurationError(f"{key}={env[key]!r} is not a number") from None
+                if value <= 0:
+                    raise ConfigurationError(f"{key} must be greater than 0")
+                values[attr] = value
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -26,6 +69,7 @@ class Settings:
     context_path: str = DEFAULT_CONTEXT_PATH
     #: Refresh an access token this many seconds before it expires.
     refresh_margin_seconds: float = 300.0
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
 
     @property
     def resolved_database_url(self) -> str:
@@ -56,6 +100,7 @@ class Settings:
                 values[attr] = env[key]
         if env.get("MAILGATE_PROVIDERS_FILE"):
             values["providers_file"] = Path(env["MAILGATE_PROVIDERS_FILE"])
+        values["outbox"] = OutboxSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()

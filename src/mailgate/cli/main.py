@@ -18,6 +18,7 @@ from ..app import Services, build_services
 from ..config import Settings
 from ..configure import EmailServerUpdate, OAuthConfigUpdate
 from ..errors import MailgateError
+from .outbox import register as register_outbox
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ apikey_app = typer.Typer(no_args_is_help=True, help="API keys for applications (
 app.add_typer(oauth_app, name="oauth")
 app.add_typer(email_app, name="email")
 app.add_typer(apikey_app, name="apikey")
+register_outbox(app)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env MAILGATE_DATA_DIR].")]
 
@@ -69,10 +71,12 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: DataDir = None,
 ) -> None:
-    """Run the admin UI, the REST API and the OAuth redirect endpoint."""
+    """Run the admin UI, the REST API, the OAuth redirect endpoint and the outbox worker."""
     import uvicorn
 
+    from ..outbox import Worker
     from ..web import create_app
+    from ..web.logfilter import install_log_redaction
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings(data_dir=data_dir)
@@ -90,8 +94,16 @@ def serve(
             typer.echo(f"mailgate on http://{host}:{port}{settings.context_path}/  (data: {settings.data_dir})")
             typer.echo(f"REST API documentation: http://{host}:{port}{settings.api_prefix}/docs")
             typer.echo(f"Authorized redirect URI to register at the provider: {settings.default_redirect_uri}")
-            server = uvicorn.Server(uvicorn.Config(create_app(services), host=host, port=port, log_level="info"))
-            await server.serve()
+            config = uvicorn.Config(create_app(services), host=host, port=port, log_level="info")
+            server = uvicorn.Server(config)
+            install_log_redaction()  # after uvicorn configured its loggers
+            worker = Worker(services.outbox, services.mailer)
+            delivery = asyncio.create_task(worker.run(), name="outbox-worker")
+            try:
+                await server.serve()
+            finally:
+                worker.stop()
+                await delivery
         finally:
             await services.aclose()
 
@@ -209,20 +221,9 @@ def email_test(
     data_dir: DataDir = None,
 ) -> None:
     """Connect, TLS, EHLO, AUTH (and optionally send): each step with what to do on failure."""
-    from ..smtp import build_message
 
     async def test(services: Services) -> bool:
-        message = None
-        if send_to:
-            server = await services.mailer.server()
-            sender = server.sender or server.username
-            message = build_message(
-                sender=sender,
-                to=[send_to],
-                subject="mailgate test message",
-                text="This is a test message from mailgate.\n",
-            )
-        steps = await services.mailer.test(send_to=send_to, message=message)
+        steps = await services.mailer.test(send_to=send_to)
         for step in steps:
             mark = typer.style("PASS", fg="green") if step.ok else typer.style("FAIL", fg="red")
             typer.echo(f"{mark} {step.name:8} {step.detail}")

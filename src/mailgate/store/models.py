@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -16,6 +17,7 @@ __all__ = [
     "OAuthAccountRow",
     "OAuthConfigRow",
     "OAuthStateRow",
+    "OutboxMessageRow",
     "UtcDateTime",
     "utcnow",
 ]
@@ -129,3 +131,49 @@ class OAuthStateRow(Base):
     return_to: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class OutboxMessageRow(Base):
+    """One message of the outbox (see ``mailgate.outbox``).  ``raw`` is the RFC 5322 message: never log it.
+
+    ``status``: queued, sending (claimed under a lease), sent, retrying, held (waiting for the administrator:
+    consent or server configuration), failed.  ``recipient_results`` maps each envelope recipient to
+    ``{"status": "sent"|"failed"|"pending", "code": int|None, "reply": str}``.
+    """
+
+    __tablename__ = "outbox_messages"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), default="default")
+    status: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(String(255), default="")
+    message_id: Mapped[str] = mapped_column(String(998))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Retries stop (status failed) after this time.
+    deadline_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_error_code: Mapped[str] = mapped_column(String(64), default="")
+    smtp_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    smtp_reply: Mapped[str] = mapped_column(Text, default="")
+    recipient_results: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    #: SHA-256 of the request that created the message, to recognise a reused Idempotency-Key.
+    request_hash: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (
+        # Claiming: due messages of an account, oldest first; expired leases.
+        Index("ix_outbox_claim", "account_id", "status", "next_attempt_at"),
+        Index("ix_outbox_lease", "status", "lease_expires_at"),
+        # Listing and the sending-rate window.
+        Index("ix_outbox_created", "created_at"),
+        Index("ix_outbox_sent", "account_id", "sent_at"),
+    )

@@ -24,15 +24,13 @@ async def healthz(services: ServicesDep) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     view = await services.config.oauth_view() if checks["database"] == "ok" else None
     checks["token_status"] = view.token_status.value if view else "unknown"
-    ok = checks["database"] == "ok"
+    # "not started" is fine (a web-only process; the worker runs elsewhere), "crashed: ..." is not.
+    checks["worker"] = services.outbox.worker_state
+    ok = checks["database"] == "ok" and not checks["worker"].startswith("crashed")
     return JSONResponse({"status": "ok" if ok else "error", **checks}, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(services: ServicesDep) -> str:
-    lines = [
-        "# HELP mailgate_token_refreshes_total Refresh-token grants sent to the token endpoint by this process.",
-        "# TYPE mailgate_token_refreshes_total counter",
-        f"mailgate_token_refreshes_total {services.tokens.refresh_requests}",
-    ]
-    return "\n".join(lines) + "\n"
+    outbox = services.outbox
+    return outbox.metrics.render(await outbox.counts(), services.tokens.refresh_requests)

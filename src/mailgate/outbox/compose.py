@@ -1,0 +1,234 @@
+"""Turning an API request (JSON fields or a raw RFC 5322 message) into a message ready to queue.
+
+Everything is checked before anything is stored; every problem found is reported at once, by field name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+import email.utils
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from ..errors import ValidationError
+from ..smtp import Attachment, build_message, parse_mailbox
+
+__all__ = [
+    "AttachmentRequest",
+    "Limits",
+    "MessageRequest",
+    "MessageTooLargeError",
+    "NewMessage",
+    "from_raw",
+    "from_request",
+]
+
+# Serialise with CRLF line ends, as the message goes on the wire (RFC 5322 s2.1).
+_WIRE = email.policy.default.clone(linesep="\r\n")
+
+
+class MessageTooLargeError(ValidationError):
+    """The message is over the configured size limit."""
+
+    http_status = 413
+    code = "message_too_large"
+
+
+@dataclass(frozen=True)
+class AttachmentRequest:
+    filename: str
+    content_type: str
+    content_base64: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MessageRequest:
+    """The JSON fields of ``POST /v2/email/messages``, already shaped (types checked) by the web layer."""
+
+    sender: str | None
+    to: Sequence[str]
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    reply_to: str | None = None
+    subject: str = ""
+    text: str = ""
+    html: str | None = None
+    attachments: Sequence[AttachmentRequest] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A checked message: envelope, Message-ID and the bytes to send."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str
+    subject: str
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the request is checked against: the configured sender and size, the provider's recipients."""
+
+    default_sender: str
+    max_bytes: int
+    max_recipients: int = 0
+    provider: str = ""
+
+
+def _limit_errors(recipients: Sequence[str], size: int, limits: Limits) -> None:
+    if limits.max_recipients and len(recipients) > limits.max_recipients:
+        who = limits.provider or "the provider"
+        raise ValidationError(
+            {
+                "recipients": f"{len(recipients)} recipients (to, cc and bcc together); {who} accepts at most "
+                f"{limits.max_recipients} per message"
+            },
+            hint="Split the message into several messages.",
+        )
+    if size > limits.max_bytes:
+        raise MessageTooLargeError(
+            {"message": f"is {size:,} bytes; the limit is {limits.max_bytes:,} bytes"},
+            hint="Send smaller attachments, or a link to the file instead.",
+        )
+
+
+def _unique(addresses: Sequence[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for address in addresses:
+        seen.setdefault(address, None)
+    return tuple(seen)
+
+
+def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
+    """Build and check the message of a JSON request.  Raises ValidationError naming each bad field."""
+    errors: dict[str, str] = {}
+    sender = request.sender if request.sender is not None else limits.default_sender
+    if not sender:
+        errors["from"] = "is required: no sender is configured on the Email server page"
+    bcc: list[str] = []
+    for i, value in enumerate(request.bcc):
+        try:
+            bcc.append(parse_mailbox(value).addr_spec)
+        except ValueError as exc:
+            errors[f"bcc[{i}]"] = str(exc)
+    attachments: list[Attachment] = []
+    total = 0
+    for i, item in enumerate(request.attachments):
+        try:
+            data = base64.b64decode("".join(item.content_base64.split()), validate=True)
+        except (binascii.Error, ValueError):
+            errors[f"attachments[{i}].content_base64"] = "is not valid base64"
+            continue
+        total += len(data)
+        attachments.append(Attachment(filename=item.filename, content_type=item.content_type, data=data))
+    if not request.to:
+        errors["to"] = "at least one recipient is required"
+    try:
+        message = build_message(
+            sender=sender or "nobody@invalid.invalid",
+            to=request.to or ["nobody@invalid.invalid"],
+            subject=request.subject,
+            text=request.text,
+            html=request.html,
+            cc=request.cc,
+            reply_to=request.reply_to,
+            attachments=attachments,
+            headers=request.headers,
+        )
+    except ValidationError as exc:
+        for name, text in exc.errors.items():
+            errors.setdefault("from" if name == "sender" else name, text)
+        message = None
+    if errors:
+        raise ValidationError(errors)
+    assert message is not None
+    _limit_errors((), total, limits)  # refuse oversized attachments before serialising them
+    recipients = _unique([*_addresses(message, "To"), *_addresses(message, "Cc"), *bcc])
+    raw = message.as_bytes(policy=_WIRE)
+    _limit_errors(recipients, len(raw), limits)
+    return NewMessage(
+        sender=_addresses(message, "From")[0],
+        recipients=recipients,
+        message_id=str(message["Message-ID"]),
+        subject=request.subject[:255],
+        raw=raw,
+    )
+
+
+def _addresses(message: EmailMessage, name: str) -> list[str]:
+    out: list[str] = []
+    for header in message.get_all(name, []):
+        out.extend(address.addr_spec for address in getattr(header, "addresses", ()))
+    return out
+
+
+def from_raw(body: bytes, limits: Limits) -> NewMessage:
+    """Check a raw RFC 5322 message (``Content-Type: message/rfc822``).
+
+    From defaults to the configured sender; Date and Message-ID are added when missing; the envelope
+    recipients are To, Cc and Bcc, and Bcc is removed from the header (RFC 5322 s3.6.3).
+    """
+    _limit_errors((), len(body), limits)
+    message = email.message_from_bytes(body, _class=EmailMessage, policy=email.policy.default)
+    errors: dict[str, str] = {}
+    if not message.keys() or (not message.get_payload() and b"\n\n" not in body.replace(b"\r\n", b"\n")):
+        raise ValidationError({"body": "is not an RFC 5322 message (header fields, an empty line, the body)"})
+    recipients: list[str] = []
+    wanted = {"from", "to", "cc", "bcc", "reply-to", "sender"}
+    for name, value in message.raw_items():
+        # Folding (CRLF + whitespace) is allowed; a line break that starts no continuation line is not.
+        unfolded = re.sub(r"\r?\n[ \t]", " ", value).rstrip("\r\n")
+        if "\r" in unfolded or "\n" in unfolded:
+            errors[f"headers.{name}"] = "must not contain line breaks"
+        if name.lower() not in wanted:
+            continue
+        label = f"headers.{name}"
+        try:
+            header = email.policy.default.header_factory(name, unfolded)
+            addresses = tuple(getattr(header, "addresses", ()))
+            defects = header.defects
+        except Exception:  # the parser raises assorted errors on garbage
+            addresses, defects = (), ("unparsable",)
+        if defects or not addresses:
+            errors[label] = "is not a valid address list"
+            continue
+        for address in addresses:
+            try:
+                parse_mailbox(address.addr_spec)
+            except ValueError as exc:
+                errors[label] = f"{address.addr_spec!r} {exc}"
+            if name.lower() in ("to", "cc", "bcc"):
+                recipients.append(address.addr_spec)
+    if "From" not in message:
+        if limits.default_sender:
+            message["From"] = limits.default_sender
+        else:
+            errors["headers.From"] = "is required: no sender is configured on the Email server page"
+    if not recipients and not any(k.startswith("headers.") and k[8:] in ("To", "Cc", "Bcc") for k in errors):
+        errors["headers.To"] = "at least one recipient (To, Cc or Bcc) is required"
+    if errors:
+        raise ValidationError(errors)
+    del message["Bcc"]
+    if "Date" not in message:
+        message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    sender = _addresses(message, "From")[0]
+    if "Message-ID" not in message:
+        message["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or "mailgate.invalid")
+    raw = message.as_bytes(policy=_WIRE)
+    unique = _unique(recipients)
+    _limit_errors(unique, len(raw), limits)
+    return NewMessage(
+        sender=sender,
+        recipients=unique,
+        message_id=str(message["Message-ID"]),
+        subject=str(message.get("Subject", ""))[:255],
+        raw=raw,
+    )

@@ -1,0 +1,156 @@
+"""The outbox table's queries: claiming under a lease, recording attempts, holding and releasing.
+
+Claiming is ``SELECT id ... LIMIT n FOR UPDATE SKIP LOCKED`` then ``UPDATE ... WHERE id IN (...) AND
+<still due> RETURNING ...`` in one transaction: on PostgreSQL the row locks make concurrent workers skip
+each other's rows; on SQLite (no row locks) the UPDATE re-checks that each row is still due under the
+database's single write lock, so a row claimed meanwhile by another process is not taken twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..store.models import OutboxMessageRow
+from .policy import CLAIMABLE, Status
+
+__all__ = ["claim", "count_by_status", "finish", "hold_account", "in_window", "release_held", "requeue"]
+
+Row = OutboxMessageRow
+
+
+def _due(account_id: str, now: datetime, busy: Collection[str]) -> Any:
+    return and_(
+        Row.account_id == account_id,
+        or_(
+            and_(Row.status.in_(CLAIMABLE), Row.next_attempt_at <= now),
+            # A worker that claimed these died (or hung) before finishing: its lease has run out.  Not the
+            # ones this worker is still sending (``busy``), whatever the clock says.
+            and_(Row.status == Status.SENDING.value, Row.lease_expires_at < now, Row.id.not_in(list(busy))),
+        ),
+    )
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    busy: Collection[str] = (),
+) -> list[Row]:
+    """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``.
+
+    ``busy``: ids the caller is still working on (never taken back from it, even with an expired lease).
+    """
+    if limit <= 0:
+        return []
+    # Two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL
+    # may run such a subquery more than once and update more than n rows.
+    if session.get_bind().dialect.name == "sqlite":
+        # Take the database's write lock first (a no-op write), so that two processes do not both select
+        # the same rows and one of them come away empty-handed.
+        await session.execute(update(Row).where(Row.id == "").values(status=Row.status))
+    found = await session.execute(
+        select(Row.id)
+        .where(_due(account_id, now, busy))
+        .order_by(Row.next_attempt_at, Row.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    ids = list(found.scalars())
+    if not ids:
+        return []
+    stmt = (
+        update(Row)
+        # The conditions again: on SQLite another process may have claimed a row between the two
+        # statements (the UPDATE runs under the database's write lock and sees its change).
+        .where(Row.id.in_(ids), _due(account_id, now, busy))
+        .values(status=Status.SENDING.value, lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
+        .returning(Row)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    result = await session.execute(stmt)
+    rows = list(result.scalars().all())
+    rows.sort(key=lambda r: (r.next_attempt_at, r.created_at))
+    return rows
+
+
+async def finish(session: AsyncSession, message_id: str, owner: str, values: dict[str, Any]) -> bool:
+    """Record the end of an attempt; False when ``owner`` no longer holds the lease (nothing written)."""
+    result = await session.execute(
+        update(Row)
+        .where(Row.id == message_id, Row.lease_owner == owner, Row.status == Status.SENDING.value)
+        .values(lease_owner=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def requeue(session: AsyncSession, ids: Sequence[str], owner: str, values: dict[str, Any]) -> None:
+    """Give claimed messages back without an attempt (their connection could not be set up)."""
+    if ids:
+        await session.execute(
+            update(Row)
+            .where(Row.id.in_(ids), Row.lease_owner == owner, Row.status == Status.SENDING.value)
+            .values(lease_owner=None, lease_expires_at=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def hold_account(session: AsyncSession, account_id: str, now: datetime, code: str, reason: str) -> int:
+    """Hold every waiting message of the account (the administrator must act first)."""
+    result = await session.execute(
+        update(Row)
+        .where(Row.account_id == account_id, Row.status.in_(CLAIMABLE))
+        .values(status=Status.HELD.value, last_error_code=code, last_error=reason, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def release_held(session: AsyncSession, account_id: str, now: datetime) -> int:
+    """Queue the held messages of the account again, due now."""
+    result = await session.execute(
+        update(Row)
+        .where(Row.account_id == account_id, Row.status == Status.HELD.value)
+        .values(status=Status.QUEUED.value, next_attempt_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def has_held(session: AsyncSession, account_id: str) -> bool:
+    found = await session.execute(
+        select(Row.id).where(Row.account_id == account_id, Row.status == Status.HELD.value).limit(1)
+    )
+    return found.first() is not None
+
+
+async def in_window(session: AsyncSession, account_id: str, since: datetime, now: datetime) -> int:
+    """Messages sent since ``since`` plus those being sent now: what counts against a sending limit."""
+    result = await session.execute(
+        select(func.count())
+        .select_from(Row)
+        .where(
+            Row.account_id == account_id,
+            or_(
+                Row.sent_at >= since,
+                and_(Row.status == Status.SENDING.value, Row.lease_expires_at >= now),
+            ),
+        )
+    )
+    return int(result.scalar_one())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    result = await session.execute(select(Row.status, func.count()).group_by(Row.status))
+    counts = {status.value: 0 for status in Status}
+    counts.update({str(status): int(n) for status, n in result.all()})
+    return counts

@@ -1,0 +1,327 @@
+"""The outbox as a service: enqueue (idempotent), look up, list, retry and purge messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+
+from ..config import OutboxSettings
+from ..configure import ConfigService
+from ..errors import MailgateError, NotFoundError, ValidationError
+from ..providers import Catalogue
+from ..store import Database
+from ..store.models import OutboxMessageRow
+from ..store.repository import DEFAULT_ACCOUNT
+from ..types import EmailServerConfig, ProviderSpec
+from .commit import GroupCommit
+from .compose import Limits, NewMessage
+from .metrics import OutboxMetrics
+from .policy import FINAL, Status
+from .queue import count_by_status
+
+__all__ = ["MessageConflictError", "MessageView", "Outbox"]
+
+Row = OutboxMessageRow
+#: How long the sender and limits read for new messages are reused.
+LIMITS_TTL_SECONDS = 1.0
+
+
+class MessageConflictError(MailgateError):
+    """The message is not in a state that allows what was asked."""
+
+    http_status = 409
+    code = "conflict"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """What the API and the CLI show of a message (never its body)."""
+
+    id: str
+    status: str
+    account_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    message_id: str
+    size: int
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str
+    last_error_code: str
+    smtp_code: int | None
+    smtp_reply: str
+    recipient_results: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Row) -> MessageView:
+        waiting = row.status in (Status.QUEUED.value, Status.RETRYING.value)
+        return cls(
+            id=row.id,
+            status=row.status,
+            account_id=row.account_id,
+            sender=row.sender,
+            recipients=tuple(row.recipients),
+            subject=row.subject,
+            message_id=row.message_id,
+            size=row.size,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at if waiting else None,
+            last_error=row.last_error,
+            last_error_code=row.last_error_code,
+            smtp_code=row.smtp_code,
+            smtp_reply=row.smtp_reply,
+            recipient_results=dict(row.recipient_results or {}),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            sent_at=row.sent_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        error = None
+        if self.last_error:
+            error = {"code": self.last_error_code, "message": self.last_error}
+            if self.smtp_code is not None:
+                error.update(smtp_code=self.smtp_code, smtp_reply=self.smtp_reply)  # type: ignore[call-overload]
+        return {
+            "id": self.id,
+            "status": self.status,
+            "account": self.account_id,
+            "from": self.sender,
+            "recipients": list(self.recipients),
+            "subject": self.subject,
+            "message_id": self.message_id,
+            "size": self.size,
+            "attempts": self.attempts,
+            "next_attempt_at": _iso(self.next_attempt_at),
+            "last_error": error,
+            "recipient_results": self.recipient_results,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "sent_at": _iso(self.sent_at),
+        }
+
+
+class Outbox:
+    """Durable queue of messages.  ``enqueue`` returns once the message is committed."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: ConfigService,
+        catalogue: Catalogue,
+        settings: OutboxSettings,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.catalogue = catalogue
+        self.settings = settings
+        self.clock = clock
+        self.metrics = OutboxMetrics()
+        #: "not started", "running", "stopped" or "crashed: ..." (set by the worker of this process).
+        self.worker_state = "not started"
+        self._wake: asyncio.Event | None = None
+        #: Concurrent writes (enqueues, recorded attempts) share transactions.
+        self.writes = GroupCommit(db)
+        self._limits: tuple[float, Limits] | None = None
+
+    def __repr__(self) -> str:
+        return f"Outbox({self.db!r}, worker={self.worker_state!r})"
+
+    # -- the worker's doorbell -------------------------------------------------------------------------
+
+    @property
+    def wake(self) -> asyncio.Event:
+        """Set when a message is queued in this process (other processes are found by polling)."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    # -- limits ----------------------------------------------------------------------------------------
+
+    async def provider(self, server: EmailServerConfig | None = None) -> ProviderSpec | None:
+        """The catalogue entry whose limits apply: the OAuth page's provider, else the one with this host."""
+        return self.provider_of((await self.config.oauth_view()).provider, server)
+
+    def provider_of(self, name: str, server: EmailServerConfig | None) -> ProviderSpec | None:
+        """The catalogue entry ``name`` (the OAuth page's provider), else the one with the server's host."""
+        if name in self.catalogue.providers:
+            return self.catalogue.providers[name]
+        if server is not None:
+            return next((p for p in self.catalogue.providers.values() if p.smtp_host == server.host), None)
+        return None
+
+    async def limits(self) -> Limits:
+        """What a new message is checked against (re-read at most once a second: this is per request)."""
+        now = time.monotonic()
+        if self._limits is not None and now - self._limits[0] < LIMITS_TTL_SECONDS:
+            return self._limits[1]
+        limits = await self._read_limits()
+        self._limits = (now, limits)
+        return limits
+
+    async def _read_limits(self) -> Limits:
+        server = await self.config.email_server()
+        sender = server.sender or server.username
+        spec = await self.provider(server)
+        return Limits(
+            default_sender=sender,
+            max_bytes=self.settings.max_message_bytes,
+            max_recipients=spec.max_recipients if spec else 0,
+            provider=spec.label if spec else "",
+        )
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        message: NewMessage,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str = "",
+        account_id: str = DEFAULT_ACCOUNT,
+    ) -> tuple[MessageView, bool]:
+        """Store ``message`` as queued; ``(view, created)``.  A known key returns the earlier message."""
+        if idempotency_key is not None:
+            earlier = await self._by_key(idempotency_key, request_hash)
+            if earlier is not None:
+                return earlier, False
+        now = self.clock()
+        row = Row(
+            id=str(uuid.uuid4()),
+            account_id=account_id,
+            status=Status.QUEUED.value,
+            sender=message.sender,
+            recipients=list(message.recipients),
+            subject=message.subject,
+            message_id=message.message_id,
+            raw=message.raw,
+            size=len(message.raw),
+            attempts=0,
+            next_attempt_at=now,
+            deadline_at=now + timedelta(seconds=self.settings.retry_deadline_seconds),
+            last_error="",
+            last_error_code="",
+            smtp_reply="",
+            recipient_results={},
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            created_at=now,
+            updated_at=now,
+        )
+
+        async def insert(session: AsyncSession) -> None:
+            session.add(row)
+
+        try:
+            await self.writes.run(insert)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # The same key arrived twice at once: the other request won.
+            earlier = await self._by_key(idempotency_key, request_hash)
+            if earlier is None:
+                raise
+            return earlier, False
+        self.metrics.enqueued += 1
+        self.wake.set()
+        return MessageView.of(row), True
+
+    async def _by_key(self, key: str, request_hash: str) -> MessageView | None:
+        async with self.db.session() as session:
+            row = (await session.execute(select(Row).where(Row.idempotency_key == key))).scalar_one_or_none()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise ValidationError(
+                {"Idempotency-Key": "was already used for a different request"},
+                hint="Use a new Idempotency-Key for a new message; repeat a request only unchanged.",
+            )
+        return MessageView.of(row)
+
+    async def retry(self, message_id: str) -> MessageView:
+        """Queue a held, failed or retrying message again, due now, with a new retry deadline."""
+        now = self.clock()
+        async with self.db.session() as session:
+            row = await session.get(Row, message_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"No message {message_id}.")
+            if row.status in (Status.SENT.value, Status.SENDING.value):
+                raise MessageConflictError(
+                    f"Message {message_id} is {row.status}; only queued, retrying, held and failed messages "
+                    "can be retried.",
+                )
+            row.status = Status.QUEUED.value
+            row.next_attempt_at = now
+            row.deadline_at = now + timedelta(seconds=self.settings.retry_deadline_seconds)
+            row.updated_at = now
+            # Recipients that failed for good get another chance too.
+            results = dict(row.recipient_results or {})
+            row.recipient_results = {k: v for k, v in results.items() if v.get("status") == "sent"}
+        self.wake.set()
+        return MessageView.of(row)
+
+    async def purge(self, statuses: Sequence[str], older_than: timedelta) -> int:
+        """Delete sent/failed/held messages last changed before ``now - older_than``."""
+        allowed = {*FINAL, Status.HELD.value}
+        refused = [s for s in statuses if s not in allowed]
+        if refused or not statuses:
+            raise ValidationError({"status": f"must be among {', '.join(sorted(allowed))}"})
+        cutoff = self.clock() - older_than
+        async with self.db.session() as session:
+            result = await session.execute(delete(Row).where(Row.status.in_(list(statuses)), Row.updated_at <= cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    async def get(self, message_id: str) -> MessageView:
+        async with self.db.session() as session:
+            row = await session.get(Row, message_id, options=[defer(Row.raw)])
+        if row is None:
+            raise NotFoundError(f"No message {message_id}.", hint="Check the id returned when it was queued.")
+        return MessageView.of(row)
+
+    async def list(
+        self, *, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
+    ) -> tuple[list[MessageView], int]:
+        """Newest first; ``(page, total matching)``."""
+        unknown = [s for s in statuses if s not in {st.value for st in Status}]
+        if unknown:
+            raise ValidationError({"status": f"unknown status {unknown[0]!r}; one of {', '.join(Status)}"})
+        where = [Row.status.in_(list(statuses))] if statuses else []
+        async with self.db.session() as session:
+            total = (await session.execute(select(func.count()).select_from(Row).where(*where))).scalar_one()
+            rows = (
+                await session.execute(
+                    select(Row)
+                    .options(defer(Row.raw))
+                    .where(*where)
+                    .order_by(Row.created_at.desc(), Row.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).scalars()
+            return [MessageView.of(r) for r in rows], int(total)
+
+    async def counts(self) -> dict[str, int]:
+        async with self.db.session() as session:
+            return await count_by_status(session)

@@ -1,0 +1,341 @@
+"""The delivery worker: claims due messages under a lease and sends them over a pool of reused connections.
+
+One pool per account, of at most the provider's ``max_connections`` authenticated SMTP connections, kept
+open across messages and batches (a connection authenticates once: no token request per message).  The
+sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``) are counted in the
+database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from ..mailer import Mailer
+from ..smtp import SmtpConnection
+from ..store.models import OutboxMessageRow
+from ..store.repository import DEFAULT_ACCOUNT
+from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
+from . import queue
+from .policy import Outcome, Status, Verdict, classify
+from .record import Recorder, pending_recipients
+from .service import Outbox
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+Row = OutboxMessageRow
+ConnectionFactory = Callable[[EmailServerConfig], SmtpConnection]
+#: Messages claimed per connection at a time: enough to keep connections busy, few enough to finish well
+#: within the lease.
+PER_CONNECTION_BATCH = 25
+#: A cycle keeps refilling its connections for at most this long, then re-reads the configuration.
+REFILL_SECONDS = 5.0
+
+
+@dataclass
+class _Lane:
+    """The state of one account: its connection pool and why its messages are held."""
+
+    account_id: str
+    server: EmailServerConfig | None = None
+    pool: list[SmtpConnection] = field(default_factory=list)
+    #: The configuration seen when the account's messages were held; a change releases them.
+    held_fingerprint: tuple[Any, ...] | None = None
+
+
+@dataclass
+class _Batch:
+    """Claimed messages being worked through by a lane's connections (refilled as they run out)."""
+
+    rows: deque[Row]
+    spec: ProviderSpec | None
+    size: int
+    started: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    claimed: int = 0
+    #: Ids claimed in this cycle: not to be claimed again by it when their lease runs out mid-cycle.
+    busy: set[str] = field(default_factory=set)
+    exhausted: bool = False
+    hold: Verdict | None = None
+    #: When connections cannot be set up: the retry time for the messages nobody tried.
+    unreachable: tuple[datetime, Verdict] | None = None
+    done: int = 0
+
+
+class Worker:
+    """Delivers the outbox.  ``run()`` until cancelled/stopped; tests call ``run_once()`` / ``drain()``."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        mailer: Mailer,
+        *,
+        owner: str | None = None,
+        connection_factory: ConnectionFactory | None = None,
+        random_source: Callable[[], float] = random.random,
+        accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,),
+    ) -> None:
+        self.outbox = outbox
+        self.mailer = mailer
+        self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._factory = connection_factory or (lambda server: SmtpConnection(server, mailer.token_source(server)))
+        self._recorder = Recorder(outbox, self.owner, random_source)
+        self._lanes = {account: _Lane(account) for account in accounts}
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"Worker(owner={self.owner!r}, state={self.outbox.worker_state!r})"
+
+    @property
+    def _clock(self) -> Callable[[], datetime]:
+        return self.outbox.clock
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until :meth:`stop` (or cancellation); waits on the outbox's doorbell or polls."""
+        self.outbox.worker_state = "running"
+        settings = self.outbox.settings
+        try:
+            while not self._stopping:
+                self.outbox.wake.clear()
+                try:
+                    done = await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # database down, a bug: keep the worker alive, say so
+                    log.exception("outbox worker cycle failed: %s", type(exc).__name__)
+                    done = 0
+                if done == 0 and not self._stopping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.outbox.wake.wait(), settings.poll_seconds)
+        except Exception as exc:
+            self.outbox.worker_state = f"crashed: {type(exc).__name__}"
+            raise
+        finally:
+            if self.outbox.worker_state == "running":
+                self.outbox.worker_state = "stopped"
+            await self.close()
+
+    def stop(self) -> None:
+        """Finish the current cycle, then return from :meth:`run`."""
+        self._stopping = True
+        self.outbox.wake.set()
+
+    async def drain(self, max_cycles: int = 10_000) -> int:
+        """Run cycles until nothing is due; the number of messages attempted (for tests and tools)."""
+        total = 0
+        for _ in range(max_cycles):
+            done = await self.run_once()
+            if done == 0:
+                break
+            total += done
+        return total
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        for lane in self._lanes.values():
+            await self._close_pool(lane)
+
+    async def _close_pool(self, lane: _Lane) -> None:
+        pool, lane.pool = lane.pool, []
+        for conn in pool:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def run_once(self) -> int:
+        """One cycle for every account: release or hold, claim due messages, send them.  Messages attempted."""
+        total = 0
+        for lane in self._lanes.values():
+            total += await self._cycle(lane)
+        return total
+
+    # -- one cycle of one account ----------------------------------------------------------------------
+
+    async def _readiness(self) -> tuple[EmailServerConfig | None, Verdict | None, tuple[Any, ...], ProviderSpec | None]:
+        """The server, why the account cannot send now (or None), a fingerprint of its configuration, and
+        the provider whose limits apply."""
+        config = self.outbox.config
+        server = await config.email_server()
+        view = await config.oauth_view()
+        fingerprint = (server, view.provider, view.client_id, view.token_status, view.authorized_at)
+        spec = self.outbox.provider_of(view.provider, server)
+        server_, problem = self._problem(server, view.token_status, view.token_status_reason)
+        return server_, problem, fingerprint, spec
+
+    @staticmethod
+    def _problem(
+        server: EmailServerConfig, token_status: TokenStatus, reason: str
+    ) -> tuple[EmailServerConfig | None, Verdict | None]:
+        if not server.host:
+            return None, Verdict(Outcome.HOLD, "not_configured", "The Email server is not configured.")
+        if server.authentication is not Authentication.NONE and not server.username:
+            text = "The Email server's Username is empty: set it to the mailbox to send from."
+            return None, Verdict(Outcome.HOLD, "not_configured", text)
+        if server.authentication is Authentication.OAUTH and token_status is not TokenStatus.VALID:
+            if token_status is TokenStatus.REAUTHORIZATION_REQUIRED:
+                text = f"The mailbox must be authorized again: {reason}".rstrip(": ")
+                return server, Verdict(Outcome.HOLD, "reauthorization_required", text)
+            text = "OAuth is not authorized yet: authorize the mailbox on the OAuth page."
+            return server, Verdict(Outcome.HOLD, "not_configured", text)
+        return server, None
+
+    async def _cycle(self, lane: _Lane) -> int:
+        now = self._clock()
+        server, problem, fingerprint, spec = await self._readiness()
+        async with self.outbox.db.session() as session:
+            if problem is not None:
+                held = await queue.hold_account(session, lane.account_id, now, problem.code, problem.message)
+                if held:
+                    log.warning("holding %d message(s) of %s: %s", held, lane.account_id, problem.message)
+                    self.outbox.metrics.held += held
+                lane.held_fingerprint = fingerprint
+                return 0
+            if lane.held_fingerprint != fingerprint:
+                # The configuration changed since the account's messages were held (or this process does
+                # not know when they were): give them another chance.
+                if await queue.has_held(session, lane.account_id):
+                    released = await queue.release_held(session, lane.account_id, now)
+                    log.info("%s: %d held message(s) queued again", lane.account_id, released)
+                lane.held_fingerprint = None
+        assert server is not None
+        connections = (spec.max_connections if spec and spec.max_connections else 0) or (
+            self.outbox.settings.default_connections
+        )
+        batch = _Batch(deque(), spec=spec, size=connections * PER_CONNECTION_BATCH, started=time.monotonic())
+        if not await self._refill(lane, batch):
+            return 0
+        if lane.server != server:
+            await self._close_pool(lane)
+            lane.server = server
+        while len(lane.pool) < connections:
+            lane.pool.append(self._factory(server))
+        del lane.pool[connections:]
+        await asyncio.gather(*(self._connection_loop(lane, conn, batch) for conn in lane.pool))
+        await self._settle_untried(lane, batch, fingerprint)
+        return batch.claimed
+
+    async def _refill(self, lane: _Lane, batch: _Batch) -> bool:
+        """Claim more due messages into ``batch``; False when there are none or the cycle should end.
+
+        Connections take more work as they run out instead of waiting for the whole batch, so a steady
+        stream of messages keeps every connection busy; a cycle still ends after REFILL_SECONDS so that
+        configuration changes are noticed.
+        """
+        async with batch.lock:
+            if batch.rows:
+                return True
+            if batch.exhausted or self._stopping or batch.hold is not None or batch.unreachable is not None:
+                return False
+            if time.monotonic() - batch.started > REFILL_SECONDS:
+                batch.exhausted = True
+                return False
+            now = self._clock()
+            async with self.outbox.db.session() as session:
+                limit = min(batch.size, await self._allowance(session, lane.account_id, now, batch.spec))
+                lease = timedelta(seconds=self.outbox.settings.lease_seconds)
+                rows = await queue.claim(
+                    session,
+                    account_id=lane.account_id,
+                    owner=self.owner,
+                    now=now,
+                    lease=lease,
+                    limit=limit,
+                    busy=batch.busy,
+                )
+            batch.rows.extend(rows)
+            batch.busy.update(row.id for row in rows)
+            batch.claimed += len(rows)
+            batch.exhausted = not rows
+            return bool(rows)
+
+    async def _allowance(self, session: Any, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:
+        """How many more messages the provider's per-minute and per-day limits allow right now."""
+        allowance = 1 << 30
+        if spec is None:
+            return allowance
+        for per, window in ((spec.messages_per_minute, 60), (spec.messages_per_day, 86400)):
+            if per:
+                used = await queue.in_window(session, account_id, now - timedelta(seconds=window), now)
+                allowance = min(allowance, max(0, per - used))
+        return allowance
+
+    async def _settle_untried(self, lane: _Lane, batch: _Batch, fingerprint: tuple[Any, ...]) -> None:
+        """Messages left in the batch: held with the account, or back to the queue without an attempt."""
+        now = self._clock()
+        untried = [row.id for row in batch.rows]
+        async with self.outbox.db.session() as session:
+            if batch.hold is not None:
+                lane.held_fingerprint = fingerprint
+                values = {
+                    "status": Status.HELD.value,
+                    "last_error": batch.hold.message,
+                    "last_error_code": batch.hold.code,
+                    "updated_at": now,
+                }
+                await queue.requeue(session, untried, self.owner, values)
+                held = await queue.hold_account(session, lane.account_id, now, batch.hold.code, batch.hold.message)
+                self.outbox.metrics.held += len(untried) + held
+                await self._close_pool(lane)
+            elif untried:
+                when, verdict = batch.unreachable or (now, Verdict(Outcome.RETRY, "", ""))
+                values = {"status": Status.RETRYING.value, "next_attempt_at": when, "updated_at": now}
+                if verdict.message:
+                    values.update(last_error=verdict.message, last_error_code=verdict.code)
+                await queue.requeue(session, untried, self.owner, values)
+
+    # -- one connection working through the batch ------------------------------------------------------
+
+    async def _connection_loop(self, lane: _Lane, conn: SmtpConnection, batch: _Batch) -> None:
+        while batch.hold is None:
+            if not batch.rows:
+                if not await self._refill(lane, batch):
+                    return
+                continue
+            row = batch.rows.popleft()
+            if not conn.is_connected:
+                try:
+                    await conn.connect()
+                except Exception as exc:
+                    verdict = classify(exc, connecting=True)
+                    when = await self._recorder.failure(row, verdict)
+                    if verdict.outcome is Outcome.HOLD:
+                        batch.hold = verdict
+                    elif when is not None:
+                        batch.unreachable = (when, verdict)
+                    return  # this connection cannot be set up now; others may still work
+            try:
+                result = await conn.send(_parse(row.raw), sender=row.sender, recipients=pending_recipients(row))
+            except Exception as exc:
+                verdict = classify(exc, connecting=False)
+                await self._recorder.failure(row, verdict)
+                if verdict.outcome is Outcome.HOLD:
+                    batch.hold = verdict
+                continue
+            await self._recorder.sent(row, result)
+            batch.done += 1
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    # The stored bytes were checked and serialised at enqueue: the compat32 parser keeps header values as
+    # the strings they are (several times faster than building header objects), and the SMTP layer writes
+    # them back out unchanged.
+    message = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.compat32)
+    assert isinstance(message, EmailMessage)
+    return message

@@ -1,0 +1,162 @@
+"""``/v2/email/messages``: queue messages (JSON or raw RFC 5322), follow them, retry them.
+
+``POST`` answers 202 only after the message is committed to the outbox.  An ``Idempotency-Key`` header
+makes a repeated request return the message of the first one (and refuses the key with another body).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from ..errors import MailgateError, ValidationError
+from ..outbox import AttachmentRequest, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
+from .deps import AdminDep, ServicesDep
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/email/messages", tags=["messages"])
+
+
+class UnsupportedMediaTypeError(MailgateError):
+    http_status = 415
+    code = "unsupported_media_type"
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    content_base64: str
+
+
+class MessageIn(BaseModel):
+    """A message to queue.  ``from`` defaults to the sender configured on the Email server page."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str | None = Field(default=None, alias="from", max_length=998)
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: str | None = Field(default=None, max_length=998)
+    subject: str = Field(default="", max_length=998)
+    text: str = ""
+    html: str | None = None
+    attachments: list[AttachmentIn] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def to_request(self) -> MessageRequest:
+        return MessageRequest(
+            sender=self.from_,
+            to=self.to,
+            cc=self.cc,
+            bcc=self.bcc,
+            reply_to=self.reply_to,
+            subject=self.subject,
+            text=self.text,
+            html=self.html,
+            attachments=[AttachmentRequest(a.filename, a.content_type, a.content_base64) for a in self.attachments],
+            headers=self.headers,
+        )
+
+
+_POST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": MessageIn.model_json_schema(by_alias=True)},
+            "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    # JSON carries attachments in base64 (4/3 of their size) plus the text: allow for that, refuse more
+    # before reading it all into memory.
+    ceiling = limit * 4 // 3 + 1024 * 1024
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > ceiling:
+        raise MessageTooLargeError({"message": f"the request is {int(declared):,} bytes; the limit is {limit:,}"})
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ceiling:
+            raise MessageTooLargeError({"message": f"the request is over the limit of {limit:,} bytes"})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_POST_DOC)
+async def post_message(
+    request: Request,
+    _: AdminDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    """Queue a message; 202 ``{id, status}`` once it is stored."""
+    outbox = services.outbox
+    limits = await outbox.limits()
+    body = await _read_body(request, limits.max_bytes)
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media == "message/rfc822":
+        message = from_raw(body, limits)
+    elif media in ("application/json", ""):
+        try:
+            parsed = MessageIn.model_validate_json(body or b"null")
+        except PydanticValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+        message = from_request(parsed.to_request(), limits)
+    else:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media!r} is not accepted.",
+            hint="Send application/json, or a whole message as message/rfc822.",
+        )
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise ValidationError({"Idempotency-Key": "must not be empty"})
+    digest = hashlib.sha256(media.encode() + b"\0" + body).hexdigest()
+    view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest)
+    location = f"{services.settings.api_prefix}/email/messages/{view.id}"
+    headers = {"Location": location}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse({"id": view.id, "status": view.status}, status_code=202, headers=headers)
+
+
+@router.get("")
+async def list_messages(
+    _: AdminDep,
+    services: ServicesDep,
+    status_: Annotated[list[Status] | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Newest first, optionally only some statuses (``?status=failed&status=held``)."""
+    items, total = await services.outbox.list(statuses=[s.value for s in status_ or []], limit=limit, offset=offset)
+    following = offset + len(items)
+    return {
+        "items": [item.to_dict() for item in items],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": following if following < total else None,
+    }
+
+
+@router.get("/{message_id}")
+async def get_message(message_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Status, attempts, the last error with the SMTP reply, Message-ID, per-recipient results, timestamps."""
+    return (await services.outbox.get(message_id)).to_dict()
+
+
+@router.post("/{message_id}/retry")
+async def retry_message(message_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Queue a failed, held or retrying message again, due now."""
+    return (await services.outbox.retry(message_id)).to_dict()

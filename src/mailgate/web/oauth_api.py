@@ -11,12 +11,13 @@ from fastapi.templating import Jinja2Templates
 
 from ..configure import OAuthConfigUpdate
 from ..errors import OAuthFlowError
+from ..providers import Catalogue
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .schemas import OAuthConfigIn
 from .session import Flash, web_keys
 
-__all__ = ["FLOW_COOKIE", "router"]
+__all__ = ["FLOW_COOKIE", "public_catalogue", "router"]
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -45,9 +46,8 @@ async def put_config(body: OAuthConfigIn, _: AdminDep, services: ServicesDep) ->
     return view.to_dict()
 
 
-@router.get("/providers")
-async def list_providers(_: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
-    """The catalogue, for the provider list and the greyed-out URL fields (``{tenant}`` left in)."""
+def public_catalogue(catalogue: Catalogue) -> list[dict[str, Any]]:
+    """The catalogue as the provider list and the greyed-out URL fields need it (``{tenant}`` left in)."""
     return [
         {
             "name": p.name,
@@ -61,8 +61,14 @@ async def list_providers(_: AdminDep, services: ServicesDep) -> list[dict[str, A
             "smtp_security": p.smtp_security.value,
             "supports_revocation": bool(p.revocation_url),
         }
-        for p in services.catalogue.providers.values()
+        for p in catalogue.providers.values()
     ]
+
+
+@router.get("/providers")
+async def list_providers(_: AdminDep, services: ServicesDep) -> list[dict[str, Any]]:
+    """The provider catalogue."""
+    return public_catalogue(services.catalogue)
 
 
 @router.get("/authorize", response_class=RedirectResponse, status_code=302)

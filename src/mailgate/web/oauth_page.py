@@ -4,7 +4,6 @@ describes it: provider, tenant, greyed-out URLs, client ID and secret, redirect 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -14,6 +13,7 @@ from ..errors import MailgateError, ValidationError
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import TokenStatus
 from .deps import ServicesDep
+from .oauth_api import public_catalogue
 from .pages import EMAIL_PAGE, OAUTH_PAGE, CsrfDep, PageUser, redirect_to, render
 from .session import Flash
 
@@ -44,21 +44,6 @@ def token_status_text(view: OAuthView, *, on_email_page: bool = False) -> tuple[
     return "muted", f"Not yet authorized: {action[0].lower()}{action[1:]}"
 
 
-def _catalogue(request: Request) -> list[dict[str, Any]]:
-    services = request.app.state.services
-    return [
-        {
-            "name": p.name,
-            "label": p.label,
-            "requires_tenant": p.requires_tenant,
-            "default_tenant": p.default_tenant,
-            "authorization_url": p.authorization_url,
-            "token_url": p.token_url,
-        }
-        for p in services.catalogue.providers.values()
-    ]
-
-
 def _page(
     request: Request,
     view: OAuthView,
@@ -68,7 +53,7 @@ def _page(
     retype_secret: bool = False,
 ) -> HTMLResponse:
     services = request.app.state.services
-    catalogue = _catalogue(request)
+    catalogue = public_catalogue(request.app.state.services.catalogue)
     values = values or {
         "provider": view.provider or catalogue[0]["name"],
         "tenant": view.tenant,

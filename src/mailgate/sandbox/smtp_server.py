@@ -14,6 +14,7 @@ import collections
 import hmac
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,30 +161,33 @@ class SmtpHandler:
             return AuthResult(success=False, handled=True)
         return self._verdict(check, "")
 
-    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
-        """SASL XOAUTH2 (Google's and Microsoft's bearer-token mechanism for SMTP)."""
+    async def _check_token(
+        self, server: Any, args: list[str], parse: Callable[[bytes], tuple[str, str] | None], mechanism: str
+    ) -> SmtpAuthCheck | None:
+        """Read the client's response and check the bearer token in it; None when the client gave up."""
         blob = await self._client_response(server, args)
         if blob is None:
             self._state.counters["smtp_auth_failed"] += 1
+            return None
+        parsed = parse(blob)
+        if parsed is None:
+            return SmtpAuthCheck(None, f"malformed {mechanism} response")
+        return self._state.check_smtp_token(parsed[1], parsed[0])
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 (Google's and Microsoft's bearer-token mechanism for SMTP)."""
+        check = await self._check_token(server, args, _parse_xoauth2, "XOAUTH2")
+        if check is None:
             return AuthResult(success=False, handled=True)
-        parsed = _parse_xoauth2(blob)
-        check = SmtpAuthCheck(None, "malformed XOAUTH2 response")
-        if parsed is not None:
-            check = self._state.check_smtp_token(parsed[1], parsed[0])
         if check.account is None and self._config.smtp_failure_style == "google":
             return await self._fail_after_challenge(server, _GOOGLE_CHALLENGE, check)
         return self._verdict(check, "XOAUTH2")
 
     async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> AuthResult:
         """SASL OAUTHBEARER (RFC 7628): on failure a JSON error challenge, the client's ^A, then 535."""
-        blob = await self._client_response(server, args)
-        if blob is None:
-            self._state.counters["smtp_auth_failed"] += 1
+        check = await self._check_token(server, args, _parse_oauthbearer, "OAUTHBEARER")
+        if check is None:
             return AuthResult(success=False, handled=True)
-        parsed = _parse_oauthbearer(blob)
-        check = SmtpAuthCheck(None, "malformed OAUTHBEARER response")
-        if parsed is not None:
-            check = self._state.check_smtp_token(parsed[1], parsed[0])
         if check.account is None:
             scope = "https://mail.google.com/" if self._config.smtp_failure_style == "google" else ""
             challenge = {"status": "invalid_token", "schemes": "bearer", "scope": scope}

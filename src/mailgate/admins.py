@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import NotFoundError, ValidationError
 from .store import Database
@@ -41,9 +42,7 @@ class Admins:
         """Set up user ``admin``.  ``MAILGATE_ADMIN_PASSWORD`` (re)sets its password at every start; without
         it, a first start generates one and returns it so that it can be printed once."""
         async with self._db.session() as session:
-            user = (
-                await session.execute(select(AdminUser).where(AdminUser.username == ADMIN_USER))
-            ).scalar_one_or_none()
+            user = await _admin_user(session, ADMIN_USER)
             if configured_password:
                 if user is None:
                     session.add(AdminUser(username=ADMIN_USER, password_hash=self._hasher.hash(configured_password)))
@@ -60,9 +59,7 @@ class Admins:
         if len(password) < 8:
             raise ValidationError({"password": "must have at least 8 characters"})
         async with self._db.session() as session:
-            user = (
-                await session.execute(select(AdminUser).where(AdminUser.username == ADMIN_USER))
-            ).scalar_one_or_none()
+            user = await _admin_user(session, ADMIN_USER)
             if user is None:
                 session.add(AdminUser(username=ADMIN_USER, password_hash=self._hasher.hash(password)))
             else:
@@ -70,7 +67,7 @@ class Admins:
 
     async def verify_password(self, username: str, password: str) -> bool:
         async with self._db.session() as session:
-            user = (await session.execute(select(AdminUser).where(AdminUser.username == username))).scalar_one_or_none()
+            user = await _admin_user(session, username)
         if user is None:
             self._matches(self._dummy, password)
             return False
@@ -124,6 +121,10 @@ class Admins:
             result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
             if getattr(result, "rowcount", 0) == 0:
                 raise NotFoundError(f"No API key with id {key_id}.", hint="List the keys with `mailgate apikey list`.")
+
+
+async def _admin_user(session: AsyncSession, username: str) -> AdminUser | None:
+    return (await session.execute(select(AdminUser).where(AdminUser.username == username))).scalar_one_or_none()
 
 
 def _sha256(value: str) -> str:

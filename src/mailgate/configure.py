@@ -103,8 +103,8 @@ class ConfigService:
     def _view(self, config: OAuthConfig | None, account: OAuthAccountRow | None) -> OAuthView:
         spec = self._catalogue.providers.get(config.provider) if config else None
         tenant = config.tenant if config else ""
-        has_token = bool(account and account.refresh_token_enc)
-        status = TokenStatus(account.status) if account and has_token else TokenStatus.NOT_AUTHORIZED
+        # An account row without a refresh token (never authorized, or disconnected) shows as nothing.
+        live = account if account is not None and account.refresh_token_enc else None
         return OAuthView(
             provider=config.provider if config else "",
             tenant=tenant,
@@ -113,13 +113,13 @@ class ConfigService:
             client_id=config.client_id if config else "",
             client_secret_set=bool(config and config.client_secret),
             redirect_uri=config.redirect_uri if config else self.default_redirect_uri,
-            refresh_token_set=has_token,
-            account=account.account if account and has_token else "",
-            token_status=status,
-            token_status_reason=account.status_reason if account and has_token else "",
-            authorized_at=account.authorized_at if account and has_token else None,
-            last_refreshed_at=account.last_refreshed_at if account and has_token else None,
-            access_token_expires_at=account.access_token_expires_at if account and has_token else None,
+            refresh_token_set=live is not None,
+            account=live.account if live else "",
+            token_status=TokenStatus(live.status) if live else TokenStatus.NOT_AUTHORIZED,
+            token_status_reason=live.status_reason if live else "",
+            authorized_at=live.authorized_at if live else None,
+            last_refreshed_at=live.last_refreshed_at if live else None,
+            access_token_expires_at=live.access_token_expires_at if live else None,
         )
 
     async def save_oauth(self, update: OAuthConfigUpdate) -> OAuthView:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -21,6 +22,12 @@ __all__ = ["ADMIN_USER", "Admins", "NewApiKey"]
 
 ADMIN_USER = "admin"
 _KEY_PREFIX = "mg_"
+#: A verified API key is trusted this long without asking the database again (every request of an
+#: application is authenticated: the lookup would cost more than the request).  A key deleted in another
+#: process stops working within this time; in this process, at once.
+API_KEY_CACHE_SECONDS = 1.0
+#: ``last_used_at`` is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Admins:
         self._hasher = PasswordHasher()
         # A hash to verify against when the user does not exist, so both paths cost the same.
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        #: SHA-256 of recently verified API keys -> when (monotonic).
+        self._verified: dict[str, float] = {}
 
     async def ensure_admin(self, configured_password: str) -> str | None:
         """Set up user ``admin``.  ``MAILGATE_ADMIN_PASSWORD`` (re)sets its password at every start; without
@@ -95,12 +104,19 @@ class Admins:
             return False
         # API keys are long random strings: a fast hash is enough, and lets us look the key up by hash.
         digest = _sha256(key)
+        checked = self._verified.get(digest)
+        if checked is not None and time.monotonic() - checked < API_KEY_CACHE_SECONDS:
+            return True
         async with self._db.session() as session:
             row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()
             if row is None or not hmac.compare_digest(row.key_hash, digest):
+                self._verified.pop(digest, None)
                 return False
-            row.last_used_at = datetime.now(UTC)
-            return True
+            now = datetime.now(UTC)
+            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+                row.last_used_at = now
+        self._verified[digest] = time.monotonic()
+        return True
 
     async def list_api_keys(self) -> list[dict[str, object]]:
         async with self._db.session() as session:
@@ -119,6 +135,7 @@ class Admins:
     async def delete_api_key(self, key_id: int) -> None:
         async with self._db.session() as session:
             result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+            self._verified.clear()  # which digest was deleted is not known here: check them all again
             if getattr(result, "rowcount", 0) == 0:
                 raise NotFoundError(f"No API key with id {key_id}.", hint="List the keys with `mailgate apikey list`.")
 

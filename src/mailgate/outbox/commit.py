@@ -11,14 +11,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..store import Database
 
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
-Operation = Callable[[AsyncSession], Awaitable[Any]]
+#: Operations get a Core connection (no ORM unit of work: these are the hot path, one per message).
+Operation = Callable[[AsyncConnection], Awaitable[Any]]
 
 
 class GroupCommit:
@@ -29,13 +30,19 @@ class GroupCommit:
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._lock: asyncio.Lock | None = None
 
-    async def run(self, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """Run ``operation(session)`` and commit; returns its result once committed."""
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a batch commits.  Other write transactions of this process on the outbox take it too:
+        on SQLite, two of them at once would make one wait in SQLite's busy handler (sleeping)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
+        return self._lock
+
+    async def run(self, operation: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``operation(connection)`` and commit; returns its result once committed."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((operation, future))
-        async with self._lock:
+        async with self.lock:
             if not future.done():
                 # Everything queued while the previous batch was committing goes in this one.
                 batch, self._pending = self._pending, []
@@ -45,8 +52,8 @@ class GroupCommit:
 
     async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
         try:
-            async with self._db.session() as session:
-                results = [await operation(session) for operation, _ in batch]
+            async with self._db.engine.begin() as connection:
+                results = [await operation(connection) for operation, _ in batch]
         except Exception as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)

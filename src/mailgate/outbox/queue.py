@@ -8,12 +8,13 @@ database's single write lock, so a row claimed meanwhile by another process is n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Update, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..store.models import OutboxMessageRow
 from .policy import CLAIMABLE, Status
@@ -82,15 +83,22 @@ async def claim(
     return rows
 
 
-async def finish(session: AsyncSession, message_id: str, owner: str, values: dict[str, Any]) -> bool:
+async def finish(connection: AsyncConnection, message_id: str, owner: str, values: dict[str, Any]) -> bool:
     """Record the end of an attempt; False when ``owner`` no longer holds the lease (nothing written)."""
-    result = await session.execute(
+    params = {"_id": message_id, "_owner": owner, **values}
+    result = await connection.execute(_finish_statement(frozenset(values)), params)
+    return bool(result.rowcount)
+
+
+@functools.lru_cache(maxsize=64)
+def _finish_statement(columns: frozenset[str]) -> Update:
+    # One statement per set of columns (a handful: sent, retrying, failed, held), built once: building and
+    # caching a statement costs more than running it.
+    return (
         update(Row)
-        .where(Row.id == message_id, Row.lease_owner == owner, Row.status == Status.SENDING.value)
-        .values(lease_owner=None, lease_expires_at=None, **values)
-        .execution_options(synchronize_session=False)
+        .where(Row.id == bindparam("_id"), Row.lease_owner == bindparam("_owner"), Row.status == Status.SENDING.value)
+        .values(lease_owner=None, lease_expires_at=None, **{name: bindparam(name) for name in sorted(columns)})
     )
-    return bool(getattr(result, "rowcount", 0))
 
 
 async def requeue(session: AsyncSession, ids: Sequence[str], owner: str, values: dict[str, Any]) -> None:

@@ -108,7 +108,7 @@ class Recorder:
         return when
 
     async def _finish(self, row: Row, values: dict[str, Any]) -> bool:
-        ok = await self._outbox.writes.run(lambda session: queue.finish(session, row.id, self._owner, values))
+        ok = await self._outbox.writes.run(lambda connection: queue.finish(connection, row.id, self._owner, values))
         if not ok:
             log.warning("message %s: lease lost before its result was recorded", row.id)
         return ok

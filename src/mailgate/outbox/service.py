@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import defer
 
 from ..config import OutboxSettings
@@ -32,6 +32,7 @@ from .queue import count_by_status
 __all__ = ["MessageConflictError", "MessageView", "Outbox"]
 
 Row = OutboxMessageRow
+_INSERT = insert(Row)
 #: How long the sender and limits read for new messages are reused.
 LIMITS_TTL_SECONDS = 1.0
 
@@ -206,31 +207,31 @@ class Outbox:
             if earlier is not None:
                 return earlier, False
         now = self.clock()
-        row = Row(
-            id=str(uuid.uuid4()),
-            account_id=account_id,
-            status=Status.QUEUED.value,
-            sender=message.sender,
-            recipients=list(message.recipients),
-            subject=message.subject,
-            message_id=message.message_id,
-            raw=message.raw,
-            size=len(message.raw),
-            attempts=0,
-            next_attempt_at=now,
-            deadline_at=now + timedelta(seconds=self.settings.retry_deadline_seconds),
-            last_error="",
-            last_error_code="",
-            smtp_reply="",
-            recipient_results={},
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            created_at=now,
-            updated_at=now,
-        )
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "account_id": account_id,
+            "status": Status.QUEUED.value,
+            "sender": message.sender,
+            "recipients": list(message.recipients),
+            "subject": message.subject,
+            "message_id": message.message_id,
+            "raw": message.raw,
+            "size": len(message.raw),
+            "attempts": 0,
+            "next_attempt_at": now,
+            "deadline_at": now + timedelta(seconds=self.settings.retry_deadline_seconds),
+            "last_error": "",
+            "last_error_code": "",
+            "smtp_reply": "",
+            "recipient_results": {},
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "created_at": now,
+            "updated_at": now,
+        }
 
-        async def insert(session: AsyncSession) -> None:
-            session.add(row)
+        async def insert(connection: AsyncConnection) -> None:
+            await connection.execute(_INSERT, values)
 
         try:
             await self.writes.run(insert)
@@ -244,7 +245,7 @@ class Outbox:
             return earlier, False
         self.metrics.enqueued += 1
         self.wake.set()
-        return MessageView.of(row), True
+        return MessageView.of(Row(**values)), True
 
     async def _by_key(self, key: str, request_hash: str) -> MessageView | None:
         async with self.db.session() as session:

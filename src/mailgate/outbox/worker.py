@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 import logging
 import os
 import random
@@ -22,7 +20,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from ..mailer import Mailer
@@ -247,7 +244,7 @@ class Worker:
                 batch.exhausted = True
                 return False
             now = self._clock()
-            async with self.outbox.db.session() as session:
+            async with self.outbox.writes.lock, self.outbox.db.session() as session:
                 limit = min(batch.size, await self._allowance(session, lane.account_id, now, batch.spec))
                 lease = timedelta(seconds=self.outbox.settings.lease_seconds)
                 rows = await queue.claim(
@@ -303,39 +300,44 @@ class Worker:
     # -- one connection working through the batch ------------------------------------------------------
 
     async def _connection_loop(self, lane: _Lane, conn: SmtpConnection, batch: _Batch) -> None:
-        while batch.hold is None:
-            if not batch.rows:
-                if not await self._refill(lane, batch):
-                    return
-                continue
-            row = batch.rows.popleft()
-            if not conn.is_connected:
+        # The previous message's result is committed while this connection sends the next message's MAIL and
+        # RCPT commands, and before its DATA: at any moment at most one message per connection has been
+        # accepted by the server without its result being committed (the bound on duplicates after a crash).
+        recording: asyncio.Task[None] | None = None
+        try:
+            while batch.hold is None:
+                if not batch.rows:
+                    if not await self._refill(lane, batch):
+                        return
+                    continue
+                row = batch.rows.popleft()
+                if not conn.is_connected:
+                    try:
+                        await conn.connect()
+                    except Exception as exc:
+                        verdict = classify(exc, connecting=True)
+                        when = await self._recorder.failure(row, verdict)
+                        if verdict.outcome is Outcome.HOLD:
+                            batch.hold = verdict
+                        elif when is not None:
+                            batch.unreachable = (when, verdict)
+                        return  # this connection cannot be set up now; others may still work
                 try:
-                    await conn.connect()
+                    result = await conn.send(
+                        row.raw, sender=row.sender, recipients=pending_recipients(row), before_data=recording
+                    )
                 except Exception as exc:
-                    verdict = classify(exc, connecting=True)
-                    when = await self._recorder.failure(row, verdict)
+                    if recording is not None and recording.done() and recording.exception() is exc:
+                        raise  # recording the previous message failed (the database): this one was not sent
+                    verdict = classify(exc, connecting=False)
+                    await self._recorder.failure(row, verdict)
                     if verdict.outcome is Outcome.HOLD:
                         batch.hold = verdict
-                    elif when is not None:
-                        batch.unreachable = (when, verdict)
-                    return  # this connection cannot be set up now; others may still work
-            try:
-                result = await conn.send(_parse(row.raw), sender=row.sender, recipients=pending_recipients(row))
-            except Exception as exc:
-                verdict = classify(exc, connecting=False)
-                await self._recorder.failure(row, verdict)
-                if verdict.outcome is Outcome.HOLD:
-                    batch.hold = verdict
-                continue
-            await self._recorder.sent(row, result)
-            batch.done += 1
-
-
-def _parse(raw: bytes) -> EmailMessage:
-    # The stored bytes were checked and serialised at enqueue: the compat32 parser keeps header values as
-    # the strings they are (several times faster than building header objects), and the SMTP layer writes
-    # them back out unchanged.
-    message = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.compat32)
-    assert isinstance(message, EmailMessage)
-    return message
+                    continue
+                if recording is not None:
+                    await recording  # done already unless the send did not get as far as DATA
+                recording = asyncio.create_task(self._recorder.sent(row, result))
+                batch.done += 1
+        finally:
+            if recording is not None:
+                await recording

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import email
 import email.message
+import email.policy
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -35,11 +37,13 @@ class StaleConnection(Exception):
 
 
 def envelope(
-    message: email.message.EmailMessage, sender: str | None, recipients: Sequence[str] | None
+    message: email.message.EmailMessage | bytes, sender: str | None, recipients: Sequence[str] | None
 ) -> tuple[str, list[str]]:
     """The envelope sender and recipients: the arguments, else From and To/Cc/Bcc of the message."""
-    env_sender = sender if sender is not None else extract_sender(message)
-    env_rcpts = list(recipients) if recipients is not None else extract_recipients(message)
+    if isinstance(message, bytes) and (sender is None or recipients is None):
+        message = parse_serialised(message)
+    env_sender = sender if sender is not None else extract_sender(message)  # type: ignore[arg-type]
+    env_rcpts = list(recipients) if recipients is not None else extract_recipients(message)  # type: ignore[arg-type]
     errors: dict[str, str] = {}
     for name, values in (("sender", [env_sender or ""]), ("recipients", env_rcpts)):
         try:
@@ -60,18 +64,25 @@ def envelope(
 
 async def run_transaction(
     smtp: aiosmtplib.SMTP,
-    message: email.message.EmailMessage,
+    message: email.message.EmailMessage | bytes,
     sender: str,
     rcpts: list[str],
     *,
     host: str,
     port: int,
     may_be_stale: bool,
+    before_data: Awaitable[object] | None = None,
 ) -> SendResult:
     """Send ``message``; raise the mapped SmtpError when the sender, the message or all recipients are refused.
 
+    ``message`` as bytes (an already serialised RFC 5322 message, CRLF line ends) goes out as it is when the
+    server can take it (7-bit, or 8-bit and the server offers 8BITMIME); otherwise it is parsed and
+    re-encoded for 7-bit transport.
+
     With ``may_be_stale``, a disconnect detected at MAIL FROM raises StaleConnection instead (the caller
-    reconnects: nothing of this message reached the server).
+    reconnects: nothing of this message reached the server).  ``before_data`` is awaited after the
+    recipients are accepted and before DATA (the outbox commits the previous message's result meanwhile);
+    if it raises, the transaction is reset and its exception propagates: the message was not sent.
     """
     utf8 = not (sender + "".join(rcpts)).isascii()
     if utf8 and not smtp.supports_extension("smtputf8"):
@@ -83,7 +94,7 @@ async def run_transaction(
     eight_bit = smtp.supports_extension("8bitmime")
     if eight_bit:
         options.append("BODY=8BITMIME")  # RFC 6152
-    data = flatten_message(message, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    data = _wire_bytes(message, utf8=utf8, eight_bit=eight_bit)
     if smtp.supports_extension("size"):
         options.insert(0, f"SIZE={len(data)}")  # RFC 1870: lets the server refuse a too large message early
     encoding = "utf-8" if utf8 else "ascii"
@@ -108,6 +119,12 @@ async def run_transaction(
                 refused[rcpt] = (exc.code, exc.message)
         if not accepted:
             raise _all_refused(refused)
+        if before_data is not None:
+            try:
+                await before_data
+            except BaseException:
+                await _rset_quietly(smtp)
+                raise
         stage = "data"
         reply = await smtp.data(data)
     except aiosmtplib.SMTPResponseException as exc:
@@ -119,6 +136,25 @@ async def run_transaction(
     except CLIENT_ERRORS as exc:
         raise error_from_exception(exc, stage, host=host, port=port) from exc
     return SendResult(tuple(accepted), refused, one_line(reply.message))
+
+
+def _wire_bytes(message: email.message.EmailMessage | bytes, *, utf8: bool, eight_bit: bool) -> bytes:
+    if isinstance(message, bytes):
+        if eight_bit or message.isascii():
+            return message
+        message = parse_serialised(message)
+    return flatten_message(message, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+
+
+def parse_serialised(raw: bytes) -> email.message.EmailMessage:
+    """An EmailMessage of bytes that were checked and serialised before (e.g. stored by the outbox).
+
+    The compat32 parser keeps header values as the strings they are (several times faster than building
+    header objects), and flattening writes them back out unchanged.
+    """
+    message = email.message_from_bytes(raw, _class=email.message.EmailMessage, policy=email.policy.compat32)
+    assert isinstance(message, email.message.EmailMessage)
+    return message
 
 
 async def _rset_quietly(smtp: aiosmtplib.SMTP) -> None:

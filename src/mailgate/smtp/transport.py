@@ -11,7 +11,7 @@ import contextlib
 import email.message
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
@@ -328,13 +328,18 @@ class SmtpConnection:
 
     async def send(
         self,
-        message: email.message.EmailMessage,
+        message: email.message.EmailMessage | bytes,
         *,
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
+        before_data: Awaitable[object] | None = None,
     ) -> SendResult:
         """Send one message; connects first if needed.  The envelope defaults to From and To/Cc/Bcc.
 
+        ``message`` may be the bytes of a message serialised before (the outbox's stored messages, sent
+        without parsing them again).  ``before_data`` (a task or future: it may be awaited twice when a stale
+        connection is replaced) is awaited once the recipients are accepted, before the message is handed
+        over; if it raises, nothing was sent and its exception propagates.
         Raises the mapped SmtpError when the sender, the message or every recipient is refused (a partial
         refusal is reported in :attr:`SendResult.refused`), ValidationError for an unusable envelope.
         """
@@ -346,16 +351,18 @@ class SmtpConnection:
                 await self._connect()
             try:
                 return await run_transaction(
-                    self._require(), message, env_sender, env_rcpts, host=c.host, port=c.port, may_be_stale=reused
-                )
+                    self._require(), message, env_sender, env_rcpts, host=c.host, port=c.port,
+                    may_be_stale=reused, before_data=before_data,
+                )  # fmt: skip
             except StaleConnection:
                 # RFC 5321 s4.5.3.2.7: servers close idle connections.  Nothing of this message reached
                 # the server, so starting over on a new connection is safe.
                 await self._drop(polite=False)
                 await self._connect()
                 return await run_transaction(
-                    self._require(), message, env_sender, env_rcpts, host=c.host, port=c.port, may_be_stale=False
-                )
+                    self._require(), message, env_sender, env_rcpts, host=c.host, port=c.port,
+                    may_be_stale=False, before_data=before_data,
+                )  # fmt: skip
 
     # -- closing ---------------------------------------------------------------------------------------
 

@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
 import typer
 
 from ..app import Services, build_services
-from ..config import Settings
 from ..configure import EmailServerUpdate, OAuthConfigUpdate
 from ..errors import MailgateError
+from .common import DataDir, load_settings, report, run, run_with_services
 from .outbox import register as register_outbox
-
-T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 oauth_app = typer.Typer(no_args_is_help=True, help="OAuth configuration and consent.")
@@ -31,45 +27,15 @@ app.add_typer(email_app, name="email")
 app.add_typer(apikey_app, name="apikey")
 register_outbox(app)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env MAILGATE_DATA_DIR].")]
-
-
-def _settings(**overrides: object) -> Settings:
-    return Settings.from_env(os.environ, **overrides)
-
-
-def _report(exc: MailgateError) -> None:
-    typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
-    if exc.hint:
-        typer.echo(f"what to do: {exc.hint}", err=True)
-
-
-def _fail(exc: MailgateError) -> None:
-    _report(exc)
-    raise typer.Exit(1)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except MailgateError as exc:
-        _fail(exc)
-        raise  # unreachable: _fail exits
-
-
-async def _with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
-    services = await build_services(settings)
-    try:
-        return await action(services)
-    finally:
-        await services.aclose()
-
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: DataDir = None,
+    worker: Annotated[
+        bool, typer.Option(help="Deliver the outbox in this process (--no-worker: `mailgate worker` does).")
+    ] = True,
 ) -> None:
     """Run the admin UI, the REST API, the OAuth redirect endpoint and the outbox worker."""
     import uvicorn
@@ -79,7 +45,7 @@ def serve(
     from ..web.logfilter import install_log_redaction
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(data_dir=data_dir)
+    settings = load_settings(data_dir)
 
     async def main() -> None:
         services = await build_services(settings)
@@ -97,17 +63,18 @@ def serve(
             config = uvicorn.Config(create_app(services), host=host, port=port, log_level="info")
             server = uvicorn.Server(config)
             install_log_redaction()  # after uvicorn configured its loggers
-            worker = Worker(services.outbox, services.mailer)
-            delivery = asyncio.create_task(worker.run(), name="outbox-worker")
+            delivery = Worker(services.outbox, services.mailer) if worker else None
+            task = asyncio.create_task(delivery.run(), name="outbox-worker") if delivery else None
             try:
                 await server.serve()
             finally:
-                worker.stop()
-                await delivery
+                if delivery is not None and task is not None:
+                    delivery.stop()
+                    await task
         finally:
             await services.aclose()
 
-    _run(main())
+    run(main())
 
 
 @app.command()
@@ -149,7 +116,7 @@ def oauth_configure(
     update = OAuthConfigUpdate(
         provider=provider, client_id=client_id, client_secret=client_secret, tenant=tenant, redirect_uri=redirect_uri
     )
-    view = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.config.save_oauth(update)))
+    view = run_with_services(data_dir, lambda s: s.config.save_oauth(update))
     typer.echo(f"Saved. Token URL: {view.token_url}\nAuthorized redirect URI: {view.redirect_uri}")
 
 
@@ -167,14 +134,14 @@ def oauth_authorize(data_dir: DataDir = None) -> None:
         result = await services.consent.complete(binding=start.binding, params=params)
         return result.account
 
-    account = _run(_with_services(_settings(data_dir=data_dir), flow))
+    account = run_with_services(data_dir, flow)
     typer.secho(f"Authorized{f' as {account}' if account else ''}. The refresh token is stored.", fg="green")
 
 
 @oauth_app.command("status")
 def oauth_status(data_dir: DataDir = None) -> None:
     """Show the OAuth configuration and the token status (never the secrets)."""
-    view = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.config.oauth_view()))
+    view = run_with_services(data_dir, lambda s: s.config.oauth_view())
     for key, value in view.to_dict().items():
         typer.echo(f"{key:24} {'' if value is None else value}")
 
@@ -182,7 +149,7 @@ def oauth_status(data_dir: DataDir = None) -> None:
 @oauth_app.command("disconnect")
 def oauth_disconnect(data_dir: DataDir = None) -> None:
     """Revoke the refresh token at the provider (where supported) and delete it here."""
-    revoked = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.consent.disconnect()))
+    revoked = run_with_services(data_dir, lambda s: s.consent.disconnect())
     typer.echo("Disconnected" + (" (revoked at the provider)." if revoked else " (deleted locally)."))
 
 
@@ -211,7 +178,7 @@ def email_configure(
         password=password,
         ca_file=ca_file,
     )
-    _run(_with_services(_settings(data_dir=data_dir), lambda s: s.config.save_email_server(update)))
+    run_with_services(data_dir, lambda s: s.config.save_email_server(update))
     typer.echo("Saved.")
 
 
@@ -231,7 +198,7 @@ def email_test(
                 typer.echo(f"     what to do: {step.hint}")
         return all(s.ok for s in steps)
 
-    if not _run(_with_services(_settings(data_dir=data_dir), test)):
+    if not run_with_services(data_dir, test):
         raise typer.Exit(1)
 
 
@@ -269,27 +236,27 @@ def send(
         refused = "".join(f"\n  refused {addr}: {code} {reply}" for addr, (code, reply) in result.refused.items())
         return f"Sent {message['Message-ID']} to {', '.join(result.accepted)}{refused}"
 
-    typer.echo(_run(_with_services(_settings(data_dir=data_dir), deliver)))
+    typer.echo(run_with_services(data_dir, deliver))
 
 
 @apikey_app.command("create")
 def apikey_create(name: Annotated[str, typer.Argument(help="What the key is for.")], data_dir: DataDir = None) -> None:
     """Create an API key; it is shown only this once."""
-    key = _run(_with_services(_settings(data_dir=data_dir), lambda s: s.admins.create_api_key(name)))
+    key = run_with_services(data_dir, lambda s: s.admins.create_api_key(name))
     typer.echo(f"API key {key.id} ({key.name}): {key.key}\nShown only once: store it in your application.")
 
 
 @apikey_app.command("list")
 def apikey_list(data_dir: DataDir = None) -> None:
     """List API keys (their first characters only)."""
-    for row in _run(_with_services(_settings(data_dir=data_dir), lambda s: s.admins.list_api_keys())):
+    for row in run_with_services(data_dir, lambda s: s.admins.list_api_keys()):
         typer.echo(f"{row['id']:>4}  {row['prefix']}…  {row['name']}  created {row['created_at']}")
 
 
 @apikey_app.command("delete")
 def apikey_delete(key_id: int, data_dir: DataDir = None) -> None:
     """Delete an API key: applications using it are refused from then on."""
-    _run(_with_services(_settings(data_dir=data_dir), lambda s: s.admins.delete_api_key(key_id)))
+    run_with_services(data_dir, lambda s: s.admins.delete_api_key(key_id))
     typer.echo("Deleted.")
 
 
@@ -297,5 +264,5 @@ def main() -> None:
     try:
         app()
     except MailgateError as exc:  # e.g. raised while reading the settings
-        _report(exc)
+        report(exc)
         sys.exit(1)

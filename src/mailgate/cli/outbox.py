@@ -6,48 +6,20 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from ..app import Services, build_services
-from ..config import Settings
-from ..errors import MailgateError
+from ..app import Services
 from ..outbox import MessageView, Status, Worker
+from .common import DataDir, run_with_services
 
 __all__ = ["outbox_app", "register", "run_worker"]
 
-T = TypeVar("T")
 
 outbox_app = typer.Typer(no_args_is_help=True, help="The outbox: queued, sent, held and failed messages.")
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env MAILGATE_DATA_DIR].")]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    return Settings.from_env(os.environ, data_dir=data_dir)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except MailgateError as exc:
-        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
-        if exc.hint:
-            typer.echo(f"what to do: {exc.hint}", err=True)
-        raise typer.Exit(1) from None
-
-
-async def _with(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
-    services = await build_services(settings)
-    try:
-        return await action(services)
-    finally:
-        await services.aclose()
 
 
 def _line(view: MessageView) -> str:
@@ -66,9 +38,7 @@ def outbox_list(
 ) -> None:
     """List messages, newest first: id, status, attempts, queued at, recipients, subject."""
     statuses = [s.value for s in status or []]
-    items, total = _run(
-        _with(_settings(data_dir), lambda s: s.outbox.list(statuses=statuses, limit=limit, offset=offset))
-    )
+    items, total = run_with_services(data_dir, lambda s: s.outbox.list(statuses=statuses, limit=limit, offset=offset))
     for item in items:
         typer.echo(_line(item))
     typer.echo(f"{len(items)} of {total} message(s)")
@@ -77,7 +47,7 @@ def outbox_list(
 @outbox_app.command("show")
 def outbox_show(message_id: str, data_dir: DataDir = None) -> None:
     """Everything about one message (as JSON), except its body."""
-    view = _run(_with(_settings(data_dir), lambda s: s.outbox.get(message_id)))
+    view = run_with_services(data_dir, lambda s: s.outbox.get(message_id))
     typer.echo(json.dumps(view.to_dict(), indent=2))
 
 
@@ -88,7 +58,7 @@ def outbox_retry(message_ids: list[str], data_dir: DataDir = None) -> None:
     async def retry(services: Services) -> list[MessageView]:
         return [await services.outbox.retry(message_id) for message_id in message_ids]
 
-    for view in _run(_with(_settings(data_dir), retry)):
+    for view in run_with_services(data_dir, retry):
         typer.echo(f"{view.id} {view.status}")
 
 
@@ -103,7 +73,7 @@ def outbox_purge(
     """Delete old sent and failed messages (never queued, retrying or sending ones)."""
     statuses = [s.value for s in status] if status else [Status.SENT.value, Status.FAILED.value]
     older = timedelta(days=older_than_days)
-    count = _run(_with(_settings(data_dir), lambda s: s.outbox.purge(statuses, older)))
+    count = run_with_services(data_dir, lambda s: s.outbox.purge(statuses, older))
     typer.echo(f"Deleted {count} message(s).")
 
 
@@ -121,7 +91,7 @@ async def run_worker(services: Services) -> None:
 def worker(data_dir: DataDir = None) -> None:
     """Run only the delivery worker (scale-out: several workers share a PostgreSQL outbox)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _run(_with(_settings(data_dir), run_worker))
+    run_with_services(data_dir, run_worker)
 
 
 def register(app: typer.Typer) -> None:

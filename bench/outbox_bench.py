@@ -6,11 +6,14 @@ In one run, against the same sandbox XOAUTH2 SMTP sink on loopback (in a child p
 does not count in this process's memory):
 
 1. ceiling: aiosmtplib sending pre-built messages over the pool's number of connections (3), each
-   authenticated once with XOAUTH2;
-2. full path: messages POSTed to the API (in-process ASGI, 16 concurrent clients) while the worker runs,
-   until the last is recorded ``sent``;
-3. token endpoint calls per 1,000 messages during 2 (with the access token expiring mid-run);
-4. peak RSS of this process after queueing ``--queued`` messages and delivering them all.
+   authenticated once with XOAUTH2 (on uvloop, like mailgate);
+2. full path, as deployed: ``mailgate serve`` started as a process, 16 clients POSTing pre-built JSON
+   requests over keep-alive HTTP/1.1 connections, until the sink has received the last message;
+   (a) API and worker in the one ``serve`` process, (b) ``serve --no-worker`` plus a ``mailgate worker``
+   process.  The CPU time each process spent per message is printed too;
+3. token endpoint calls per 1,000 messages: in-process, with mailgate's clock moved past the access
+   token's lifetime mid-run and the pooled connections dropped, so all 3 must authenticate again;
+4. peak RSS of a fresh process that queues ``--queued`` messages through the API and delivers them all.
 
 Prints messages/second of 1 and 2 and their ratio; shared machines are noisy, so compare ratios.
 """
@@ -20,10 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import multiprocessing
+import os
 import resource
+import signal
+import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +41,7 @@ from typing import Any
 
 import aiosmtplib
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,7 +55,11 @@ from mailgate.sandbox import Sandbox, SandboxConfig  # noqa: E402
 from mailgate.web import create_app  # noqa: E402
 
 CONNECTIONS = 3
+CLIENTS = 16
 PASSWORD = "bench admin password"
+SECRET_KEY = "mailgate bench key"  # a reused PostgreSQL database stays readable
+API = "/ddenterpriseapi/v2"
+TEXT = "Hello from the benchmark.\n" * 20
 
 
 def _sandbox_child(conn: Any, state_dir: str) -> None:
@@ -74,16 +87,22 @@ class RemoteSandbox:
         self.smtp_port: int = facts["smtp_port"]
         self.ca_file = Path(facts["ca_file"])
         self.providers: str = facts["providers"]
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # One client: a new one per call builds an SSL context, milliseconds of CPU while polling.
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url)
+        return self._client
 
     async def control(self, path: str, **params: str) -> Any:
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
-            r = await client.post(f"/_control/{path}", params=params)
-            r.raise_for_status()
-            return r.json() if r.content else None
+        r = await self.client.post(f"/_control/{path}", params=params)
+        r.raise_for_status()
+        return r.json() if r.content else None
 
     async def stats(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
-            return dict((await client.get("/_control/stats")).json())
+        return dict((await self.client.get("/_control/stats")).json())
 
 
 def _peak_rss_mb() -> float:
@@ -142,7 +161,7 @@ async def ceiling(sandbox: RemoteSandbox, count: int) -> float:
     return count / elapsed
 
 
-async def _setup(sandbox: RemoteSandbox, data_dir: Path, database_url: str) -> tuple[Any, Any, Clock]:
+async def _setup(sandbox: RemoteSandbox, data_dir: Path, database_url: str) -> tuple[Any, Any, Clock, str]:
     """mailgate with an API key, configured for the sandbox provider and authorized through its consent."""
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up, before timing
     providers = data_dir / "providers.toml"
@@ -152,7 +171,7 @@ async def _setup(sandbox: RemoteSandbox, data_dir: Path, database_url: str) -> t
         database_url=database_url,
         admin_password=PASSWORD,
         providers_file=providers,
-        secret_key="mailgate bench key",  # a reused PostgreSQL database stays readable
+        secret_key=SECRET_KEY,
     )
     clock = Clock()
     services = await build_services(settings, clock=clock)
@@ -168,48 +187,151 @@ async def _setup(sandbox: RemoteSandbox, data_dir: Path, database_url: str) -> t
     # The sandbox provider: no per-minute limit, 3 connections (as the ceiling).
     await harness.configure("sandbox")
     assert (await harness.authorize()).status_code == 200
-    return services, api, clock
+    return services, api, clock, key.key
 
 
-async def full_path(sandbox: RemoteSandbox, count: int, data_dir: Path, database_url: str) -> dict[str, Any]:
-    services, api, clock = await _setup(sandbox, data_dir, database_url)
+async def token_calls(sandbox: RemoteSandbox, count: int, data_dir: Path, database_url: str) -> dict[str, Any]:
+    """In-process: token endpoint calls while ``count`` messages go out, the access token expiring mid-run."""
+    services, api, clock, _ = await _setup(sandbox, data_dir, database_url)
     try:
         before = (await sandbox.stats())["token_requests"].get("refresh_token", 0)
-
         worker = Worker(services.outbox, services.mailer)
         task = asyncio.create_task(worker.run())
         pending = iter(range(count))
-        start = time.perf_counter()
 
         async def client() -> None:
             for i in pending:
-                text = "Hello from the benchmark.\n" * 20
-                body = {"to": [f"r{i}@example.com"], "subject": f"bench {i}", "text": text}
-                r = await api.post("/ddenterpriseapi/v2/email/messages", json=body)
+                body = {"to": [f"r{i}@example.com"], "subject": f"bench {i}", "text": TEXT}
+                r = await api.post(f"{API}/email/messages", json=body)
                 assert r.status_code == 202, r.text
                 if i == count // 2:
-                    clock.advance(3600)  # the access token expires mid-run: one refresh is expected
+                    # The access token expires and the provider closes the sessions: every pooled
+                    # connection must authenticate again, and exactly one refresh should serve them all.
+                    clock.advance(3600)
+                    for conn in next(iter(worker._lanes.values())).pool:
+                        await conn.close()
 
-        await asyncio.gather(*(client() for _ in range(16)))
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
         while (await services.outbox.counts())["sent"] < count:  # noqa: ASYNC110 - polling the database
-            await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - start
+            await asyncio.sleep(0.05)
         refreshes = (await sandbox.stats())["token_requests"].get("refresh_token", 0) - before
         worker.stop()
         await task
-
         await api.aclose()
-        return {"full_rate": count / elapsed, "token_calls_per_1000": refreshes * 1000 / count, "refreshes": refreshes}
+        return {"token_calls_per_1000": refreshes * 1000 / count, "refreshes": refreshes}
     finally:
         await services.aclose()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _requests(count: int, port: int, key: str, first: int) -> list[bytes]:
+    """Pre-built HTTP/1.1 requests (like the ceiling's pre-built messages: the client costs next to nothing)."""
+    out = []
+    for i in range(first, first + count):
+        body = json.dumps({"to": [f"r{i}@example.com"], "subject": f"bench {i}", "text": TEXT}).encode()
+        head = (
+            f"POST {API}/email/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+async def _post_all(port: int, requests: list[bytes]) -> None:
+    """CLIENTS keep-alive connections sending the requests one after another; every answer must be 202."""
+    pending = iter(requests)
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for request in pending:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                length = next(int(x.split(b":", 1)[1]) for x in lines if x.lower().startswith(b"content-length:"))
+                body = await reader.readexactly(length)
+                assert lines[0][9:12] == b"202", (lines[0], body)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+
+
+async def deployed(
+    sandbox: RemoteSandbox, count: int, data_dir: Path, database_url: str, key: str, *, split: bool, first: int
+) -> dict[str, Any]:
+    """``mailgate serve`` (and with ``split`` a ``mailgate worker``) as processes, fed over HTTP."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MAILGATE_DATA_DIR": str(data_dir),
+        "MAILGATE_SECRET_KEY": SECRET_KEY,
+        "MAILGATE_ADMIN_PASSWORD": PASSWORD,
+        "MAILGATE_PROVIDERS_FILE": str(data_dir / "providers.toml"),
+    }
+    if database_url:
+        env["MAILGATE_DATABASE_URL"] = database_url
+    mailgate = str(Path(sys.executable).with_name("mailgate"))
+    log = (data_dir / f"serve-{port}.log").open("wb")
+    commands = [[mailgate, "serve", "--port", str(port), *(["--no-worker"] if split else [])]]
+    if split:
+        commands.append([mailgate, "worker"])
+    procs = [subprocess.Popen(c, env=env, stdout=log, stderr=subprocess.STDOUT) for c in commands]  # noqa: ASYNC220
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"mailgate serve did not start; see {log.name}")
+        requests = _requests(count, port, key, first)
+        stats = await sandbox.stats()
+        received, refreshed = stats["smtp_messages"], stats["token_requests"].get("refresh_token", 0)
+        cpu = [_cpu_seconds(p.pid) for p in procs]
+        start = time.perf_counter()
+        await _post_all(port, requests)
+        while (stats := await sandbox.stats())["smtp_messages"] < received + count:
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        return {
+            "rate": count / elapsed,
+            "cpu_ms_per_message": [(_cpu_seconds(p.pid) - c) * 1000 / count for p, c in zip(procs, cpu, strict=True)],
+            "refreshes": stats["token_requests"].get("refresh_token", 0) - refreshed,
+        }
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+        log.close()
+
+
+async def _prepare(sandbox: RemoteSandbox, data_dir: Path, database_url: str) -> str:
+    """Configure and authorize mailgate in ``data_dir`` (as an administrator would); its API key."""
+    services, api, _, key = await _setup(sandbox, data_dir, database_url)
+    await api.aclose()
+    await services.aclose()
+    return str(key)
+
+
 async def memory(sandbox: RemoteSandbox, queued: int, data_dir: Path, database_url: str) -> dict[str, Any]:
     """In a fresh process: queue ``queued`` messages through the API with no worker, then deliver them all."""
-    services, api, _ = await _setup(sandbox, data_dir, database_url)
+    services, api, _, _ = await _setup(sandbox, data_dir, database_url)
     try:
         base = _peak_rss_mb()
-        body = {"to": ["many@example.com"], "subject": "queued", "text": "Hello from the benchmark.\n" * 20}
+        body = {"to": ["many@example.com"], "subject": "queued", "text": TEXT}
         pending = iter(range(queued))
 
         async def client() -> None:
@@ -239,7 +361,7 @@ async def memory(sandbox: RemoteSandbox, queued: int, data_dir: Path, database_u
 
 
 def _memory_child(conn: Any, facts: dict[str, Any], queued: int, data_dir: str, database_url: str) -> None:
-    conn.send(asyncio.run(memory(RemoteSandbox(facts), queued, Path(data_dir), database_url)))
+    conn.send(uvloop.run(memory(RemoteSandbox(facts), queued, Path(data_dir), database_url)))
 
 
 async def main() -> None:
@@ -248,6 +370,7 @@ async def main() -> None:
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary directory")
     args = parser.parse_args()
+    url, count = args.database_url, args.messages
     with tempfile.TemporaryDirectory() as tmp:
         parent, child = multiprocessing.get_context("spawn").Pipe()
         proc = multiprocessing.get_context("spawn").Process(
@@ -256,10 +379,15 @@ async def main() -> None:
         proc.start()
         try:
             sandbox = RemoteSandbox(parent.recv())
-            raw = await ceiling(sandbox, args.messages)
-            print(f"ceiling done: {raw:.0f}/s", file=sys.stderr)
-            result = await full_path(sandbox, args.messages, Path(tmp) / "data", args.database_url)
-            print(f"full path done: {result['full_rate']:.0f}/s", file=sys.stderr)
+            raw = await ceiling(sandbox, count)
+            print(f"ceiling: {raw:.0f}/s", file=sys.stderr)
+            data = Path(tmp) / "data"
+            key = await _prepare(sandbox, data, url)
+            one = await deployed(sandbox, count, data, url, key, split=False, first=0)
+            print(f"serve: {one['rate']:.0f}/s", file=sys.stderr)
+            two = await deployed(sandbox, count, data, url, key, split=True, first=count)
+            print(f"serve --no-worker + worker: {two['rate']:.0f}/s", file=sys.stderr)
+            tokens = await token_calls(sandbox, count, Path(tmp) / "tokens", url)
             # Memory in a fresh process, so that the phases above do not count in its peak.
             mine, theirs = multiprocessing.get_context("spawn").Pipe()
             facts = {
@@ -268,35 +396,38 @@ async def main() -> None:
                 "ca_file": str(sandbox.ca_file),
                 "providers": sandbox.providers,
             }
-            url = args.database_url
             if url.startswith("postgresql"):
                 await _reset_postgres(url)
             child_proc = multiprocessing.get_context("spawn").Process(
-                # PostgreSQL: the same database, so the same data dir (its key decrypts the stored settings).
+                # PostgreSQL: the same database, so the same secret key (it decrypts the stored settings).
                 target=_memory_child,
-                args=(theirs, facts, args.queued, str(Path(tmp) / ("data" if url else "data2")), url),
+                args=(theirs, facts, args.queued, str(Path(tmp) / "memory"), url),
             )
             child_proc.start()
-            result.update(mine.recv())
+            memory_result = mine.recv()
             child_proc.join()
         finally:
             proc.terminate()
             proc.join()
-    db = "PostgreSQL" if args.database_url.startswith("postgresql") else "SQLite"
-    print(f"database:                      {db}")
-    print(f"ceiling (raw aiosmtplib, {CONNECTIONS} conns): {raw:8.0f} messages/s")
-    print(f"full path (API->outbox->SMTP): {result['full_rate']:8.0f} messages/s")
-    print(f"ratio:                         {result['full_rate'] / raw:8.2f}")
+    db = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    print(f"database:                            {db}")
+    print(f"ceiling (raw aiosmtplib, {CONNECTIONS} conns):    {raw:8.0f} messages/s")
+    for label, result in (("serve (API + worker)", one), ("serve --no-worker + worker", two)):
+        cpu = " + ".join(f"{ms:.2f}" for ms in result["cpu_ms_per_message"])
+        print(
+            f"full path, {label + ':':27}{result['rate']:8.0f} messages/s  ratio {result['rate'] / raw:5.2f}"
+            f"  CPU ms/message {cpu}  token calls {result['refreshes']}"
+        )
     print(
-        f"token endpoint calls:          {result['token_calls_per_1000']:8.2f} per 1,000 messages "
-        f"({result['refreshes']} for {args.messages} messages, one token expiry mid-run)"
+        f"token endpoint calls:                {tokens['token_calls_per_1000']:8.2f} per 1,000 messages "
+        f"({tokens['refreshes']} for {count} messages; the token expired and the 3 connections re-authenticated)"
     )
-    print(f"draining {args.queued} queued:        {result['drain_rate']:8.0f} messages/s")
-    print(f"RSS (fresh process) at start:  {result['rss_mb_started']:8.1f} MB")
-    print(f"RSS after queueing {args.queued}:     {result['rss_mb_after_queueing']:8.1f} MB")
-    print(f"peak RSS, queueing + delivery: {result['peak_rss_mb']:8.1f} MB")
-    print(json.dumps({"ceiling": raw, **result}))
+    print(f"draining {args.queued} queued:              {memory_result['drain_rate']:8.0f} messages/s")
+    print(f"RSS (fresh process) at start:        {memory_result['rss_mb_started']:8.1f} MB")
+    print(f"RSS after queueing {args.queued}:           {memory_result['rss_mb_after_queueing']:8.1f} MB")
+    print(f"peak RSS, queueing + delivery:       {memory_result['peak_rss_mb']:8.1f} MB")
+    print(json.dumps({"ceiling": raw, "serve": one, "split": two, **tokens, **memory_result}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

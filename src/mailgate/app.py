@@ -35,6 +35,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.token_client.aclose()
+        await self.outbox.writes.close()
         await self.db.close()
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Update, and_, bindparam, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store.models import OutboxMessageRow
 from .policy import CLAIMABLE, Status
@@ -83,11 +83,9 @@ async def claim(
     return rows
 
 
-async def finish(connection: AsyncConnection, message_id: str, owner: str, values: dict[str, Any]) -> bool:
-    """Record the end of an attempt; False when ``owner`` no longer holds the lease (nothing written)."""
-    params = {"_id": message_id, "_owner": owner, **values}
-    result = await connection.execute(_finish_statement(frozenset(values)), params)
-    return bool(result.rowcount)
+def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
+    """The write recording the end of an attempt; it changes no row when ``owner`` no longer holds the lease."""
+    return _finish_statement(frozenset(values)), {"_id": message_id, "_owner": owner, **values}
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,7 @@
 """Recording the end of an attempt: sent (with per-recipient results), retrying with backoff, held, failed.
 
-Each record is committed before the connection takes its next message (through the outbox's group commit),
-so a crash can leave at most one delivered-but-unrecorded message per connection.
+Each record is committed (through the outbox's group commit) before the connection hands over its next
+message (DATA), so a crash can leave at most one delivered-but-unrecorded message per connection.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Recorder:
         return when
 
     async def _finish(self, row: Row, values: dict[str, Any]) -> bool:
-        ok = await self._outbox.writes.run(lambda connection: queue.finish(connection, row.id, self._owner, values))
+        ok = await self._outbox.writes.execute(*queue.finish(row.id, self._owner, values)) == 1
         if not ok:
             log.warning("message %s: lease lost before its result was recorded", row.id)
         return ok

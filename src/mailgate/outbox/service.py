@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import defer
 
 from ..config import OutboxSettings
@@ -230,11 +229,8 @@ class Outbox:
             "updated_at": now,
         }
 
-        async def insert(connection: AsyncConnection) -> None:
-            await connection.execute(_INSERT, values)
-
         try:
-            await self.writes.run(insert)
+            await self.writes.execute(_INSERT, values)
         except IntegrityError:
             if idempotency_key is None:
                 raise

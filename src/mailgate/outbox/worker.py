@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..mailer import Mailer
-from ..smtp import SmtpConnection
+from ..smtp import SendResult, SmtpConnection
 from ..store.models import OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
@@ -66,7 +66,8 @@ class _Batch:
     started: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     claimed: int = 0
-    #: Ids claimed in this cycle: not to be claimed again by it when their lease runs out mid-cycle.
+    #: Ids claimed in this cycle and not yet recorded: not to be claimed again by it if their lease runs out
+    #: meanwhile.  (Kept small: it is a NOT IN list of the claim query.)
     busy: set[str] = field(default_factory=set)
     exhausted: bool = False
     hold: Verdict | None = None
@@ -317,6 +318,7 @@ class Worker:
                     except Exception as exc:
                         verdict = classify(exc, connecting=True)
                         when = await self._recorder.failure(row, verdict)
+                        batch.busy.discard(row.id)
                         if verdict.outcome is Outcome.HOLD:
                             batch.hold = verdict
                         elif when is not None:
@@ -331,13 +333,18 @@ class Worker:
                         raise  # recording the previous message failed (the database): this one was not sent
                     verdict = classify(exc, connecting=False)
                     await self._recorder.failure(row, verdict)
+                    batch.busy.discard(row.id)
                     if verdict.outcome is Outcome.HOLD:
                         batch.hold = verdict
                     continue
                 if recording is not None:
                     await recording  # done already unless the send did not get as far as DATA
-                recording = asyncio.create_task(self._recorder.sent(row, result))
+                recording = asyncio.create_task(self._record_sent(batch, row, result))
                 batch.done += 1
         finally:
             if recording is not None:
                 await recording
+
+    async def _record_sent(self, batch: _Batch, row: Row, result: SendResult) -> None:
+        await self._recorder.sent(row, result)
+        batch.busy.discard(row.id)

@@ -190,11 +190,13 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
         label = f"headers.{name}"
         try:
             header = POLICY.header_factory(name, unfolded)
+            groups = tuple(getattr(header, "groups", ()))
             addresses = tuple(getattr(header, "addresses", ()))
             defects = header.defects
         except Exception:  # the parser raises assorted errors on garbage
-            addresses, defects = (), ("unparsable",)
-        if defects or not addresses:
+            groups, addresses, defects = (), (), ("unparsable",)
+        # An empty group (``To: undisclosed-recipients:;``) names no one; it is valid where an address list is.
+        if defects or not (addresses or (groups and name.lower() != "from" and name.lower() != "sender")):
             errors[label] = "is not a valid address list"
             continue
         for address in addresses:

@@ -70,6 +70,8 @@ class _Batch:
     #: meanwhile.  (Kept small: it is a NOT IN list of the claim query.)
     busy: set[str] = field(default_factory=set)
     exhausted: bool = False
+    #: A claim started while connections still had work (see _connection_loop).
+    prefetch: asyncio.Task[bool] | None = None
     hold: Verdict | None = None
     #: When connections cannot be set up: the retry time for the messages nobody tried.
     unreachable: tuple[datetime, Verdict] | None = None
@@ -226,27 +228,30 @@ class Worker:
             lane.pool.append(self._factory(server))
         del lane.pool[connections:]
         await asyncio.gather(*(self._connection_loop(lane, conn, batch) for conn in lane.pool))
+        if batch.prefetch is not None:
+            await batch.prefetch  # what it claimed after the connections stopped is given back just below
         await self._settle_untried(lane, batch, fingerprint)
         return batch.claimed
 
     async def _refill(self, lane: _Lane, batch: _Batch) -> bool:
-        """Claim more due messages into ``batch``; False when there are none or the cycle should end.
+        """Claim more due messages into ``batch``; False when it is empty and the cycle should end.
 
-        Connections take more work as they run out instead of waiting for the whole batch, so a steady
-        stream of messages keeps every connection busy; a cycle still ends after REFILL_SECONDS so that
-        configuration changes are noticed.
+        Connections take more work before they run out (a claim costs milliseconds: they would all wait)
+        instead of waiting for the whole batch, so a steady stream of messages keeps every connection busy;
+        a cycle still ends after REFILL_SECONDS so that configuration changes are noticed.
         """
         async with batch.lock:
-            if batch.rows:
+            if len(batch.rows) > batch.size // 3:
                 return True
             if batch.exhausted or self._stopping or batch.hold is not None or batch.unreachable is not None:
-                return False
+                return bool(batch.rows)
             if time.monotonic() - batch.started > REFILL_SECONDS:
                 batch.exhausted = True
-                return False
+                return bool(batch.rows)
             now = self._clock()
             async with self.outbox.writes.lock, self.outbox.db.session() as session:
-                limit = min(batch.size, await self._allowance(session, lane.account_id, now, batch.spec))
+                room = batch.size - len(batch.rows)
+                limit = min(room, await self._allowance(session, lane.account_id, now, batch.spec))
                 lease = timedelta(seconds=self.outbox.settings.lease_seconds)
                 rows = await queue.claim(
                     session,
@@ -261,7 +266,7 @@ class Worker:
             batch.busy.update(row.id for row in rows)
             batch.claimed += len(rows)
             batch.exhausted = not rows
-            return bool(rows)
+            return bool(batch.rows)
 
     async def _allowance(self, session: Any, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:
         """How many more messages the provider's per-minute and per-day limits allow right now."""
@@ -312,6 +317,9 @@ class Worker:
                         return
                     continue
                 row = batch.rows.popleft()
+                fetching = batch.prefetch is not None and not batch.prefetch.done()
+                if len(batch.rows) <= batch.size // 3 and not batch.exhausted and not fetching:
+                    batch.prefetch = asyncio.create_task(self._refill(lane, batch))
                 if not conn.is_connected:
                     try:
                         await conn.connect()

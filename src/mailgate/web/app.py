@@ -28,9 +28,9 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     api = APIRouter(prefix=prefix)
+    api.include_router(messages_api.router)  # first: routes are matched in order, and this is the busy one
     api.include_router(oauth_api.router)
     api.include_router(email_api.router)
-    api.include_router(messages_api.router)
     app.include_router(api)
     app.include_router(health.router)
     install_pages(app, services)

@@ -13,7 +13,8 @@ from ..app import Services
 __all__ = ["AdminDep", "ServicesDep", "get_services", "require_admin"]
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in a thread pool, a hand-off on every request.
     services: Services = request.app.state.services
     return services
 

@@ -67,7 +67,7 @@ def page_url(request: Request, page: str) -> str:
     return services.settings.context_path + page
 
 
-def page_user(request: Request) -> str:
+async def page_user(request: Request) -> str:
     """The signed-in administrator, or :class:`LoginRequired`."""
     user = getattr(request.state, "session_user", None)
     if isinstance(user, str) and user:

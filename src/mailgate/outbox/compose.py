@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 import email
-import email.policy
 import email.utils
 import re
 from collections.abc import Mapping, Sequence

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import email.policy
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
+from mailgate.errors import ValidationError
 from mailgate.outbox import AttachmentRequest, MessageRequest, from_raw, from_request
 from mailgate.outbox.compose import Limits
 
@@ -60,3 +62,19 @@ def test_recipients_in_order_without_duplicates() -> None:
     new = from_request(request, LIMITS)
     assert new.sender == "ana@example.com"
     assert new.recipients == ("b@example.com", "c@example.com", "d@example.com", "e@example.com")
+
+
+def test_a_header_section_broken_by_folding_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stdlib folding has produced an empty line inside a header for some long words: never store that."""
+    real = EmailMessage.as_bytes
+
+    def broken(self: EmailMessage, *args: object, **kwargs: object) -> bytes:
+        return real(self, *args, **kwargs).replace(b"To: ", b"To: x@example.com,\r\n\r\n ", 1)  # type: ignore[arg-type]
+
+    request = MessageRequest(sender="a@example.com", to=["b@example.com"], subject="s", text="t")
+    limits = Limits(default_sender="", max_bytes=1 << 20)
+    assert from_request(request, limits).raw.count(b"\r\n\r\n") == 1
+    monkeypatch.setattr(EmailMessage, "as_bytes", broken)
+    with pytest.raises(ValidationError) as caught:
+        from_request(request, limits)
+    assert "headers" in caught.value.errors

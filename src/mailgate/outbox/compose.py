@@ -108,6 +108,23 @@ def _unique(addresses: Sequence[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _serialise(message: EmailMessage) -> bytes:
+    """The message's bytes, checked to have every header field in the header section.
+
+    The standard library's folding can, for some very long words, emit an empty line inside a header: the
+    fields after it would end up in the body.  Refuse such a message rather than store it.
+    """
+    raw = message.as_bytes(policy=_WIRE)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    fields = sum(1 for line in head.split(b"\r\n") if line and line[:1] not in (b" ", b"\t"))
+    if fields != len(message.keys()):
+        raise ValidationError(
+            {"headers": "could not be written as a valid header section"},
+            hint="Shorten very long names or words without spaces in the addresses, subject or headers.",
+        )
+    return raw
+
+
 def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
     """Build and check the message of a JSON request.  Raises ValidationError naming each bad field."""
     errors: dict[str, str] = {}
@@ -148,7 +165,7 @@ def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
     # build_message parsed every address (parse_mailbox keeps its answers): no need to read the headers back.
     recipients = _unique([parse_mailbox(value).addr_spec for value in (*request.to, *request.cc, *request.bcc)])
     del message["Bcc"]  # the Bcc recipients are in the envelope only (RFC 5322 s3.6.3)
-    raw = message.as_bytes(policy=_WIRE)
+    raw = _serialise(message)
     _limit_errors(recipients, len(raw), limits)
     return NewMessage(
         sender=parse_mailbox(sender).addr_spec,
@@ -220,7 +237,7 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
     sender = _addresses(message, "From")[0]
     if "Message-ID" not in message:
         message["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or "mailgate.invalid")
-    raw = message.as_bytes(policy=_WIRE)
+    raw = _serialise(message)
     unique = _unique(recipients)
     _limit_errors(unique, len(raw), limits)
     return NewMessage(

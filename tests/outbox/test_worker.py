@@ -196,10 +196,10 @@ async def test_expired_lease_returns_message_to_the_queue(env: Env, smtp: Runnin
     await use_server(env, smtp, ca_file)
     message_id = await env.post(to=["crash@example.com"])
     # A worker claims the message and dies before recording anything.
-    async with env.services.db.session() as session:
-        [row] = await queue.claim(
-            session, account_id="default", owner="dead-worker", now=env.clock(), lease=timedelta(seconds=120), limit=10
-        )
+    now, lease = env.clock(), timedelta(seconds=120)
+    [row] = await env.services.outbox.writes.transaction(
+        lambda c: queue.claim(c, account_id="default", owner="dead-worker", now=now, lease=lease, limit=10)
+    )
     assert row.id == message_id and (await env.status(message_id))["status"] == "sending"
     assert await env.worker.drain() == 0  # leased to the other worker
     env.clock.advance(121)

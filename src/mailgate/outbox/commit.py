@@ -12,9 +12,9 @@ milliseconds in a busy event loop.  Elsewhere (PostgreSQL) it runs on the async 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +24,7 @@ from ..store.db import sqlite_pragmas
 
 __all__ = ["GroupCommit"]
 
+T = TypeVar("T")
 #: A statement and its parameters; the caller gets the number of rows it changed.
 Write = tuple[Executable, Mapping[str, Any]]
 
@@ -56,6 +57,15 @@ class GroupCommit:
                 batch, self._pending = self._pending, []
                 await self._commit(batch)
         return future.result()
+
+    async def transaction(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` in a transaction of its own, committed; synchronous code on a Core connection
+        (on SQLite in the writer thread, in turn with the batches; elsewhere through ``run_sync``)."""
+        async with self.lock:
+            if not self._db.is_sqlite:
+                async with self._db.engine.begin() as connection:
+                    return await connection.run_sync(work)
+            return await asyncio.get_running_loop().run_in_executor(self._writer(), _transaction, self._engine(), work)
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -90,12 +100,18 @@ class GroupCommit:
         if not self._db.is_sqlite:
             async with self._db.engine.begin() as connection:
                 return [await _execute_async(connection, write) for write in writes]
-        if self._sync is None or self._thread is None:
+        return await asyncio.get_running_loop().run_in_executor(self._writer(), _run_sync, self._engine(), writes)
+
+    def _engine(self) -> Engine:
+        if self._sync is None:
             self._sync = create_engine(self._db.engine.url.set(drivername="sqlite"))
             event.listen(self._sync, "connect", sqlite_pragmas)
+        return self._sync
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-outbox-writes")
-        engine = self._sync
-        return await asyncio.get_running_loop().run_in_executor(self._thread, _run_sync, engine, writes)
+        return self._thread
 
 
 async def _execute_async(connection: AsyncConnection, write: Write) -> int:
@@ -106,3 +122,8 @@ def _run_sync(engine: Engine, writes: list[Write]) -> list[int]:
     connection: Connection
     with engine.begin() as connection:
         return [int(connection.execute(statement, dict(params)).rowcount) for statement, params in writes]
+
+
+def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)

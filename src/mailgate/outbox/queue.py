@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store.models import OutboxMessageRow
 from .policy import CLAIMABLE, Status
 
-__all__ = ["claim", "count_by_status", "finish", "hold_account", "in_window", "release_held", "requeue"]
+__all__ = ["Claimed", "claim", "count_by_status", "finish", "hold_account", "in_window", "release_held", "requeue"]
 
 Row = OutboxMessageRow
 
@@ -36,8 +37,26 @@ def _due(account_id: str, now: datetime, busy: Collection[str]) -> Any:
     )
 
 
-async def claim(
-    session: AsyncSession,
+@dataclass(frozen=True)
+class Claimed:
+    """A message claimed for sending: what the worker needs of its row (read without the ORM)."""
+
+    id: str
+    sender: str
+    recipients: list[str]
+    raw: bytes = field(repr=False)
+    attempts: int
+    recipient_results: dict[str, Any]
+    next_attempt_at: datetime
+    created_at: datetime
+    deadline_at: datetime
+
+
+_CLAIMED = [Row.__table__.c[f.name] for f in fields(Claimed)]
+
+
+def claim(
+    connection: Connection,
     *,
     account_id: str,
     owner: str,
@@ -45,20 +64,21 @@ async def claim(
     lease: timedelta,
     limit: int,
     busy: Collection[str] = (),
-) -> list[Row]:
+) -> list[Claimed]:
     """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``.
 
     ``busy``: ids the caller is still working on (never taken back from it, even with an expired lease).
+    Synchronous, on a Core connection: run it through ``Outbox.writes.transaction``.
     """
     if limit <= 0:
         return []
     # Two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL
     # may run such a subquery more than once and update more than n rows.
-    if session.get_bind().dialect.name == "sqlite":
+    if connection.dialect.name == "sqlite":
         # Take the database's write lock first (a no-op write), so that two processes do not both select
         # the same rows and one of them come away empty-handed.
-        await session.execute(update(Row).where(Row.id == "").values(status=Row.status))
-    found = await session.execute(
+        connection.execute(update(Row).where(Row.id == "").values(status=Row.status))
+    found = connection.execute(
         select(Row.id)
         .where(_due(account_id, now, busy))
         .order_by(Row.next_attempt_at, Row.created_at)
@@ -74,11 +94,9 @@ async def claim(
         # statements (the UPDATE runs under the database's write lock and sees its change).
         .where(Row.id.in_(ids), _due(account_id, now, busy))
         .values(status=Status.SENDING.value, lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
-        .returning(Row)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .returning(*_CLAIMED)
     )
-    result = await session.execute(stmt)
-    rows = list(result.scalars().all())
+    rows = [Claimed(**r._mapping) for r in connection.execute(stmt)]
     rows.sort(key=lambda r: (r.next_attempt_at, r.created_at))
     return rows
 
@@ -139,9 +157,9 @@ async def has_held(session: AsyncSession, account_id: str) -> bool:
     return found.first() is not None
 
 
-async def in_window(session: AsyncSession, account_id: str, since: datetime, now: datetime) -> int:
+def in_window(connection: Connection, account_id: str, since: datetime, now: datetime) -> int:
     """Messages sent since ``since`` plus those being sent now: what counts against a sending limit."""
-    result = await session.execute(
+    result = connection.execute(
         select(func.count())
         .select_from(Row)
         .where(

@@ -12,16 +12,16 @@ from datetime import datetime
 from typing import Any
 
 from ..smtp import SendResult
-from ..store.models import OutboxMessageRow
 from . import queue
 from .policy import Outcome, Status, Verdict, backoff, next_attempt
+from .queue import Claimed
 from .service import Outbox
 
 __all__ = ["Recorder", "pending_recipients"]
 
 log = logging.getLogger(__name__)
 
-Row = OutboxMessageRow
+Row = Claimed
 
 
 class Recorder:

@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
 from ..mailer import Mailer
 from ..smtp import SendResult, SmtpConnection
-from ..store.models import OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
 from .policy import Outcome, Status, Verdict, classify
+from .queue import Claimed
 from .record import Recorder, pending_recipients
 from .service import Outbox
 
@@ -36,7 +38,7 @@ __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
-Row = OutboxMessageRow
+Row = Claimed
 ConnectionFactory = Callable[[EmailServerConfig], SmtpConnection]
 #: Messages claimed per connection at a time: enough to keep connections busy, few enough to finish well
 #: within the lease.
@@ -249,35 +251,28 @@ class Worker:
                 batch.exhausted = True
                 return bool(batch.rows)
             now = self._clock()
-            async with self.outbox.writes.lock, self.outbox.db.session() as session:
-                room = batch.size - len(batch.rows)
-                limit = min(room, await self._allowance(session, lane.account_id, now, batch.spec))
-                lease = timedelta(seconds=self.outbox.settings.lease_seconds)
-                rows = await queue.claim(
-                    session,
+            lease = timedelta(seconds=self.outbox.settings.lease_seconds)
+            room = batch.size - len(batch.rows)
+            busy = frozenset(batch.busy)  # read in the writer thread: a copy
+
+            def claim(connection: Connection) -> list[Claimed]:
+                limit = min(room, _allowance(connection, lane.account_id, now, batch.spec))
+                return queue.claim(
+                    connection,
                     account_id=lane.account_id,
                     owner=self.owner,
                     now=now,
                     lease=lease,
                     limit=limit,
-                    busy=batch.busy,
+                    busy=busy,
                 )
+
+            rows = await self.outbox.writes.transaction(claim)
             batch.rows.extend(rows)
             batch.busy.update(row.id for row in rows)
             batch.claimed += len(rows)
             batch.exhausted = not rows
             return bool(batch.rows)
-
-    async def _allowance(self, session: Any, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:
-        """How many more messages the provider's per-minute and per-day limits allow right now."""
-        allowance = 1 << 30
-        if spec is None:
-            return allowance
-        for per, window in ((spec.messages_per_minute, 60), (spec.messages_per_day, 86400)):
-            if per:
-                used = await queue.in_window(session, account_id, now - timedelta(seconds=window), now)
-                allowance = min(allowance, max(0, per - used))
-        return allowance
 
     async def _settle_untried(self, lane: _Lane, batch: _Batch, fingerprint: tuple[Any, ...]) -> None:
         """Messages left in the batch: held with the account, or back to the queue without an attempt."""
@@ -356,3 +351,15 @@ class Worker:
     async def _record_sent(self, batch: _Batch, row: Row, result: SendResult) -> None:
         await self._recorder.sent(row, result)
         batch.busy.discard(row.id)
+
+
+def _allowance(connection: Connection, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:
+    """How many more messages the provider's per-minute and per-day limits allow right now."""
+    allowance = 1 << 30
+    if spec is None:
+        return allowance
+    for per, window in ((spec.messages_per_minute, 60), (spec.messages_per_day, 86400)):
+        if per:
+            used = queue.in_window(connection, account_id, now - timedelta(seconds=window), now)
+            allowance = min(allowance, max(0, per - used))
+    return allowance

@@ -46,6 +46,8 @@ class Admins:
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
         #: SHA-256 of recently verified API keys -> when (monotonic).
         self._verified: dict[str, float] = {}
+        #: Incremented by every deletion: a verification that read the key before it must not cache it.
+        self._deletions = 0
 
     async def ensure_admin(self, configured_password: str) -> str | None:
         """Set up user ``admin``.  ``MAILGATE_ADMIN_PASSWORD`` (re)sets its password at every start; without
@@ -107,6 +109,7 @@ class Admins:
         checked = self._verified.get(digest)
         if checked is not None and time.monotonic() - checked < API_KEY_CACHE_SECONDS:
             return True
+        deletions = self._deletions
         async with self._db.session() as session:
             row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()
             if row is None or not hmac.compare_digest(row.key_hash, digest):
@@ -115,6 +118,8 @@ class Admins:
             now = datetime.now(UTC)
             if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
                 row.last_used_at = now
+        if deletions != self._deletions:
+            return await self.verify_api_key(key)  # a key was deleted meanwhile: perhaps this one
         self._verified[digest] = time.monotonic()
         return True
 
@@ -135,9 +140,11 @@ class Admins:
     async def delete_api_key(self, key_id: int) -> None:
         async with self._db.session() as session:
             result = await session.execute(delete(ApiKey).where(ApiKey.id == key_id))
-            self._verified.clear()  # which digest was deleted is not known here: check them all again
-            if getattr(result, "rowcount", 0) == 0:
-                raise NotFoundError(f"No API key with id {key_id}.", hint="List the keys with `mailgate apikey list`.")
+        # Committed: forget every verified key (which digest was deleted is not known here).
+        self._deletions += 1
+        self._verified.clear()
+        if getattr(result, "rowcount", 0) == 0:
+            raise NotFoundError(f"No API key with id {key_id}.", hint="List the keys with `mailgate apikey list`.")
 
 
 async def _admin_user(session: AsyncSession, username: str) -> AdminUser | None:

@@ -114,14 +114,21 @@ class GroupCommit:
         return self._thread
 
 
+#: Keep the row count of every statement (SQLAlchemy drops an INSERT's on some drivers otherwise).
+_COUNTED = {"preserve_rowcount": True}
+
+
 async def _execute_async(connection: AsyncConnection, write: Write) -> int:
-    return int((await connection.execute(write[0], dict(write[1]))).rowcount)
+    return int((await connection.execute(write[0], dict(write[1]), execution_options=_COUNTED)).rowcount)
 
 
 def _run_sync(engine: Engine, writes: list[Write]) -> list[int]:
     connection: Connection
     with engine.begin() as connection:
-        return [int(connection.execute(statement, dict(params)).rowcount) for statement, params in writes]
+        return [
+            int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
+            for statement, params in writes
+        ]
 
 
 def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

@@ -229,10 +229,21 @@ class Worker:
         while len(lane.pool) < connections:
             lane.pool.append(self._factory(server))
         del lane.pool[connections:]
-        await asyncio.gather(*(self._connection_loop(lane, conn, batch) for conn in lane.pool))
+        # Every connection finishes its message before the cycle ends, even when another one failed.
+        outcomes: list[object] = list(
+            await asyncio.gather(
+                *(self._connection_loop(lane, conn, batch) for conn in lane.pool), return_exceptions=True
+            )
+        )
         if batch.prefetch is not None:
-            await batch.prefetch  # what it claimed after the connections stopped is given back just below
+            # What it claimed after the connections stopped is given back just below.
+            outcomes.extend(await asyncio.gather(batch.prefetch, return_exceptions=True))
+        # Claimed, untried messages go back to the queue now (not when their lease runs out), even after a
+        # failure to record a result: the database may well be back.
         await self._settle_untried(lane, batch, fingerprint)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return batch.claimed
 
     async def _refill(self, lane: _Lane, batch: _Batch) -> bool:
@@ -333,7 +344,9 @@ class Worker:
                     )
                 except Exception as exc:
                     if recording is not None and recording.done() and recording.exception() is exc:
-                        raise  # recording the previous message failed (the database): this one was not sent
+                        # Recording the previous message failed (the database): this one was not sent.
+                        batch.rows.appendleft(row)
+                        raise
                     verdict = classify(exc, connecting=False)
                     await self._recorder.failure(row, verdict)
                     batch.busy.discard(row.id)

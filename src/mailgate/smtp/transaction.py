@@ -33,6 +33,14 @@ class SendResult:
     reply: str = ""
 
 
+class _NotOurs(Exception):
+    """Carries the exception of ``before_data`` past the SMTP error mapping, which it must not go through."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 class StaleConnection(Exception):
     """A reused connection turned out to be closed before the message's first command went out."""
 
@@ -133,11 +141,16 @@ async def run_transaction(
         if before_data is not None:
             try:
                 await before_data
+            except Exception as exc:
+                await _rset_quietly(smtp)
+                raise _NotOurs(exc) from exc  # not to be taken for an SMTP or network error below
             except BaseException:
                 await _rset_quietly(smtp)
                 raise
         stage = "data"
         reply = await smtp.data(data)
+    except _NotOurs as wrapper:
+        raise wrapper.error from None
     except aiosmtplib.SMTPResponseException as exc:
         await _rset_quietly(smtp)
         raise error_from_exception(exc, stage, host=host, port=port) from exc
@@ -154,7 +167,15 @@ def _wire_bytes(message: email.message.EmailMessage | bytes, *, utf8: bool, eigh
         if eight_bit or message.isascii():
             return message
         message = parse_serialised(message)
-    return flatten_message(message, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    try:
+        return flatten_message(message, utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    except UnicodeError as exc:  # 8-bit content in a part without a charset: nothing to re-encode it from
+        raise SmtpPermanentError(
+            "The message has 8-bit content that cannot be re-encoded for this server, which does not offer "
+            "8BITMIME (RFC 6152).",
+            hint="Give every text part a charset (or send binary parts in base64), or use a server that offers "
+            "8BITMIME (Gmail and Microsoft 365 do).",
+        ) from exc
 
 
 def parse_serialised(raw: bytes) -> email.message.EmailMessage:

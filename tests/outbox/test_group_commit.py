@@ -1,0 +1,203 @@
+"""GroupCommit: concurrent writes share transactions, each caller still gets its own row count (or its own
+error), and on SQLite the batches run in one writer thread that ``close()`` releases.  On both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, Executable, bindparam, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from mailgate.outbox.commit import GroupCommit
+from mailgate.store.models import OutboxMessageRow
+
+from .conftest import Env
+
+Row = OutboxMessageRow
+INSERT = insert(Row)
+#: Rows with a given subject: their last_error set, attempts counted up.
+TOUCH = (
+    update(Row)
+    .where(Row.subject == bindparam("_subject"))
+    .values(last_error=bindparam("_error"), attempts=Row.attempts + 1)
+)
+THREAD_PREFIX = "mailgate-outbox-writes"
+
+
+def _row(subject: str, row_id: str | None = None) -> dict[str, Any]:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return {
+        "id": row_id or str(uuid.uuid4()),
+        "account_id": "default",
+        "status": "queued",
+        "sender": "user@example.com",
+        "recipients": ["bob@example.com"],
+        "subject": subject,
+        "message_id": f"<{uuid.uuid4().hex}@example.com>",
+        "raw": b"Subject: x\r\n\r\nx\r\n",
+        "size": 17,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "deadline_at": now + timedelta(days=2),
+        "last_error": "",
+        "last_error_code": "",
+        "smtp_reply": "",
+        "recipient_results": {},
+        "idempotency_key": None,
+        "request_hash": "",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+@pytest.fixture
+def commits() -> Iterator[list[str]]:
+    """The names of the threads committing, one per transaction committed on any engine (the async engines'
+    sync engines, and the synchronous one GroupCommit makes for SQLite)."""
+    seen: list[str] = []
+
+    def on_commit(connection: Any) -> None:
+        seen.append(threading.current_thread().name)
+
+    event.listen(Engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "commit", on_commit)
+
+
+@pytest.fixture
+async def group(env: Env) -> AsyncIterator[GroupCommit]:
+    """A GroupCommit of its own on the test database (not the outbox's), closed afterwards."""
+    made = GroupCommit(env.services.db)
+    yield made
+    await made.close()
+
+
+async def _rows(env: Env) -> dict[str, Row]:
+    async with env.services.db.session() as session:
+        return {row.id: row for row in (await session.execute(select(Row))).scalars()}
+
+
+async def test_concurrent_writes_share_transactions_and_get_their_own_row_counts(
+    env: Env, group: GroupCommit, commits: list[str]
+) -> None:
+    # Groups of rows by subject: "g{n}" has n rows.
+    for n in range(1, 6):
+        for _ in range(n):
+            await group.execute(INSERT, _row(f"g{n}"))
+    commits.clear()
+    calls: list[tuple[Executable, Mapping[str, Any]]] = []
+    for i in range(50):
+        if i % 5 == 0:  # 10 updates touching 0, 1, ... 5, 0, 1, 2, 3 rows; the others inserts
+            calls.append((TOUCH, {"_subject": f"g{i // 5 % 6}", "_error": f"touched by {i}"}))
+        else:
+            calls.append((INSERT, _row(f"new{i}")))
+
+    counts = await asyncio.gather(*(group.execute(statement, params) for statement, params in calls))
+
+    # Each caller gets the row count of its own statement (inserts: see test_insert_row_count).
+    touched = [count for count, (statement, _) in zip(counts, calls, strict=True) if statement is TOUCH]
+    assert touched == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    # Fewer transactions than writes (the first call commits alone, the rest queue behind it).
+    assert 1 <= len(commits) < len(calls)
+    # On SQLite in the writer thread; on PostgreSQL on the event loop's thread (the async engine).
+    loop_thread = threading.current_thread().name
+    if env.services.db.is_sqlite:
+        assert all(name.startswith(THREAD_PREFIX) for name in commits), commits
+    else:
+        assert set(commits) == {loop_thread}
+    # Everything committed: each group touched as many times as it was named (g1..g3 twice, g4 and g5 once).
+    rows = await _rows(env)
+    assert sum(row.subject.startswith("new") for row in rows.values()) == 40
+    for n in range(1, 6):
+        group_rows = [row for row in rows.values() if row.subject == f"g{n}"]
+        times = sum(1 for (statement, params) in calls if statement is TOUCH and params["_subject"] == f"g{n}")
+        assert len(group_rows) == n and {row.attempts for row in group_rows} == {times}
+
+
+async def test_insert_row_count(env: Env, group: GroupCommit) -> None:
+    assert await group.execute(INSERT, _row("one")) == 1
+
+
+async def test_a_failing_write_fails_only_its_own_caller(
+    env: Env, group: GroupCommit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = str(uuid.uuid4())
+    await group.execute(INSERT, _row("original", taken))
+    await group.execute(INSERT, _row("counted"))
+    batches: list[tuple[int, bool]] = []  # (writes in the batch, committed)
+    run = group._run
+
+    async def counting_run(writes: list[Any]) -> list[int]:
+        try:
+            counts: list[int] = await run(writes)
+        except Exception:
+            batches.append((len(writes), False))
+            raise
+        batches.append((len(writes), True))
+        return counts
+
+    monkeypatch.setattr(group, "_run", counting_run)
+    calls: list[tuple[Executable, Mapping[str, Any]]] = [(INSERT, _row(f"new{i}")) for i in range(20)]
+    calls[10] = (INSERT, _row("duplicate", taken))  # the primary key exists: IntegrityError
+    calls[15] = (TOUCH, {"_subject": "counted", "_error": "once"})  # must be applied once, not twice
+
+    results = await asyncio.gather(
+        *(group.execute(statement, params) for statement, params in calls), return_exceptions=True
+    )
+
+    assert isinstance(results[10], IntegrityError)
+    assert not [r for r in results[:10] + results[11:] if isinstance(r, BaseException)]
+    assert results[15] == 1
+    # The duplicate went in a shared batch, which failed as a whole and was then committed write by write.
+    assert any(size > 1 and not committed for size, committed in batches), batches
+    rows = await _rows(env)
+    assert sorted(row.subject for row in rows.values() if row.subject.startswith("new")) == sorted(
+        f"new{i}" for i in range(20) if i not in (10, 15)
+    )
+    assert rows[taken].subject == "original"
+    [counted] = [row for row in rows.values() if row.subject == "counted"]
+    assert counted.attempts == 1 and counted.last_error == "once"
+
+
+async def test_transaction_commits_or_rolls_back_its_work(env: Env, group: GroupCommit) -> None:
+    def work(connection: Connection) -> str:
+        connection.execute(INSERT, _row("in a transaction"))
+        return threading.current_thread().name
+
+    name = await group.transaction(work)
+    # On SQLite in the writer thread, like the batches; on PostgreSQL through run_sync on the loop's thread.
+    if env.services.db.is_sqlite:
+        assert name.startswith(THREAD_PREFIX)
+    else:
+        assert name == threading.current_thread().name
+
+    def failing(connection: Connection) -> None:
+        connection.execute(INSERT, _row("rolled back"))
+        raise LookupError("work failed")
+
+    with pytest.raises(LookupError):
+        await group.transaction(failing)
+    assert sorted(row.subject for row in (await _rows(env)).values()) == ["in a transaction"]
+    assert await group.execute(TOUCH, {"_subject": "in a transaction", "_error": "after"}) == 1
+
+
+async def test_close_releases_the_writer_thread(env: Env, group: GroupCommit) -> None:
+    before = set(threading.enumerate())
+    await asyncio.gather(*(group.execute(INSERT, _row(f"t{i}")) for i in range(5)))
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith(THREAD_PREFIX)]
+    # One writer thread on SQLite (however many writes), none on PostgreSQL.
+    assert len(started) == (1 if env.services.db.is_sqlite else 0)
+
+    await group.close()
+
+    assert not any(t.is_alive() for t in started)
+    assert not [t for t in threading.enumerate() if t not in before and t.name.startswith(THREAD_PREFIX)]
+    await group.close()  # closing twice is harmless (Services.aclose closes the outbox's too)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import random
 from email.message import EmailMessage
 from typing import Any
 
@@ -13,7 +14,15 @@ from mailgate.errors import ValidationError
 from mailgate.outbox import AttachmentRequest, MessageRequest, from_raw, from_request
 from mailgate.outbox.compose import Limits
 
-from ..smtp.test_compose_fast import CASES, STDLIB, assert_same_message, reference_message
+from ..smtp.test_compose_fast import (
+    CASES,
+    STDLIB,
+    assert_same_message,
+    random_message,
+    reference_mailbox,
+    reference_message,
+    refuse_stdlib,
+)
 
 LIMITS = Limits(default_sender="noreply@example.com", max_bytes=10_000_000)
 WIRE = STDLIB.clone(linesep="\r\n")  # how the outbox serialised before
@@ -78,3 +87,51 @@ def test_a_header_section_broken_by_folding_is_refused(monkeypatch: pytest.Monke
     with pytest.raises(ValidationError) as caught:
         from_request(request, limits)
     assert "headers" in caught.value.errors
+
+
+def test_simple_request_skips_the_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simple request (bare addresses, ASCII subject and text): no parsing, folding or content manager."""
+    text = "".join(f"Line {i} of a plain text.\n" for i in range(20))
+    kwargs: dict[str, Any] = {"sender": "noreply@example.com", "subject": "Simple 1", "text": text}
+    from_request(_request({**kwargs, "to": ["warm.up@example.com"]}), LIMITS)  # the MIME fields' headers: kept
+    refuse_stdlib(monkeypatch)
+    kwargs.update(to=["skip.1@example.com"], headers={"Message-ID": "<simple.1@example.com>"})
+    new = from_request(_request(kwargs, bcc=["skip.2@example.org"]), LIMITS)
+    generated = from_request(_request({**kwargs, "to": ["skip.3@example.com"], "headers": {}}), LIMITS)
+    monkeypatch.undo()
+    assert_same_message(new.raw, reference_message(**kwargs).as_bytes(policy=WIRE))
+    assert new.recipients == ("skip.1@example.com", "skip.2@example.org") and new.sender == "noreply@example.com"
+    assert generated.message_id.endswith("@example.com>") and generated.recipients == ("skip.3@example.com",)
+
+
+def test_random_requests_same_as_plain_default_policy() -> None:
+    rng = random.Random(5321)
+    stored = 0
+    for _ in range(250):
+        kwargs = random_message(rng)
+        kwargs["headers"].pop("Content-Language", None)  # refused by build_message (see its tests)
+        bcc = kwargs.pop("bcc")
+        if not kwargs["headers"].get("Message-ID", "").isascii():
+            with pytest.raises(ValidationError):  # refused: it cannot be written as it is
+                from_request(_request(kwargs, bcc=bcc), LIMITS)
+            continue
+        try:
+            found = [reference_mailbox(value) for value in (kwargs["sender"], *kwargs["to"], *kwargs["cc"], *bcc)]
+            for value in [kwargs["reply_to"]] if "reply_to" in kwargs else []:
+                reference_mailbox(value)
+            message = reference_message(**kwargs)
+            reference = message.as_bytes(policy=WIRE)
+            head = reference.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            if sum(1 for line in head if line and line[:1] not in b" \t") != len(message.keys()):
+                raise ValueError("a header section broken by the standard library's folding")
+        except Exception:  # refused, or the standard library cannot make or write it: from_request refuses too
+            with pytest.raises((ValidationError, ValueError, UnicodeError)):
+                from_request(_request(kwargs, bcc=bcc), LIMITS)
+            continue
+        new = from_request(_request(kwargs, bcc=bcc), LIMITS)
+        stored += 1
+        assert_same_message(new.raw, reference)
+        assert new.sender == found[0].addr_spec
+        assert new.recipients == tuple(dict.fromkeys(address.addr_spec for address in found[1:]))
+        assert new.message_id == str(message["Message-ID"]) and new.subject == kwargs["subject"][:255]
+    assert stored > 100

@@ -84,6 +84,8 @@ def test_attachment_repr_hides_the_data() -> None:
         ({"headers": {"Bad Name": "v"}}, "headers.Bad Name"),
         ({"headers": {"Bcc": "victim@example.com"}}, "headers.Bcc"),
         ({"headers": {"Message-ID": "no-brackets"}}, "headers.Message-ID"),
+        ({"headers": {"Message-ID": "<ünique@example.com>"}}, "headers.Message-ID"),  # would not serialise
+        ({"headers": {"Content-Language": "de"}}, "headers.Content-Language"),  # set_content would drop it
         ({"attachments": [Attachment("a\r\n.txt", "text/plain", b"")]}, "attachments[0].filename"),
         ({"attachments": [Attachment("a.txt", "text plain", b"")]}, "attachments[0].content_type"),
     ],

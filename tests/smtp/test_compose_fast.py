@@ -9,19 +9,31 @@ from __future__ import annotations
 
 import copy
 import email
+import email._header_value_parser
+import email.contentmanager
 import email.policy
 import email.utils
 import pickle
+import random
 import re
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from email.headerregistry import Address, AddressHeader, HeaderRegistry, UniqueUnstructuredHeader
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from email.headerregistry import (
+    Address,
+    AddressHeader,
+    DateHeader,
+    HeaderRegistry,
+    MessageIDHeader,
+    UniqueUnstructuredHeader,
+    UnstructuredHeader,
+)
 from email.message import EmailMessage
 from typing import Any, cast
 
 import pytest
 
-from mailgate.smtp import Attachment, build_message, parse_mailbox
+from mailgate.errors import ValidationError
+from mailgate.smtp import Attachment, build_message, compose, parse_mailbox
 from mailgate.smtp.compose import POLICY
 
 STDLIB = email.policy.default
@@ -78,6 +90,7 @@ def reference_message(
     text: str,
     html: str | None = None,
     cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
     reply_to: str | None = None,
     attachments: Sequence[Attachment] = (),
     headers: Mapping[str, str] | None = None,
@@ -88,6 +101,8 @@ def reference_message(
     message["To"] = [_address(value) for value in to]
     if cc:
         message["Cc"] = [_address(value) for value in cc]
+    if bcc:
+        message["Bcc"] = [_address(value) for value in bcc]
     if reply_to is not None:
         message["Reply-To"] = _address(reply_to)
     message["Subject"] = subject
@@ -226,3 +241,451 @@ def test_parse_mailbox_answers_the_same_each_time() -> None:
             with pytest.raises(ValueError) as caught:
                 parse_mailbox(value)
             assert str(caught.value) == refusal
+
+
+# Simple values -------------------------------------------------------------------------------------------------
+#
+# parse_mailbox, the header factory and build_message take a shorter way for simple values (a bare addr-spec, a
+# printable ASCII subject, a Date from a datetime, a <dot-atom@dot-atom> Message-ID, a plain ASCII text body):
+# seeded random values, simple and almost simple, get the same answers as from plain email.policy.default.
+
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
+COMMON = "abcdefghijklmnopqrstuvwxyz0123456789+-_"
+LDH = "abcdefghijklmnopqrstuvwxyz0123456789-"
+# Put in now and then: each makes a value not simple, or is simple but unusual.
+ODD = [
+    '"', " ", "  ", "\t", "(", ")", "<", ">", "@", ",", ":", ";", "\\", "[", "]", "ü", "é", "李", "\x7f", "\x01",
+    "=?", "?=", "..", ".", "=", "?", "'", "+", "\u2028", "\x0b",
+]  # fmt: skip
+WORDS = [
+    "Re:", "Fwd:", "hello", "Hello", "bench", "[tag]", "(x)", "a,b", "x@y.z", '"q"', "100%", "\\", "<>", "ÜBER",
+    "=?utf-8?q?x?=", "=?", "?=", "a=?b", "-", "...", "\t", "  ", "x" * 30, "y" * 75,
+]  # fmt: skip
+
+
+def _atom(rng: random.Random, alphabet: str, low: int = 1, high: int = 8) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(low, high)))
+
+
+def _spoil(rng: random.Random, value: str, chance: float) -> str:
+    if rng.random() >= chance:
+        return value
+    i = rng.randint(0, len(value))
+    return value[:i] + rng.choice(ODD) + value[i:]
+
+
+def random_local_part(rng: random.Random) -> str:
+    alphabet = ATEXT if rng.random() < 0.3 else COMMON
+    value = ".".join(_atom(rng, alphabet) for _ in range(rng.choice((1, 1, 1, 2, 3))))
+    variant = rng.random()
+    if variant < 0.03:
+        value = "." + value
+    elif variant < 0.06:
+        value += "."
+    elif variant < 0.09:
+        value = f'"{value} x"'
+    elif variant < 0.11:
+        value = f"=?utf-8?q?{value}?="
+    elif variant < 0.14:
+        value = value.upper()
+    elif variant < 0.17:
+        value = f"{value}+{_atom(rng, COMMON)}"
+    elif variant < 0.20:
+        value = "x" * rng.randint(60, 250)
+    return _spoil(rng, value, 0.15)
+
+
+def random_domain(rng: random.Random) -> str:
+    value = ".".join(_atom(rng, LDH, 1, 10) for _ in range(rng.choice((1, 2, 2, 2, 3, 4))))
+    variant = rng.random()
+    if variant < 0.03:
+        value = "bücher." + value
+    elif variant < 0.06:
+        value += "."
+    elif variant < 0.08:
+        value = "[192.0.2.1]"
+    elif variant < 0.11:
+        value = value.upper()
+    elif variant < 0.13:
+        value = "xn--bcher-kva." + value
+    elif variant < 0.15:
+        value = value.replace(".", "_", 1)
+    elif variant < 0.18:
+        value = "a" * rng.randint(60, 250) + "." + value
+    return _spoil(rng, value, 0.1)
+
+
+def random_addr_spec(rng: random.Random) -> str:
+    return random_local_part(rng) + rng.choice(["@"] * 30 + ["", "@@", " @", "@ "]) + random_domain(rng)
+
+
+def random_mailbox(rng: random.Random) -> str:
+    addr_spec = random_addr_spec(rng)
+    variant = rng.random()
+    if variant < 0.7:
+        return addr_spec
+    if variant < 0.8:
+        return f"{_atom(rng, COMMON)} {_atom(rng, COMMON).title()} <{addr_spec}>"
+    if variant < 0.84:
+        return f'"{_atom(rng, COMMON)}, {_atom(rng, COMMON)}" <{addr_spec}>'
+    if variant < 0.87:
+        return f"Zoë <{addr_spec}>"
+    if variant < 0.89:
+        return f"{addr_spec} (comment)"
+    if variant < 0.92:
+        return f" {addr_spec}"
+    if variant < 0.95:
+        return f"{addr_spec} "
+    if variant < 0.97:
+        return f"<{addr_spec}>"
+    return f"{addr_spec}, {random_addr_spec(rng)}"
+
+
+def random_text(rng: random.Random) -> str:
+    """A subject: lengths around the 78-character line (less "Subject: "), words with specials, spaces, ..."""
+    target = rng.choice([rng.randint(1, 20), rng.randint(55, 85), rng.randint(64, 72), rng.randint(100, 200)])
+    words: list[str] = []
+    while len(" ".join(words)) < target:
+        words.append(rng.choice(WORDS) if rng.random() < 0.3 else _atom(rng, ATEXT + "ABC ", 1, 12).strip() or "w")
+    value = " ".join(words)[:target] if rng.random() < 0.5 else " ".join(words)
+    variant = rng.random()
+    if variant < 0.04:
+        value = " " + value
+    elif variant < 0.08:
+        value += " "
+    elif variant < 0.10:
+        value = value.replace(" ", "  ", 1)
+    elif variant < 0.12:
+        value = ""
+    return _spoil(rng, value, 0.1)
+
+
+def random_message_id(rng: random.Random) -> str:
+    value = f"<{random_local_part(rng)}@{random_domain(rng)}>"
+    variant = rng.random()
+    if variant < 0.05:
+        value = " " + value
+    elif variant < 0.10:
+        value += " x"
+    elif variant < 0.13:
+        value = value[1:]
+    elif variant < 0.16:
+        value = value.replace("@", "", 1)
+    elif variant < 0.30:  # as email.utils.make_msgid makes them
+        value = f"<{rng.randint(0, 10**12)}.{rng.randint(1, 99999)}.{rng.randint(0, 10**19)}@{random_domain(rng)}>"
+    elif variant < 0.33:
+        value = f"<{'x' * rng.randint(40, 80)}@example.com>"
+    return value
+
+
+def random_date(rng: random.Random) -> datetime | str:
+    when = datetime(
+        rng.randint(1, 9999), rng.randint(1, 12), rng.randint(1, 28),
+        rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, rng.randint(0, 999999)]),
+    )  # fmt: skip
+    variant = rng.random()
+    if variant < 0.4:
+        return when.replace(tzinfo=UTC)
+    if variant < 0.55:
+        return when  # naive: -0000
+    if variant < 0.75:
+        return when.replace(tzinfo=timezone(timedelta(minutes=rng.randint(-24 * 60 + 1, 24 * 60 - 1))))
+    if variant < 0.8:
+        return when.replace(tzinfo=timezone(timedelta(hours=2), "CEST"))
+    return email.utils.format_datetime(when.replace(tzinfo=UTC)) if variant < 0.95 else "not a date"
+
+
+def random_body(rng: random.Random) -> str:
+    lines = [_atom(rng, ATEXT + "      ", 0, rng.choice((20, 70, 78))) for _ in range(rng.randint(0, 8))]
+    variant = rng.random()
+    if variant < 0.1:
+        lines.append("z" * rng.choice((77, 78, 79, 80)))
+    elif variant < 0.15:
+        lines.append("Grüße")
+    elif variant < 0.2:
+        lines.append("From the start. \x0c\x0b\x1c")
+    elif variant < 0.25:
+        lines.append("   ")
+    end = rng.choice(["\n", "\n", "\r\n", "\r", ""])
+    return rng.choice(["\n", "\n", "\r\n", "\r"]).join(lines) + end
+
+
+def reference_mailbox(value: str) -> Address:
+    """What parse_mailbox answered before its simple path: plain email.policy.default's parser, the same checks."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain line breaks")
+    if not value.strip():
+        raise ValueError("is empty")
+    try:
+        header = STDLIB.header_factory("To", value)
+    except Exception as exc:
+        raise ValueError(f"is not a valid address ({type(exc).__name__})") from exc
+    addresses = getattr(header, "addresses", ())
+    if header.defects or len(addresses) != 1:
+        raise ValueError("must be exactly one valid address, like name@example.com")
+    address: Address = addresses[0]
+    if not address.username or not address.domain or "." not in address.domain.strip("."):
+        raise ValueError("must be a full address, like name@example.com")
+    return address
+
+
+def outcome(function: Callable[[], Any]) -> Any:
+    """The result, or what was raised."""
+    try:
+        return function()
+    except Exception as exc:
+        return ("raised", type(exc), str(exc))
+
+
+def mailbox_key(found: Any) -> Any:
+    if isinstance(found, Address):
+        return (found.display_name, found.username, found.domain, found.addr_spec, str(found))
+    return found
+
+
+def test_parse_mailbox_random_same_as_stdlib() -> None:
+    rng = random.Random(5322)
+    simple = 0
+    for _ in range(5000):
+        value = random_mailbox(rng)
+        expected = mailbox_key(outcome(lambda: reference_mailbox(value)))  # noqa: B023
+        assert mailbox_key(outcome(lambda: compose._parse_mailbox.__wrapped__(value))) == expected, value  # noqa: B023
+        assert mailbox_key(outcome(lambda: parse_mailbox(value))) == expected, value  # noqa: B023
+        simple += compose._simple_address(value) is not None
+    assert 1000 < simple < 4000  # both ways taken, often
+
+
+ADDRESS_FIELDS = ("To", "Cc", "Bcc", "From", "Reply-To", "Sender", "Resent-To")
+TEXT_FIELDS = ("Subject", "X-Tag", "Comments")
+DATE_FIELDS = ("Date", "Resent-Date")
+
+
+def random_header(rng: random.Random) -> tuple[str, str, Any]:
+    """A kind of field ("address", "text", "date" or "message-id"), a field name of that kind and a value."""
+    kind, names = rng.choice(
+        (("address", ADDRESS_FIELDS), ("text", TEXT_FIELDS), ("date", DATE_FIELDS), ("message-id", ("Message-ID",)))
+    )
+    name = rng.choice(names)
+    if kind == "address":
+        count = rng.choice((1, 1, 1, 1, 2, 3, 6))
+        value: Any = ", ".join(random_mailbox(rng) if rng.random() < 0.7 else simple_address(rng) for _ in range(count))
+    elif kind == "text":
+        value = random_text(rng)
+    elif kind == "date":
+        value = random_date(rng)
+    else:
+        value = random_message_id(rng)
+    return kind, rng.choice((name, name, name, name.lower(), name.upper())), value
+
+
+def header_key(header: Any, policies: Sequence[Any]) -> Any:
+    """Everything a reader sees of a header object (or what its making raised)."""
+    if isinstance(header, tuple):
+        return header
+    return (
+        str(header),
+        header.name,
+        type(header).__bases__[0],  # the registered kind
+        [(type(d), str(d)) for d in header.defects],
+        getattr(header, "groups", None),
+        getattr(header, "addresses", None),
+        getattr(header, "datetime", None),
+        [outcome(lambda p=policy: header.fold(policy=p)) for policy in policies],
+        header._parse_tree.ppstr(),  # tokens, their types and defects
+    )
+
+
+def test_header_factory_random_same_as_stdlib() -> None:
+    rng = random.Random(2822)
+    simple: dict[tuple[str, bool], int] = {}
+    for _ in range(3000):
+        kind, name, value = random_header(rng)
+        ours = outcome(lambda: POLICY.header_factory(name, value))  # noqa: B023
+        theirs = outcome(lambda: STDLIB.header_factory(name, value))  # noqa: B023
+        if isinstance(theirs, tuple):
+            assert ours == theirs, (name, value)
+            continue
+        simple[kind, ours._simple] = simple.get((kind, ours._simple), 0) + 1
+        copied = pickle.loads(pickle.dumps(ours))  # before anything made its parse tree
+        # The standard policies, a policy that is not an EmailPolicy, and the line lengths around this one.
+        fits = len(name) + 2 + len(str(theirs))
+        policies = [STDLIB, email.policy.SMTP, email.policy.SMTPUTF8, email.policy.HTTP, email.policy.compat32]
+        if fits <= 120:
+            policies += [email.policy.SMTP.clone(max_line_length=n) for n in (fits - 1, fits, fits + 1) if n >= 20]
+        expected = header_key(theirs, policies)
+        assert header_key(ours, policies) == expected, (name, value)
+        assert header_key(copied, policies) == expected, (name, value)
+        assert header_key(copy.deepcopy(ours), policies) == expected, (name, value)
+    for kind in ("address", "text", "date", "message-id"):  # both ways taken, often
+        assert simple.get((kind, True), 0) > 150, (kind, simple)
+        assert simple.get((kind, False), 0) > 100, (kind, simple)
+
+
+def simple_address(rng: random.Random) -> str:
+    return f"{_atom(rng, COMMON)}@{_atom(rng, LDH)}.{rng.choice(('example', 'com', 'co.uk'))}"
+
+
+def random_message(rng: random.Random) -> dict[str, Any]:
+    simple = rng.random() < 0.5  # half of them with simple addresses only
+    address = (lambda: simple_address(rng)) if simple else (lambda: random_mailbox(rng))
+    message_id = random_message_id(rng)
+    while not compose._MSG_ID.match(message_id.strip()):
+        message_id = random_message_id(rng)
+    kwargs: dict[str, Any] = {
+        "sender": address(),
+        "to": [address() for _ in range(rng.choice((1, 1, 2, 3)))],
+        "cc": [address() for _ in range(rng.choice((0, 0, 1, 2)))],
+        "bcc": [address() for _ in range(rng.choice((0, 0, 1)))],
+        "subject": random_text(rng),
+        "text": random_body(rng),
+        "headers": {"Message-ID": message_id},
+    }
+    if rng.random() < 0.2:
+        kwargs["reply_to"] = address()
+    if rng.random() < 0.2:
+        kwargs["headers"]["X-Tag"] = random_text(rng)
+    if rng.random() < 0.05:
+        kwargs["headers"]["Content-Language"] = "de"  # set_content removes it: the content manager's way
+    if rng.random() < 0.1:
+        kwargs["html"] = "<p>" + kwargs["text"] + "</p>"
+    if rng.random() < 0.05:
+        kwargs["attachments"] = [Attachment("a.txt", "text/plain", kwargs["text"].encode())]
+    return kwargs
+
+
+def message_key(message: EmailMessage) -> list[Any]:
+    return [
+        (name, normalised(str(value).encode()), [type(d) for d in value.defects], getattr(value, "addresses", None))
+        for name, value in message.items()
+        if name != "Date"
+    ]
+
+
+def test_build_message_random_same_as_stdlib() -> None:
+    rng = random.Random(2045)
+    built = 0
+    for _ in range(600):
+        kwargs = random_message(rng)
+        errors = {}
+        for label, value in (
+            ("sender", kwargs["sender"]),
+            *((f"{field}[{i}]", item) for field in ("to", "cc", "bcc") for i, item in enumerate(kwargs[field])),
+            *((("reply_to", kwargs["reply_to"]),) if "reply_to" in kwargs else ()),
+        ):
+            error = outcome(lambda v=value: reference_mailbox(v))
+            if isinstance(error, tuple):
+                errors[label] = error[2]
+        ours = outcome(lambda: build_message(**kwargs))  # noqa: B023
+        if errors:
+            assert isinstance(ours, tuple) and ours[1] is ValidationError, kwargs
+            continue
+        theirs = outcome(lambda: reference_message(**kwargs))  # noqa: B023
+        if isinstance(theirs, tuple):
+            assert ours == theirs, kwargs
+            continue
+        headers: dict[str, str] = kwargs.get("headers", {})  # type: ignore[assignment]
+        if not headers.get("Message-ID", "").isascii() or "Content-Language" in headers:
+            # build_message refuses these: the standard library would fail to serialise a non-ASCII
+            # Message-ID, and drop a content field when it sets the body.
+            assert isinstance(ours, tuple) and ours[1] is ValidationError, kwargs
+            continue
+        built += 1
+        for policy in (email.policy.SMTP, None):
+            ours_raw = outcome(lambda m=ours, p=policy: m.as_bytes(policy=p))
+            theirs_raw = outcome(lambda m=theirs, p=policy: m.as_bytes(policy=p))
+            if isinstance(theirs_raw, tuple):  # e.g. a non-ASCII Message-ID: the standard library cannot write it
+                assert ours_raw == theirs_raw, kwargs
+            elif policy is None:
+                assert normalised(ours_raw) == normalised(theirs_raw), kwargs
+            else:
+                assert_same_message(ours_raw, theirs_raw)
+        assert message_key(ours) == message_key(theirs)
+    assert built > 300
+
+
+def _refuse(*args: object, **kwargs: object) -> Any:
+    raise AssertionError("the standard library's parser, folder or content manager was called")
+
+
+def refuse_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the standard library's parsing, folding and text content setting fail, for the kinds made simple."""
+    for kind in (UnstructuredHeader, AddressHeader, DateHeader, MessageIDHeader):
+        monkeypatch.setattr(kind, "parse", classmethod(_refuse))
+    monkeypatch.setattr(email._header_value_parser, "_refold_parse_tree", _refuse)
+    monkeypatch.setattr(email.contentmanager.raw_data_manager, "set_content", _refuse)
+
+
+def test_simple_values_skip_the_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose._parse_mailbox.cache_clear()
+    cast(Any, POLICY.header_factory)._kept.cache_clear()
+    refuse_stdlib(monkeypatch)
+    assert parse_mailbox("Fast.Path+tag@Mail.Example.COM") == Address(
+        username="Fast.Path+tag", domain="Mail.Example.COM"
+    )
+    now = datetime.now(UTC)
+    simple = [
+        ("Subject", 'Re: [tag] fast path 12 (x), 100% "done" <a@b.c> \\ ;:'),
+        ("To", "f.1@example.com, F.2+x@Example.org, f!#$%&'*+/=^_`{|}~?-@a-1.b2.example"),
+        ("from", "fast@example.com"),
+        ("Date", now),
+        ("Message-ID", "<170.1.2@fast.example>"),
+        ("X-Tag", "x" * (78 - len("X-Tag: "))),  # 78 characters: fits
+    ]
+    headers = [POLICY.header_factory(name, value) for name, value in simple]
+    for header in headers:
+        assert header._simple and "_parse_tree" not in vars(header)
+        assert header.fold(policy=email.policy.SMTP).endswith("\r\n")
+    long = POLICY.header_factory("Subject", "x" * 60 + " and more words beyond the end of the line")
+    assert long._simple  # made without the parser; folded by the standard library
+    with pytest.raises(AssertionError, match="standard library"):
+        long.fold(policy=email.policy.SMTP)
+    with pytest.raises(AssertionError, match="standard library"):
+        headers[-1].fold(policy=email.policy.SMTP.clone(max_line_length=77))
+    not_simple = [
+        ("Subject", "Grüße"),
+        ("Subject", " leading space"),
+        ("Subject", "trailing space "),
+        ("Subject", "an =?utf-8?q?encoded?= word"),
+        ("Subject", "a\ttab"),
+        ("Subject", ""),
+        ("To", "Fast Path <fast@example.com>"),
+        ("To", "fast@example.com,fast.2@example.com"),
+        ("To", '"fast path"@example.com'),
+        ("To", "fast@localhost"),
+        ("To", "fast@bücher.example"),
+        ("To", "fast..path@example.com"),
+        ("To", "=?utf-8?q?fast?=@example.com"),
+        ("To", "undisclosed-recipients:;"),
+        ("Date", "Mon, 20 Nov 2023 10:00:00 +0000"),
+        ("Message-ID", "<fast@[127.0.0.1]>"),
+        ("Message-ID", " <fast@example.com>"),
+        ("Content-Type", "text/plain"),
+    ]
+    for name, value in not_simple[:-1]:
+        with pytest.raises(AssertionError, match="standard library"):
+            POLICY.header_factory(name, value)
+    assert not POLICY.header_factory(*not_simple[-1])._simple
+    for value in ("Fast Path <fast@example.com>", "fast@localhost", "fast.@example.com", " fast@example.com"):
+        with pytest.raises(ValueError, match="AssertionError"):  # the parser was called, and refused
+            parse_mailbox(value)
+    monkeypatch.undo()
+    for (name, value), header in zip(simple, headers, strict=True):
+        policies = [email.policy.SMTP, email.policy.SMTP.clone(max_line_length=40)]
+        assert header_key(header, policies) == header_key(STDLIB.header_factory(name, value), policies)
+
+
+def test_plain_text_body_skips_the_content_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs: dict[str, Any] = {"sender": "a@example.com", "to": ["b@example.com"], "subject": "s"}
+    monkeypatch.setattr(email.contentmanager.raw_data_manager, "set_content", _refuse)
+    text = "line 1\r\nline 2\rline 3\n\n" + "x" * 78
+    message = build_message(**kwargs, text=text)
+    assert message.get_content_type() == "text/plain" and message["Content-Transfer-Encoding"] == "7bit"
+    for other in ({"text": "Grüße"}, {"text": "x" * 79}):
+        with pytest.raises(AssertionError, match="content manager"):
+            build_message(**{**kwargs, "text": "t", **other})
+    monkeypatch.undo()
+    kwargs["headers"] = {"Message-ID": "<fixed.3@example.com>"}
+    assert_same_message(
+        build_message(**kwargs, text=text).as_bytes(policy=email.policy.SMTP),
+        reference_message(**kwargs, text=text).as_bytes(policy=email.policy.SMTP),
+    )

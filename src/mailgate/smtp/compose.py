@@ -4,21 +4,27 @@ Header syntax is RFC 5322; addresses are parsed with the standard library's RFC 
 (``email.headerregistry``).  Every problem found is reported at once in a ValidationError.
 
 Messages are built with :data:`POLICY`: the standard library's ``email.policy.default`` with a header factory
-that does the same work once instead of on every header (see :class:`_HeaderRegistry`).
+that does the same work once instead of on every header (see :class:`_HeaderRegistry`), and that makes the
+header objects of simple values (a plain ASCII subject, bare addresses, a Date, a Message-ID) without the
+standard library's parser (see :func:`_simple_header`).  The common simple cases also skip the parser in
+:func:`parse_mailbox` and the content manager for a plain ASCII text body (:func:`_set_plain_text`): each time
+with exactly the result the standard library gives, which tests/smtp/test_compose_fast.py compares.
 """
 
 from __future__ import annotations
 
+import email.contentmanager
 import email.headerregistry
 import email.message
 import email.policy
 import email.utils
 import functools
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.headerregistry import BaseHeader
+from email.headerregistry import Address, BaseHeader, Group
 from typing import Any
 
 from ..errors import ValidationError
@@ -57,11 +63,29 @@ class _Header(BaseHeader):
 
     A header object does not change (a ``str`` with read-only properties over its parse tree), nor does a
     policy: the same header folded with the same policy gives the same text.
+
+    A *simple* header (made by :func:`_simple_header`; ``_simple`` true) has a value that the standard
+    library's parser reproduces exactly (``str`` of its parse tree is the value) and whose fold, when
+    ``name: value`` fits on a line, is that line: the parse tree of printable ASCII is written token by
+    token, none encoded (``_refold_parse_tree``).  Its parse tree is made only when something reads it (a
+    longer fold, or a narrower policy).
     """
 
     _FOLDS_KEPT = 4
+    _simple = False
+
+    def __getattr__(self, name: str) -> Any:  # only for what is not set: a simple header's parse tree
+        if name == "_parse_tree" and self.__dict__.get("_simple"):
+            tree = self.__dict__["_parse_tree"] = self.value_parser(str(self))
+            return tree
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def fold(self, *, policy: email.policy.Policy) -> str:
+        if self._simple and isinstance(policy, email.policy.EmailPolicy):
+            # What _refold_parse_tree makes of ["Name:", " ", value] when all of it is ASCII and fits on a line.
+            name = self.name
+            if len(name) + 2 + len(self) <= (policy.max_line_length or sys.maxsize):
+                return name + ": " + self + policy.linesep
         folds: dict[email.policy.Policy, str] = self.__dict__.setdefault("_folds", {})
         folded = folds.get(policy)
         if folded is None:
@@ -81,7 +105,9 @@ class _HeaderRegistry(email.headerregistry.HeaderRegistry):
     ``HeaderRegistry.__getitem__`` builds a new class with ``type()`` on every lookup (each header set, read
     back or counted): here each class is built once.  The header objects of the recurring fields
     (:data:`_RECURRING`) made from a string are kept, by field name and value, with their folded forms
-    (:class:`_Header`).  Parsing and folding are the standard library's own.
+    (:class:`_Header`).  Simple values of the standard kinds in :data:`_SIMPLE_MAKERS` get their header
+    objects without the parser (:func:`_simple_header`); every other value is parsed and folded by the
+    standard library.
     """
 
     def __init__(self) -> None:
@@ -89,28 +115,34 @@ class _HeaderRegistry(email.headerregistry.HeaderRegistry):
         self._reset()
 
     def _reset(self) -> None:
-        self._classes: dict[type, tuple[type[BaseHeader], bool]] = {}
+        self._classes: dict[type, tuple[type[BaseHeader], bool, _SimpleMaker | None]] = {}
         self._kept = functools.lru_cache(maxsize=_RECURRING_KEPT)(_make_header)
 
     def map_to_type(self, name: str, cls: type[BaseHeader]) -> None:
         super().map_to_type(name, cls)
         self._reset()
 
-    def _class(self, name: str) -> tuple[type[BaseHeader], bool]:
+    def _class(self, name: str) -> tuple[type[BaseHeader], bool, _SimpleMaker | None]:
         kind = self.registry.get(name.lower(), self.default_class)
         found = self._classes.get(kind)
         if found is None:
             cls = type("_" + kind.__name__, (kind, self.base_class), {})
-            found = self._classes[kind] = (cls, issubclass(kind, _RECURRING))
+            # A simple header needs _Header's fold and parse tree on demand: only with that base class.
+            simple = _SIMPLE_MAKERS.get(kind) if self.base_class is _Header else None
+            found = self._classes[kind] = (cls, issubclass(kind, _RECURRING), simple)
         return found
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         return self._class(name)[0]
 
     def __call__(self, name: str, value: Any) -> BaseHeader:
-        cls, recurring = self._class(name)
+        cls, recurring, simple = self._class(name)
         if recurring and type(value) is str:
-            return self._kept(cls, name, value)
+            return self._kept(cls, name, value, simple)
+        if simple is not None:
+            header = simple(cls, name, value)
+            if header is not None:
+                return header
         return cls(name, value)
 
     def __getstate__(self) -> dict[str, Any]:  # pickle and deepcopy (of a policy): the registry, not the caches
@@ -121,8 +153,126 @@ class _HeaderRegistry(email.headerregistry.HeaderRegistry):
         self._reset()
 
 
-def _make_header(cls: type[BaseHeader], name: str, value: str) -> BaseHeader:
+def _make_header(cls: type[BaseHeader], name: str, value: str, simple: _SimpleMaker | None) -> BaseHeader:
+    if simple is not None:
+        header = simple(cls, name, value)
+        if header is not None:
+            return header
     return cls(name, value)
+
+
+# Simple values, made into header objects without the parser --------------------------------------------------
+#
+# Each maker returns the header object the standard library would make (``cls(name, value)``: the same ``str``,
+# name, defects (none) and the kind's own attributes: groups, datetime), or None for a value it leaves to the
+# standard library.  The parse tree is made when read (_Header.__getattr__): by the kind's own value_parser, from
+# the header's text, as BaseHeader.__new__ would have made it.  Checked against the standard library in
+# tests/smtp/test_compose_fast.py.
+
+_SimpleMaker = Callable[[type[BaseHeader], str, Any], "BaseHeader | None"]
+
+# RFC 5322 s3.2.3 atext, and dot-atom-text.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM_TEXT = rf"{_ATEXT}(?:\.{_ATEXT})*"
+# A host name: letters, digits and hyphens (RFC 1123 s2.1), two labels at least.
+_LDH_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# A bare addr-spec (no display name, comment, quoting or space) parses to exactly its local part and domain.
+_SIMPLE_ADDR_SPEC = re.compile(rf"({_DOT_ATOM_TEXT})@({_LDH_LABEL}(?:\.{_LDH_LABEL})+)").fullmatch
+_SIMPLE_ADDR_SPEC_MAX = 254  # RFC 5321 s4.5.3.1.3 (a path of 256 with its angle brackets)
+# A Message-ID of dot-atom-text on both sides (RFC 5322 s3.6.4, without the obsolete or literal forms).
+_SIMPLE_MSG_ID = re.compile(rf"<{_DOT_ATOM_TEXT}@{_DOT_ATOM_TEXT}>").fullmatch
+_SIMPLE_MAX = 998  # RFC 5322 s2.1.1: no longer values (they would be folded anyway)
+
+
+def _simple_text(value: str) -> bool:
+    """Printable ASCII, not empty, without space at either end and without an RFC 2047 encoded word ``=?``.
+
+    The standard library's unstructured parser gives such a value back as it is (``str`` of its parse tree),
+    and no part of it is encoded when folded.
+    """
+    return (
+        bool(value)
+        and value[0] != " "
+        and value[-1] != " "
+        and value.isascii()
+        and value.isprintable()
+        and "=?" not in value
+        and len(value) <= _SIMPLE_MAX
+    )
+
+
+def _simple_name(name: str) -> bool:
+    return bool(name) and name.isascii() and name.isprintable()
+
+
+def _simple_address(value: str) -> Address | None:
+    """The Address the standard library's parser finds in a bare, simple addr-spec; None for anything else.
+
+    ``=?`` is left to the parser: it decodes an RFC 2047 encoded word where a dot-atom or a word starts.
+    """
+    if len(value) > _SIMPLE_ADDR_SPEC_MAX or "=?" in value:
+        return None
+    match = _SIMPLE_ADDR_SPEC(value)
+    if match is None:
+        return None
+    return Address("", match[1], match[2])
+
+
+def _simple_header(cls: type[BaseHeader], name: str, value: str, **attributes: Any) -> BaseHeader:
+    """A header object as BaseHeader.__new__ and init make it, but for the parse tree, made when read."""
+    header = str.__new__(cls, value)
+    header.__dict__.update(_name=name, _defects=[], _simple=True, **attributes)
+    return header
+
+
+def _simple_unstructured(cls: type[BaseHeader], name: str, value: Any) -> BaseHeader | None:
+    # UnstructuredHeader.parse: decoded is str(get_unstructured(value)), the value itself; no defects kept.
+    if type(value) is not str or not _simple_text(value) or not _simple_name(name):
+        return None
+    return _simple_header(cls, name, value)
+
+
+def _simple_address_list(cls: type[BaseHeader], name: str, value: Any) -> BaseHeader | None:
+    # AddressHeader.parse of a string: one Group(None, [Address]) per mailbox, decoded ", "-joined.
+    if type(value) is not str or len(value) > _SIMPLE_MAX or not value or not _simple_name(name):
+        return None
+    groups = []
+    for item in value.split(", "):
+        address = _simple_address(item)
+        if address is None:
+            return None
+        groups.append(Group(None, [address]))
+    return _simple_header(cls, name, value, _groups=tuple(groups), _addresses=None)
+
+
+def _simple_date(cls: type[BaseHeader], name: str, value: Any) -> BaseHeader | None:
+    # DateHeader.parse of a datetime: decoded is format_datetime(value); datetime is the value itself.
+    if not isinstance(value, datetime) or not _simple_name(name):
+        return None
+    decoded = email.utils.format_datetime(value)
+    if not _simple_text(decoded):
+        return None
+    return _simple_header(cls, name, decoded, _datetime=value)
+
+
+def _simple_message_id(cls: type[BaseHeader], name: str, value: Any) -> BaseHeader | None:
+    # MessageIDHeader.parse: decoded is str(parse_message_id(value)), the value itself for <dot-atom@dot-atom>.
+    if type(value) is not str or len(value) > _SIMPLE_MAX or not _simple_name(name) or not _SIMPLE_MSG_ID(value):
+        return None
+    return _simple_header(cls, name, value)
+
+
+_SIMPLE_MAKERS: dict[type, _SimpleMaker] = {
+    email.headerregistry.UnstructuredHeader: _simple_unstructured,
+    email.headerregistry.UniqueUnstructuredHeader: _simple_unstructured,
+    email.headerregistry.AddressHeader: _simple_address_list,
+    email.headerregistry.UniqueAddressHeader: _simple_address_list,
+    email.headerregistry.SingleAddressHeader: _simple_address_list,
+    email.headerregistry.UniqueSingleAddressHeader: _simple_address_list,
+    email.headerregistry.DateHeader: _simple_date,
+    email.headerregistry.UniqueDateHeader: _simple_date,
+    email.headerregistry.MessageIDHeader: _simple_message_id,
+}
 
 
 #: ``email.policy.default`` with a faster header factory (:class:`_HeaderRegistry`): build and serialise with it.
@@ -151,6 +301,9 @@ def parse_mailbox(value: str) -> email.headerregistry.Address:
 # keeps results only), and says the same each time.
 @functools.lru_cache(maxsize=4096)
 def _parse_mailbox(value: str) -> email.headerregistry.Address:
+    simple = _simple_address(value)  # what the parser finds in a bare addr-spec, found without it
+    if simple is not None:
+        return simple
     if _has_line_break(value):
         raise ValueError("must not contain line breaks")
     if not value.strip():
@@ -166,6 +319,37 @@ def _parse_mailbox(value: str) -> email.headerregistry.Address:
     if not address.username or not address.domain or "." not in address.domain.strip("."):
         raise ValueError("must be a full address, like name@example.com")
     return address
+
+
+_RAW_DATA_MANAGER = email.contentmanager.raw_data_manager
+
+
+def _set_plain_text(message: email.message.EmailMessage, text: str) -> bool:
+    """``message.set_content(text)`` for plain ASCII text with short lines, without the content manager.
+
+    What ``EmailMessage.set_content`` and ``contentmanager.set_text_content`` do to a message without content
+    fields when every line is at most ``max_line_length`` long and all is ASCII (they choose ``7bit``):
+    ``Content-Type: text/plain; charset="utf-8"`` (set as ``text/plain``, the charset added in place),
+    ``Content-Transfer-Encoding: 7bit``, ``MIME-Version: 1.0``, and as payload the text split into lines as
+    ``bytes.splitlines`` splits (at LF, CRLF and CR), joined with LF and ended with one.  Returns False, having
+    done nothing, for anything else (then call ``set_content``).
+    """
+    policy = message.policy
+    if not isinstance(policy, email.policy.EmailPolicy) or policy.content_manager is not _RAW_DATA_MANAGER:
+        return False
+    maxlen = policy.max_line_length
+    if not maxlen or not text.isascii() or message.get_content_maintype() == "multipart":
+        return False
+    if "MIME-Version" in message or any(name.lower().startswith("content-") for name in message):
+        return False  # set_content would remove the content fields, or keep the MIME-Version
+    lines = text.encode("ascii").splitlines()
+    if lines and max(map(len, lines)) > maxlen:
+        return False
+    message["Content-Type"] = 'text/plain; charset="utf-8"'
+    message["Content-Transfer-Encoding"] = "7bit"
+    message["MIME-Version"] = "1.0"
+    message.set_payload((b"\n".join(lines) + b"\n").decode("ascii"))
+    return True
 
 
 def _message_id_domain(domain: str) -> str:
@@ -221,10 +405,13 @@ def build_message(
             errors[f"headers.{name}"] = "is not a valid header name"
         elif name.lower() in _RESERVED:
             errors[f"headers.{name}"] = "is set from its own parameter"
+        elif name.lower().startswith("content-"):
+            # Setting the body would silently drop it: refuse it instead.
+            errors[f"headers.{name}"] = "is a content field, set from text, html and attachments"
         elif _has_line_break(value):
             errors[f"headers.{name}"] = "must not contain line breaks"
-        elif name.lower() == "message-id" and not _MSG_ID.match(value.strip()):
-            errors[f"headers.{name}"] = "must look like <unique@domain>"
+        elif name.lower() == "message-id" and not (value.isascii() and _MSG_ID.match(value.strip())):
+            errors[f"headers.{name}"] = "must look like <unique@domain> (ASCII)"
     for i, attachment in enumerate(attachments):
         if not attachment.filename.strip() or _has_line_break(attachment.filename):
             errors[f"attachments[{i}].filename"] = "must be a non-empty name without line breaks"
@@ -252,7 +439,8 @@ def build_message(
         message["Message-ID"] = email.utils.make_msgid(domain=_message_id_domain(from_address.domain))
     for name, value in extra.items():
         message[name] = value
-    message.set_content(text)
+    if not _set_plain_text(message, text):
+        message.set_content(text)
     if html is not None:
         message.add_alternative(html, subtype="html")
     for attachment in attachments:

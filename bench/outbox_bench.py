@@ -105,9 +105,9 @@ class RemoteSandbox:
         return dict((await self.client.get("/_control/stats")).json())
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size (VmHWM; ru_maxrss would include the parent's before exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident set size (VmHWM; ru_maxrss would include the parent's before exec)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -309,6 +309,7 @@ async def deployed(
             "rate": count / elapsed,
             "cpu_ms_per_message": [(_cpu_seconds(p.pid) - c) * 1000 / count for p, c in zip(procs, cpu, strict=True)],
             "refreshes": stats["token_requests"].get("refresh_token", 0) - refreshed,
+            "peak_rss_mb": [_peak_rss_mb(p.pid) for p in procs],
         }
     finally:
         for proc in procs:
@@ -414,9 +415,10 @@ async def main() -> None:
     print(f"ceiling (raw aiosmtplib, {CONNECTIONS} conns):    {raw:8.0f} messages/s")
     for label, result in (("serve (API + worker)", one), ("serve --no-worker + worker", two)):
         cpu = " + ".join(f"{ms:.2f}" for ms in result["cpu_ms_per_message"])
+        rss = " + ".join(f"{mb:.0f}" for mb in result["peak_rss_mb"])
         print(
             f"full path, {label + ':':27}{result['rate']:8.0f} messages/s  ratio {result['rate'] / raw:5.2f}"
-            f"  CPU ms/message {cpu}  token calls {result['refreshes']}"
+            f"  CPU ms/message {cpu}  peak RSS MB {rss}  token calls {result['refreshes']}"
         )
     print(
         f"token endpoint calls:                {tokens['token_calls_per_1000']:8.2f} per 1,000 messages "

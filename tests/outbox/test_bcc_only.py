@@ -104,3 +104,10 @@ async def test_api_accepts_bcc_only(env: Env) -> None:
     assert r.status_code == 422
     assert r.json()["fields"] == {"to": "at least one recipient (to, cc or bcc) is required"}
     assert await _stored(env) == 1
+
+
+def test_raw_message_with_a_bad_lower_case_to_names_only_that_field() -> None:
+    raw = b"From: a@example.com\r\nto: bad@\r\nSubject: s\r\n\r\nbody\r\n"
+    with pytest.raises(ValidationError) as caught:
+        from_raw(raw, Limits(default_sender="", max_bytes=1 << 20))
+    assert set(caught.value.errors) == {"headers.to"}

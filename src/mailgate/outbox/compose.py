@@ -227,7 +227,7 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
             message["From"] = limits.default_sender
         else:
             errors["headers.From"] = "is required: no sender is configured on the Email server page"
-    if not recipients and not any(k.startswith("headers.") and k[8:] in ("To", "Cc", "Bcc") for k in errors):
+    if not recipients and not any(k.startswith("headers.") and k[8:].lower() in ("to", "cc", "bcc") for k in errors):
         errors["headers.To"] = "at least one recipient (To, Cc or Bcc) is required"
     if errors:
         raise ValidationError(errors)

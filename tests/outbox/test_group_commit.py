@@ -4,6 +4,7 @@ error), and on SQLite the batches run in one writer thread that ``close()`` rele
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -133,18 +134,19 @@ async def test_a_failing_write_fails_only_its_own_caller(
     await group.execute(INSERT, _row("original", taken))
     await group.execute(INSERT, _row("counted"))
     batches: list[tuple[int, bool]] = []  # (writes in the batch, committed)
-    run = group._run
+    run = group._in_transaction
 
-    async def counting_run(writes: list[Any]) -> list[int]:
+    async def counting_run(work: functools.partial[list[int]]) -> list[int]:
+        writes = work.args[0]  # a batch: _execute_all(writes, connection)
         try:
-            counts: list[int] = await run(writes)
+            counts: list[int] = await run(work)
         except Exception:
             batches.append((len(writes), False))
             raise
         batches.append((len(writes), True))
         return counts
 
-    monkeypatch.setattr(group, "_run", counting_run)
+    monkeypatch.setattr(group, "_in_transaction", counting_run)
     calls: list[tuple[Executable, Mapping[str, Any]]] = [(INSERT, _row(f"new{i}")) for i in range(20)]
     calls[10] = (INSERT, _row("duplicate", taken))  # the primary key exists: IntegrityError
     calls[15] = (TOUCH, {"_subject": "counted", "_error": "once"})  # must be applied once, not twice

@@ -12,12 +12,12 @@ milliseconds in a busy event loop.  Elsewhere (PostgreSQL) it runs on the async 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..store import Database
 from ..store.db import sqlite_pragmas
@@ -62,10 +62,7 @@ class GroupCommit:
         """``work(connection)`` in a transaction of its own, committed; synchronous code on a Core connection
         (on SQLite in the writer thread, in turn with the batches; elsewhere through ``run_sync``)."""
         async with self.lock:
-            if not self._db.is_sqlite:
-                async with self._db.engine.begin() as connection:
-                    return await connection.run_sync(work)
-            return await asyncio.get_running_loop().run_in_executor(self._writer(), _transaction, self._engine(), work)
+            return await self._in_transaction(work)
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -78,7 +75,7 @@ class GroupCommit:
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[int]]]) -> None:
         writes = [write for write, _ in batch]
         try:
-            counts = await self._run(writes)
+            counts = await self._in_transaction(functools.partial(_execute_all, writes))
         except Exception as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -96,11 +93,12 @@ class GroupCommit:
         for (_, future), count in zip(batch, counts, strict=True):
             future.set_result(count)
 
-    async def _run(self, writes: list[Write]) -> list[int]:
+    async def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+        # The one way both batches and transaction() reach the database (the caller holds the lock).
         if not self._db.is_sqlite:
             async with self._db.engine.begin() as connection:
-                return [await _execute_async(connection, write) for write in writes]
-        return await asyncio.get_running_loop().run_in_executor(self._writer(), _run_sync, self._engine(), writes)
+                return await connection.run_sync(work)
+        return await asyncio.get_running_loop().run_in_executor(self._writer(), _transaction, self._engine(), work)
 
     def _engine(self) -> Engine:
         if self._sync is None:
@@ -118,17 +116,11 @@ class GroupCommit:
 _COUNTED = {"preserve_rowcount": True}
 
 
-async def _execute_async(connection: AsyncConnection, write: Write) -> int:
-    return int((await connection.execute(write[0], dict(write[1]), execution_options=_COUNTED)).rowcount)
-
-
-def _run_sync(engine: Engine, writes: list[Write]) -> list[int]:
-    connection: Connection
-    with engine.begin() as connection:
-        return [
-            int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
-            for statement, params in writes
-        ]
+def _execute_all(writes: list[Write], connection: Connection) -> list[int]:
+    return [
+        int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
+        for statement, params in writes
+    ]
 
 
 def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

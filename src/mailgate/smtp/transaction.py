@@ -49,10 +49,11 @@ def envelope(
     message: email.message.EmailMessage | bytes, sender: str | None, recipients: Sequence[str] | None
 ) -> tuple[str, list[str]]:
     """The envelope sender and recipients: the arguments, else From and To/Cc/Bcc of the message."""
-    if isinstance(message, bytes) and (sender is None or recipients is None):
-        message = parse_serialised(message)
-    env_sender = sender if sender is not None else extract_sender(message)  # type: ignore[arg-type]
-    env_rcpts = list(recipients) if recipients is not None else extract_recipients(message)  # type: ignore[arg-type]
+    env_sender, env_rcpts = sender, list(recipients) if recipients is not None else None
+    if env_sender is None or env_rcpts is None:
+        parsed = parse_serialised(message) if isinstance(message, bytes) else message
+        env_sender = env_sender if env_sender is not None else extract_sender(parsed)
+        env_rcpts = env_rcpts if env_rcpts is not None else extract_recipients(parsed)
     errors: dict[str, str] = {}
     for name, values in (("sender", [env_sender or ""]), ("recipients", env_rcpts)):
         if not all(map(_usable_address, values)):

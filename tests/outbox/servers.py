@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +19,6 @@ class ScriptedMailbox(Mailbox):
 
     data_script: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     rcpt_script: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-    async def _drop(self, server: SMTP) -> None:
-        transport = server.transport
-        assert isinstance(transport, asyncio.Transport)
-        transport.abort()
-        await asyncio.Event().wait()
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

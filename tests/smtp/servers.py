@@ -201,6 +201,10 @@ class Mailbox:
             return
         if self.disconnect_on is not None and self.counts[command] not in self.disconnect_on:
             return
+        await self._drop(server)
+
+    async def _drop(self, server: SMTP) -> None:
+        """Drop the connection without a reply."""
         transport = server.transport
         assert isinstance(transport, asyncio.Transport)
         transport.abort()

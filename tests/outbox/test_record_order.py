@@ -195,9 +195,10 @@ async def test_a_result_that_cannot_be_recorded_stops_the_connection_before_the_
     assert caught.value is failure and failed == [failing]
 
     # Nothing was handed over after the message whose result was lost: the next one got as far as its
-    # envelope (sent while the result was being written), then was reset.
+    # envelope (sent while the result was being written), then its transaction was abandoned by closing
+    # the connection (its DATA had been answered 354 already: the server was waiting for the message).
     assert [m.rcpt_tos for m in box.messages] == [(_rcpt(i),) for i in range(failing + 1)]
-    assert box.log[-4:] == [("DATA", _rcpt(failing)), ("MAIL", box.user), ("RCPT", _rcpt(failing + 1)), ("RSET", "")]
+    assert box.log[-3:] == [("DATA", _rcpt(failing)), ("MAIL", box.user), ("RCPT", _rcpt(failing + 1))]
     shown = [await env.status(message_id) for message_id in ids]
     assert [s["status"] for s in shown[:failing]] == ["sent"] * failing
     # The delivered but unrecorded message is still leased to the worker; those not attempted went back to

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
+from mailgate.sandbox.smtp_server import offer_pipelining
 from mailgate.types import Authentication, EmailServerConfig, Security
 
 __all__ = [
@@ -128,6 +129,8 @@ class Mailbox:
     disconnect_at: str | None = None
     #: ...only at these occurrences of it (1-based, counted over all connections); None: every time.
     disconnect_on: Collection[int] | None = None
+    #: Offer PIPELINING (RFC 2920) in EHLO, as Gmail and Microsoft 365 do; False: a server that does not.
+    pipelining: bool = True
 
     sasl_commands: list[str] = field(default_factory=list)
     sasl_attempts: list[AuthAttempt] = field(default_factory=list)
@@ -194,6 +197,14 @@ class Mailbox:
         return AuthResult(success=ok, handled=False, auth_data=self.user if ok else None)
 
     # -- mail ----------------------------------------------------------------------------------------
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        if self.pipelining:
+            return offer_pipelining(session, hostname, responses)
+        session.host_name = hostname
+        return responses
 
     async def _maybe_drop(self, server: SMTP, command: str) -> None:
         self.counts[command] += 1

@@ -126,6 +126,16 @@ def _parse_oauthbearer(blob: bytes) -> tuple[str, str] | None:
     return None
 
 
+def offer_pipelining(session: Any, hostname: str, responses: list[str]) -> list[str]:
+    """An aiosmtpd ``handle_EHLO`` result offering PIPELINING (RFC 2920), as Gmail and Microsoft 365 do.
+
+    aiosmtpd reads commands one after another from its stream, so pipelined commands are handled in order;
+    it only does not say so.
+    """
+    session.host_name = hostname  # aiosmtpd leaves this to an EHLO hook
+    return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class SmtpHandler:
     """aiosmtpd handler: the SASL mechanisms, the sender check and the delivery into the inbox."""
 
@@ -133,6 +143,11 @@ class SmtpHandler:
         self._config = config
         self._state = state
         self._inbox = inbox
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        return offer_pipelining(session, hostname, responses)
 
     async def _client_response(self, server: Any, args: list[str]) -> bytes | None:
         """The SASL initial response, or the answer to an empty 334 when the client sent none."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ValidationError
 
-__all__ = ["POLICY", "Attachment", "build_message", "parse_mailbox"]
+__all__ = ["POLICY", "Attachment", "build_message", "parse_mailbox", "simple_addr_spec"]
 
 # RFC 5322 s3.6.8: a field name is printable US-ASCII except ":".
 _FIELD_NAME = re.compile(r"^[!-9;-~]+$")
@@ -216,6 +216,12 @@ def _simple_address(value: str) -> Address | None:
     if match is None:
         return None
     return Address("", match[1], match[2])
+
+
+def simple_addr_spec(value: str) -> bool:
+    """Whether ``value`` is a bare addr-spec of dot-atoms and a host name, which address parsers give back as
+    it is (no display name, comment, quoting, space or control character)."""
+    return len(value) <= _SIMPLE_ADDR_SPEC_MAX and _SIMPLE_ADDR_SPEC(value) is not None
 
 
 def _simple_header(cls: type[BaseHeader], name: str, value: str, **attributes: Any) -> BaseHeader:

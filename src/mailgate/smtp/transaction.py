@@ -15,6 +15,8 @@ import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, parse_address
 
 from ..errors import SmtpError, SmtpPermanentError, ValidationError
+from .channel import CommandChannel, Reply
+from .compose import simple_addr_spec
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
 
 __all__ = ["SendResult", "StaleConnection", "envelope", "run_transaction"]
@@ -31,14 +33,6 @@ class SendResult:
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     #: The server's reply to the message (DATA), often with its queue id.
     reply: str = ""
-
-
-class _NotOurs(Exception):
-    """Carries the exception of ``before_data`` past the SMTP error mapping, which it must not go through."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(repr(error))
-        self.error = error
 
 
 class StaleConnection(Exception):
@@ -73,6 +67,8 @@ def _usable_address(value: str) -> bool:
 
     Cached: an outbox sends to the same addresses over and over, and parsing one costs more than its command.
     """
+    if simple_addr_spec(value):
+        return True
     if _CONTROL.search(value):
         return False
     try:
@@ -83,7 +79,7 @@ def _usable_address(value: str) -> bool:
 
 
 async def run_transaction(
-    smtp: aiosmtplib.SMTP,
+    channel: CommandChannel,
     message: email.message.EmailMessage | bytes,
     sender: str,
     rcpts: list[str],
@@ -95,72 +91,114 @@ async def run_transaction(
 ) -> SendResult:
     """Send ``message``; raise the mapped SmtpError when the sender, the message or all recipients are refused.
 
+    MAIL, the RCPTs and DATA go out in one write when the server offers PIPELINING (RFC 2920), one at a
+    time otherwise; every reply is checked either way, and the message itself follows only once the
+    sender, at least one recipient and DATA are accepted.
+
     ``message`` as bytes (an already serialised RFC 5322 message, CRLF line ends) goes out as it is when the
     server can take it (7-bit, or 8-bit and the server offers 8BITMIME); otherwise it is parsed and
     re-encoded for 7-bit transport.
 
-    With ``may_be_stale``, a disconnect detected at MAIL FROM raises StaleConnection instead (the caller
-    reconnects: nothing of this message reached the server).  ``before_data`` is awaited after the
-    recipients are accepted and before DATA (the outbox commits the previous message's result meanwhile);
-    if it raises, the transaction is reset and its exception propagates: the message was not sent.
+    With ``may_be_stale``, a connection found closed before any reply raises StaleConnection instead (the
+    caller reconnects: nothing of this message was accepted).  ``before_data`` is awaited after the
+    recipients and DATA are accepted and before the message is sent (the outbox commits the previous
+    message's result meanwhile); if it raises, the connection is closed, which abandons the transaction,
+    and its exception propagates: the message was not sent.
     """
     utf8 = not (sender + "".join(rcpts)).isascii()
-    if utf8 and not smtp.supports_extension("smtputf8"):
+    if utf8 and not channel.smtputf8:
         raise SmtpPermanentError(
             "An address is not ASCII and the server does not offer SMTPUTF8 (RFC 6531).",
             hint="Use ASCII addresses (punycode domains) with this server.",
         )
-    options = ["SMTPUTF8"] if utf8 else []
-    eight_bit = smtp.supports_extension("8bitmime")
-    if eight_bit:
-        options.append("BODY=8BITMIME")  # RFC 6152
-    data = _wire_bytes(message, utf8=utf8, eight_bit=eight_bit)
-    if smtp.supports_extension("size"):
-        options.insert(0, f"SIZE={len(data)}")  # RFC 1870: lets the server refuse a too large message early
+    options = " SMTPUTF8" if utf8 else ""
+    if channel.eight_bit:
+        options += " BODY=8BITMIME"  # RFC 6152
+    data = _wire_bytes(message, utf8=utf8, eight_bit=channel.eight_bit)
+    if channel.size:
+        options = f" SIZE={len(data)}{options}"  # RFC 1870: lets the server refuse a too large message early
     encoding = "utf-8" if utf8 else "ascii"
-    stage = "mail"
+    commands = [f"MAIL FROM:<{_path(sender)}>{options}\r\n".encode(encoding)]
+    commands += [f"RCPT TO:<{_path(rcpt)}>\r\n".encode(encoding) for rcpt in rcpts]
+    commands.append(b"DATA\r\n")
+    replies: list[Reply] = []
     try:
-        try:
-            await smtp.mail(sender, options=options, encoding=encoding)
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            if may_be_stale:
-                raise StaleConnection from exc
-            raise
-        stage = "rcpt"
-        accepted: list[str] = []
-        refused: dict[str, tuple[int, str]] = {}
-        for rcpt in rcpts:
-            try:
-                await smtp.rcpt(rcpt, encoding=encoding)
-                accepted.append(rcpt)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                if exc.code == 421:  # the server is closing the connection: not about this recipient
-                    raise
-                refused[rcpt] = (exc.code, exc.message)
-        if not accepted:
-            raise _all_refused(refused)
-        if before_data is not None:
-            try:
-                await before_data
-            except Exception as exc:
-                await _rset_quietly(smtp)
-                raise _NotOurs(exc) from exc  # not to be taken for an SMTP or network error below
-            except BaseException:
-                await _rset_quietly(smtp)
-                raise
-        stage = "data"
-        reply = await smtp.data(data)
-    except _NotOurs as wrapper:
-        raise wrapper.error from None
-    except aiosmtplib.SMTPResponseException as exc:
-        await _rset_quietly(smtp)
-        raise error_from_exception(exc, stage, host=host, port=port) from exc
-    except SmtpError:
-        await _rset_quietly(smtp)
-        raise
+        await channel.exchange(commands, replies)
     except CLIENT_ERRORS as exc:
+        if not replies and may_be_stale and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+            raise StaleConnection from exc
+        # A refusal that came before the failure says more (a 421 is followed by the server closing).
+        _check_envelope(replies, rcpts, complete=False)
+        stage = "mail" if not replies else "rcpt" if len(replies) <= len(rcpts) else "data"
         raise error_from_exception(exc, stage, host=host, port=port) from exc
-    return SendResult(tuple(accepted), refused, one_line(reply.message))
+    try:
+        accepted, refused = _check_envelope(replies, rcpts, complete=True)
+    except SmtpError:
+        await _reset(channel, replies[-1])
+        raise
+    if before_data is not None:
+        try:
+            await before_data
+        except BaseException:
+            channel.abort()  # the server waits for the message: closing is the only way not to send it
+            raise
+    try:
+        reply = await channel.command(_dot_stuffed(data))
+    except CLIENT_ERRORS as exc:
+        raise error_from_exception(exc, "data", host=host, port=port) from exc
+    if reply.code != 250:
+        await _reset(channel, None)
+        raise error_from_reply(reply.code, reply.text, during="data")
+    return SendResult(tuple(accepted), refused, one_line(reply.text))
+
+
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _check_envelope(
+    replies: list[Reply], rcpts: list[str], *, complete: bool
+) -> tuple[list[str], dict[str, tuple[int, str]]]:
+    """The recipients accepted and refused; raises the error for a refused sender, all recipients or DATA.
+
+    With ``complete=False`` (the replies stopped early), only a refusal among those received is raised.
+    """
+    if replies and replies[0].code != 250:
+        raise error_from_reply(replies[0].code, replies[0].text, during="mail")
+    accepted: list[str] = []
+    refused: dict[str, tuple[int, str]] = {}
+    for rcpt, reply in zip(rcpts, replies[1 : len(rcpts) + 1]):  # noqa: B905 - replies may stop early
+        if reply.code in (250, 251):  # 251: "user not local; will forward" (RFC 5321 s4.2.2)
+            accepted.append(rcpt)
+        elif reply.code == 421:  # the server is closing the connection: not about this recipient
+            raise error_from_reply(reply.code, reply.text, during="rcpt")
+        else:
+            refused[rcpt] = (reply.code, reply.text)
+    if not complete:
+        return accepted, refused
+    if not accepted:
+        raise _all_refused(refused)
+    data = replies[-1]
+    if data.code != 354:
+        raise error_from_reply(data.code, data.text, during="data")
+    return accepted, refused
+
+
+def _path(address: str) -> str:
+    """The address as it goes between the angle brackets of MAIL FROM / RCPT TO."""
+    return address if simple_addr_spec(address) else parse_address(address)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA sends it: CRLF line ends, leading dots doubled, ended by CRLF "." CRLF (s4.5.2)."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # a bare CR or LF
+        data = _LINE_ENDS.sub(b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data + b".\r\n"
 
 
 def _wire_bytes(message: email.message.EmailMessage | bytes, *, utf8: bool, eight_bit: bool) -> bytes:
@@ -190,11 +228,17 @@ def parse_serialised(raw: bytes) -> email.message.EmailMessage:
     return message
 
 
-async def _rset_quietly(smtp: aiosmtplib.SMTP) -> None:
-    # Leave the connection ready for the next message (RFC 5321 s4.1.1.5); failures here do not matter.
-    if smtp.is_connected:
+async def _reset(channel: CommandChannel, data_reply: Reply | None) -> None:
+    """Leave the connection ready for the next message (RSET, RFC 5321 s4.1.1.5); failures do not matter.
+
+    A server that answered DATA with 354 although the transaction failed waits for a message: only closing
+    the connection abandons it safely.
+    """
+    if data_reply is not None and data_reply.code == 354:
+        channel.abort()
+    elif channel.is_open:
         with contextlib.suppress(*CLIENT_ERRORS):
-            await smtp.rset()
+            await channel.command(b"RSET\r\n")
 
 
 def _all_refused(refused: dict[str, tuple[int, str]]) -> SmtpError:

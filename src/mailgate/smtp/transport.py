@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, cast
 
 import aiosmtplib
 
@@ -28,6 +28,7 @@ from .auth import (
     parse_error_challenge,
     xoauth2_initial_response,
 )
+from .channel import CommandChannel
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
 from .tls import client_context, describe_tls
 from .transaction import SendResult, StaleConnection, envelope, run_transaction
@@ -80,6 +81,8 @@ class SmtpConnection:
         self._ssl_context = ssl_context
         self._local_hostname = local_hostname
         self._smtp: aiosmtplib.SMTP | None = None
+        #: Carries the mail transactions once the connection is authenticated (aiosmtplib cannot pipeline).
+        self._channel: CommandChannel | None = None
         self._transport: asyncio.BaseTransport | None = None  # the outermost (TLS) transport, see _drop
         self._lock = asyncio.Lock()
         self._steps: list[Step] = []
@@ -103,7 +106,8 @@ class SmtpConnection:
     @property
     def is_connected(self) -> bool:
         """Whether the connection is open (as far as the client knows) and ready to send."""
-        return self._smtp is not None and self._smtp.is_connected
+        channel = self._channel
+        return self._smtp is not None and self._smtp.is_connected and (channel is None or channel.is_open)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -128,6 +132,7 @@ class SmtpConnection:
         try:
             await self._open()
             await self._authenticate()
+            self._channel = CommandChannel(self._require(), timeout=self.config.timeout)
         except Exception:
             await self._drop(polite=True)
             raise
@@ -326,6 +331,11 @@ class SmtpConnection:
             raise aiosmtplib.SMTPServerDisconnected("not connected")
         return self._smtp
 
+    def _ready(self) -> CommandChannel:
+        if self._channel is None:
+            raise aiosmtplib.SMTPServerDisconnected("not connected")
+        return self._channel
+
     async def send(
         self,
         message: email.message.EmailMessage | bytes,
@@ -351,7 +361,7 @@ class SmtpConnection:
                 await self._connect()
             try:
                 return await run_transaction(
-                    self._require(), message, env_sender, env_rcpts, host=c.host, port=c.port,
+                    self._ready(), message, env_sender, env_rcpts, host=c.host, port=c.port,
                     may_be_stale=reused, before_data=before_data,
                 )  # fmt: skip
             except StaleConnection:
@@ -360,7 +370,7 @@ class SmtpConnection:
                 await self._drop(polite=False)
                 await self._connect()
                 return await run_transaction(
-                    self._require(), message, env_sender, env_rcpts, host=c.host, port=c.port,
+                    self._ready(), message, env_sender, env_rcpts, host=c.host, port=c.port,
                     may_be_stale=False, before_data=before_data,
                 )  # fmt: skip
 
@@ -373,17 +383,23 @@ class SmtpConnection:
 
     async def _drop(self, *, polite: bool) -> None:
         smtp, self._smtp = self._smtp, None
+        channel, self._channel = self._channel, None
         transport, self._transport = self._transport, None
         if smtp is None:
             return
         if polite and smtp.is_connected:
             with contextlib.suppress(*CLIENT_ERRORS):
-                await smtp.quit(timeout=min(self.config.timeout, 5.0))
+                timeout = min(self.config.timeout, 5.0)
+                if channel is not None:  # the transport is the channel's now
+                    async with asyncio.timeout(timeout):
+                        await channel.command(b"QUIT\r\n")
+                else:
+                    await smtp.quit(timeout=timeout)
         smtp.close()
         # After QUIT (or a failure) nothing more is expected: release the socket now.  aiosmtplib's close()
         # starts a TLS close_notify exchange and forgets the transport, which leaves the socket open until
         # the peer answers, or for good if the event loop stops first.
-        if isinstance(transport, asyncio.Transport):
-            transport.abort()
+        if transport is not None:  # a stream transport (uvloop's do not subclass asyncio.Transport)
+            cast(asyncio.Transport, transport).abort()
             if polite:
                 await asyncio.sleep(0)  # runs the callback abort() scheduled, which closes the socket

@@ -9,6 +9,7 @@ from .. import __version__
 from ..app import Services
 from . import email_api, health, messages_api, oauth_api
 from .errors import install_error_handlers
+from .fastpath import QueueFastPath
 from .pages import install_pages
 
 __all__ = ["create_app"]
@@ -34,6 +35,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(api)
     app.include_router(health.router)
     install_pages(app, services)
+    app.add_middleware(QueueFastPath, services=services)  # last added: outermost of the app's middleware
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import MailgateError
 
-__all__ = ["install_error_handlers"]
+__all__ = ["install_error_handlers", "mailgate_error_response", "validation_error_response"]
 
 
 def _field_name(loc: tuple[object, ...]) -> str:
@@ -17,33 +17,43 @@ def _field_name(loc: tuple[object, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def mailgate_error_response(exc: MailgateError) -> JSONResponse:
+    """The answer to a domain error: its HTTP status and ``{error, message, hint, ...}``."""
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    """422 naming each invalid field, from FastAPI's (pydantic's) list of errors."""
+    fields: dict[str, str] = {}
+    for err in exc.errors():
+        name = _field_name(tuple(err.get("loc", ())))
+        if err.get("type") == "json_invalid":
+            name = "body"
+            fields[name] = "is not valid JSON"
+        elif err.get("type") == "extra_forbidden":
+            fields[name] = "is not a known field"
+        else:
+            fields.setdefault(name, str(err.get("msg", "is invalid")))
+    summary = "; ".join(f"{k}: {v}" for k, v in fields.items())
+    return JSONResponse(
+        {
+            "error": "invalid_input",
+            "message": f"Invalid input: {summary}",
+            "fields": fields,
+            "hint": "Correct the fields named and try again.",
+        },
+        status_code=422,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MailgateError)
     async def mailgate_error(_request: Request, exc: MailgateError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        return mailgate_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields: dict[str, str] = {}
-        for err in exc.errors():
-            name = _field_name(tuple(err.get("loc", ())))
-            if err.get("type") == "json_invalid":
-                name = "body"
-                fields[name] = "is not valid JSON"
-            elif err.get("type") == "extra_forbidden":
-                fields[name] = "is not a known field"
-            else:
-                fields.setdefault(name, str(err.get("msg", "is invalid")))
-        summary = "; ".join(f"{k}: {v}" for k, v in fields.items())
-        return JSONResponse(
-            {
-                "error": "invalid_input",
-                "message": f"Invalid input: {summary}",
-                "fields": fields,
-                "hint": "Correct the fields named and try again.",
-            },
-            status_code=422,
-        )
+        return validation_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -15,13 +15,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from ..app import Services
 from ..errors import MailgateError, ValidationError
 from ..outbox import AttachmentRequest, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
 from .deps import AdminDep, ServicesDep
 
-__all__ = ["router"]
+__all__ = ["MAX_IDEMPOTENCY_KEY", "queue_message", "router"]
 
 router = APIRouter(prefix="/email/messages", tags=["messages"])
+#: The longest Idempotency-Key accepted (a longer one is a 422).
+MAX_IDEMPOTENCY_KEY = 255
 
 
 class UnsupportedMediaTypeError(MailgateError):
@@ -99,9 +102,17 @@ async def post_message(
     request: Request,
     _: AdminDep,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> JSONResponse:
     """Queue a message; 202 ``{id, status}`` once it is stored."""
+    return await queue_message(request, services, idempotency_key)
+
+
+async def queue_message(request: Request, services: Services, idempotency_key: str | None) -> JSONResponse:
+    """The work of ``POST``, once the caller is authenticated (also done by :mod:`.fastpath`).
+
+    Raises MailgateError or RequestValidationError for bad input, before anything is stored.
+    """
     outbox = services.outbox
     limits = await outbox.limits()
     body = await _read_body(request, limits.max_bytes)

@@ -120,6 +120,11 @@ class CommandChannel(asyncio.Protocol):
         Pipelined (one write) when the server offers PIPELINING, else one command per reply.  Raises
         aiosmtplib's SMTPServerDisconnected or SMTPReadTimeoutError; ``replies`` then holds those received.
         """
+        if self._replies:
+            # A reply nobody asked for: a server about to close an idle connection says 421 first.  Nothing
+            # of this transaction was sent: the caller may start over on a new connection.
+            self.abort()
+            raise aiosmtplib.SMTPServerDisconnected("The server closed the connection (unsolicited reply)")
         if self.pipelining:
             self.write(b"".join(commands))
             for _ in commands:
@@ -143,6 +148,10 @@ class CommandChannel(asyncio.Protocol):
             timer = self._loop.call_later(self._timeout, self._time_out, waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                # The replies still to come would be taken for the next command's: the channel is unusable.
+                self.abort()
+                raise
             finally:
                 timer.cancel()
                 self._waiter = None

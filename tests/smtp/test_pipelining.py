@@ -413,15 +413,20 @@ async def test_354_after_every_recipient_was_refused_sends_nothing_and_closes(pi
     assert peer.received.endswith(b"\r\nDATA\r\n") and peer.closed_by_client
 
 
-async def test_before_data_that_raises_after_354_sends_nothing_and_closes() -> None:
+async def test_before_data_that_raises_leaves_the_message_unfinished_and_closes() -> None:
+    """The message goes out while before_data runs, but never its final "." line: closing abandons it."""
+
     async def script(peer: Peer) -> None:
         await peer.greet()
         for command in (b"MAIL", b"RCPT", b"DATA"):
             await peer.expect(command)
             await peer.send(b"354 Go ahead\r\n" if command == b"DATA" else b"250 OK\r\n")
+        with pytest.raises(ClientClosed):
+            await peer.message()
         await peer.until_closed()
 
     async def before_data() -> None:
+        await asyncio.sleep(0.05)  # the message is on its way meanwhile
         raise RuntimeError("recording the previous message failed")
 
     async with scripted_server(script) as server, bounded():
@@ -431,7 +436,9 @@ async def test_before_data_that_raises_after_354_sends_nothing_and_closes() -> N
         assert not conn.is_connected
         await conn.close()
     [peer] = server.peers
-    assert peer.received.endswith(b"\r\nDATA\r\n") and peer.closed_by_client
+    assert peer.messages == [] and peer.closed_by_client
+    # The message body came (without its end): everything after DATA is the dot-stuffed message, no "." line.
+    assert peer.received.endswith(b"\r\nDATA\r\n" + dot_stuffed(raw_message()))
 
 
 @pytest.mark.parametrize(

@@ -100,10 +100,10 @@ async def run_transaction(
     re-encoded for 7-bit transport.
 
     With ``may_be_stale``, a connection found closed before any reply raises StaleConnection instead (the
-    caller reconnects: nothing of this message was accepted).  ``before_data`` is awaited after the
-    recipients and DATA are accepted and before the message is sent (the outbox commits the previous
-    message's result meanwhile); if it raises, the connection is closed, which abandons the transaction,
-    and its exception propagates: the message was not sent.
+    caller reconnects: nothing of this message was accepted).  ``before_data`` is awaited once the
+    recipients and DATA are accepted, while the message goes out and before its final "." line (the
+    outbox commits the previous message's result meanwhile); if it raises, the connection is closed, which
+    abandons the unfinished message, and its exception propagates: the message was not sent.
     """
     utf8 = not (sender + "".join(rcpts)).isascii()
     if utf8 and not channel.smtputf8:
@@ -136,14 +136,22 @@ async def run_transaction(
     except SmtpError:
         await _reset(channel, replies[-1])
         raise
+    message_data = _dot_stuffed(data)
     if before_data is not None:
+        # The message goes out while before_data finishes; it is complete (and can be delivered) only with
+        # the final "." line, which waits for before_data.
         try:
-            await before_data
+            channel.write(message_data)
+        except CLIENT_ERRORS as exc:
+            raise error_from_exception(exc, "data", host=host, port=port) from exc
+        message_data = b""
+        try:
+            await before_data  # its errors are not SMTP errors: they must not go through the mapping below
         except BaseException:
-            channel.abort()  # the server waits for the message: closing is the only way not to send it
+            channel.abort()  # without the final ".", closing abandons the message (RFC 5321 s3.8)
             raise
     try:
-        reply = await channel.command(_dot_stuffed(data))
+        reply = await channel.command(message_data + _END_OF_DATA)
     except CLIENT_ERRORS as exc:
         raise error_from_exception(exc, "data", host=host, port=port) from exc
     if reply.code != 250:
@@ -152,6 +160,7 @@ async def run_transaction(
     return SendResult(tuple(accepted), refused, one_line(reply.text))
 
 
+_END_OF_DATA = b".\r\n"
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
@@ -190,7 +199,7 @@ def _path(address: str) -> str:
 
 
 def _dot_stuffed(data: bytes) -> bytes:
-    """The message as DATA sends it: CRLF line ends, leading dots doubled, ended by CRLF "." CRLF (s4.5.2)."""
+    """The message as DATA sends it, but for the final "." line: CRLF line ends, leading dots doubled (s4.5.2)."""
     crlf = data.count(b"\r\n")
     if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # a bare CR or LF
         data = _LINE_ENDS.sub(b"\r\n", data)
@@ -198,7 +207,7 @@ def _dot_stuffed(data: bytes) -> bytes:
         data += b"\r\n"
     if data.startswith(b".") or b"\n." in data:
         data = _LEADING_DOT.sub(b"..", data)
-    return data + b".\r\n"
+    return data
 
 
 def _wire_bytes(message: email.message.EmailMessage | bytes, *, utf8: bool, eight_bit: bool) -> bytes:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mailgate.app import Services, build_services
@@ -19,6 +19,7 @@ from mailgate.config import OutboxSettings, Settings
 from mailgate.configure import EmailServerUpdate
 from mailgate.outbox import Worker
 from mailgate.sandbox import Sandbox, SandboxConfig
+from mailgate.store.models import OutboxMessageRow
 from mailgate.web import create_app
 
 from ..conftest import ADMIN_PASSWORD, require_component
@@ -70,6 +71,18 @@ class Env:
         r = await self.api.post(f"{API}/email/messages", json=body)
         assert r.status_code == 202, r.text
         return str(r.json()["id"])
+
+    async def stored_count(self) -> int:
+        """How many messages the outbox table holds."""
+        async with self.services.db.session() as session:
+            return int((await session.execute(select(func.count()).select_from(OutboxMessageRow))).scalar_one())
+
+    async def stored_raw(self, message_id: str) -> bytes:
+        """The message as stored, to be sent."""
+        async with self.services.db.session() as session:
+            row = await session.get(OutboxMessageRow, message_id)
+            assert row is not None
+            return row.raw
 
     def new_worker(self, services: Services | None = None) -> Worker:
         return Worker((services or self.services).outbox, (services or self.services).mailer, random_source=self._rand)

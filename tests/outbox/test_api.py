@@ -8,25 +8,10 @@ import email.policy
 
 import httpx
 import pytest
-from sqlalchemy import func, select
-
-from mailgate.store.models import OutboxMessageRow
 
 from .conftest import API, Env, EnvFactory
 
 MESSAGES = f"{API}/email/messages"
-
-
-async def _stored(env: Env) -> int:
-    async with env.services.db.session() as session:
-        return int((await session.execute(select(func.count()).select_from(OutboxMessageRow))).scalar_one())
-
-
-async def _raw(env: Env, message_id: str) -> bytes:
-    async with env.services.db.session() as session:
-        row = await session.get(OutboxMessageRow, message_id)
-        assert row is not None
-        return row.raw
 
 
 async def test_post_json_queues_and_get_shows_it(env: Env) -> None:
@@ -56,7 +41,7 @@ async def test_post_json_queues_and_get_shows_it(env: Env) -> None:
     assert shown["recipients"] == ["bob@example.com", "carol@example.com", "dave@example.com"]
     assert shown["message_id"].startswith("<") and shown["subject"] == "Quarterly report"
     assert shown["created_at"] and shown["sent_at"] is None and shown["last_error"] is None
-    message = email.message_from_bytes(await _raw(env, body["id"]), policy=email.policy.default)
+    message = email.message_from_bytes(await env.stored_raw(body["id"]), policy=email.policy.default)
     assert message["Message-ID"] == shown["message_id"]
     assert message["Bcc"] is None  # Bcc recipients are in the envelope only
     assert message["X-Campaign"] == "q3" and message["Reply-To"] == "replies@example.com"
@@ -86,7 +71,7 @@ async def test_raw_rfc822_message(env: Env) -> None:
     shown = await env.status(r.json()["id"])
     assert shown["recipients"] == ["bob@example.com", "secret@example.com"]
     assert shown["subject"] == "raw one" and shown["message_id"]
-    stored = await _raw(env, shown["id"])
+    stored = await env.stored_raw(shown["id"])
     assert b"secret@example.com" not in stored and b"Message-ID:" in stored and b"Date:" in stored
 
 
@@ -98,7 +83,7 @@ async def test_idempotency_key_returns_the_same_message(env: Env) -> None:
     assert first.json()["id"] == again.json()["id"] and again.headers["idempotent-replayed"] == "true"
     other = await env.api.post(MESSAGES, json={**body, "subject": "twice"}, headers={"Idempotency-Key": "order-42"})
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["fields"]
-    assert await _stored(env) == 1
+    assert await env.stored_count() == 1
 
 
 @pytest.mark.parametrize(
@@ -127,7 +112,7 @@ async def test_bad_json_names_the_field_and_stores_nothing(env: Env, body: dict[
     r = await env.api.post(MESSAGES, json={"from": "alice@example.com", "text": "x", **body})
     assert r.status_code == 422, r.text
     assert field in r.json()["fields"], r.json()
-    assert await _stored(env) == 0
+    assert await env.stored_count() == 0
 
 
 async def test_body_not_json(env: Env) -> None:
@@ -135,7 +120,7 @@ async def test_body_not_json(env: Env) -> None:
     assert r.status_code == 422 and r.json()["fields"] == {"body": "is not valid JSON"}
     r = await env.api.post(MESSAGES, content=b"hello", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
-    assert await _stored(env) == 0
+    assert await env.stored_count() == 0
 
 
 async def test_raw_message_without_recipients_or_with_bad_address(env: Env) -> None:
@@ -146,7 +131,7 @@ async def test_raw_message_without_recipients_or_with_bad_address(env: Env) -> N
     ):
         r = await env.api.post(MESSAGES, content=raw, headers={"Content-Type": "message/rfc822"})
         assert r.status_code == 422 and field in r.json()["fields"], r.text
-    assert await _stored(env) == 0
+    assert await env.stored_count() == 0
 
 
 async def test_size_limit(make_env: EnvFactory) -> None:
@@ -164,7 +149,7 @@ async def test_size_limit(make_env: EnvFactory) -> None:
     raw = b"From: a@example.com\r\nTo: b@example.com\r\n\r\n" + b"y" * 20_000
     r = await env.api.post(MESSAGES, content=raw, headers={"Content-Type": "message/rfc822"})
     assert r.status_code == 413
-    assert await _stored(env) == 0
+    assert await env.stored_count() == 0
 
 
 async def test_recipient_limit_of_the_provider(make_env: EnvFactory) -> None:
@@ -180,7 +165,7 @@ async def test_recipient_limit_of_the_provider(make_env: EnvFactory) -> None:
     )
     assert r.status_code == 422 and "recipients" in r.json()["fields"], r.text
     assert "at most 3" in r.json()["fields"]["recipients"]
-    assert await _stored(env) == 0
+    assert await env.stored_count() == 0
 
 
 async def test_bundled_google_limit_is_100(env: Env) -> None:
@@ -195,7 +180,7 @@ async def test_authentication_required(env: Env) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080") as anonymous:
         assert (await anonymous.post(MESSAGES, json={"to": ["b@example.com"]})).status_code == 401
         assert (await anonymous.get(MESSAGES)).status_code == 401
-    assert await _stored(env) == 0
+    assert await env.stored_count() == 0
 
 
 async def test_list_filter_paginate_and_retry(env: Env) -> None:

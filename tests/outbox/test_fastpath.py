@@ -18,11 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import func, select
 
 from mailgate import admins as admins_module
 from mailgate.app import Services, build_services
-from mailgate.store.models import OutboxMessageRow
 from mailgate.web import create_app
 from mailgate.web.deps import ServicesDep, require_admin
 from mailgate.web.fastpath import QueueFastPath
@@ -67,18 +65,6 @@ async def _client(app: FastAPI, headers: dict[str, str] | None = None) -> AsyncI
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers) as client:
         yield client
-
-
-async def _stored(env: Env) -> int:
-    async with env.services.db.session() as session:
-        return int((await session.execute(select(func.count()).select_from(OutboxMessageRow))).scalar_one())
-
-
-async def _raw(env: Env, message_id: str) -> bytes:
-    async with env.services.db.session() as session:
-        row = await session.get(OutboxMessageRow, message_id)
-        assert row is not None
-        return row.raw
 
 
 def _normalized(raw: bytes) -> bytes:
@@ -248,21 +234,21 @@ async def test_fast_path_answers_as_the_app(limited_env: Env, name: str) -> None
             (header, value.replace("{app}", label[:4] + "-").replace("{key}", key))
             for header, value in [*{**bearer, **case.headers}.items(), *case.repeated]
         ]
-        before = await _stored(env)
+        before = await env.stored_count()
         async with _client(app) as client:
             response = await client.post(MESSAGES + case.query, json=case.json, content=case.content, headers=headers)
         answers[label] = _answer(response)
         assert response.status_code == case.status, (label, response.text)
         if case.status == 202:
-            assert await _stored(env) == before + 1, label
+            assert await env.stored_count() == before + 1, label
             assert response.json()["status"] == "queued"
             message_id = response.json()["id"]
             view = (await env.services.outbox.get(message_id)).to_dict()
             # The size varies with the length of the (random) Message-ID; the bytes are compared below.
             stored[label] = {k: v for k, v in view.items() if k not in ("id", "message_id", "size")}
-            raws[label] = _normalized(await _raw(env, message_id))
+            raws[label] = _normalized(await env.stored_raw(message_id))
         else:
-            assert await _stored(env) == before, (label, "a refused request stored a message")
+            assert await env.stored_count() == before, (label, "a refused request stored a message")
             if case.field:
                 assert case.field in response.json()["fields"], (label, response.json())
         if case.status == 401:
@@ -303,7 +289,7 @@ async def test_idempotency_replay_and_reuse_answer_as_the_app(env: Env) -> None:
         ids[label] = first.json()["id"]
     assert sequences["fast"] == sequences["reference"]
     assert ids["fast"] != ids["reference"]
-    assert await _stored(env) == 2
+    assert await env.stored_count() == 2
 
     # Across the two ways: a key used through the route is replayed by the fast path, and the other way round.
     for label, app in (("fast", fast_app), ("reference", reference_app)):
@@ -316,7 +302,7 @@ async def test_idempotency_replay_and_reuse_answer_as_the_app(env: Env) -> None:
         assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true", label
         assert replay.json()["id"] == ids[other_label], label
         assert conflict.status_code == 422, label
-    assert await _stored(env) == 2
+    assert await env.stored_count() == 2
 
 
 # -- 2. the fast path is taken for a Bearer POST, and for nothing else -----------------------------------
@@ -362,7 +348,7 @@ async def test_bearer_post_does_not_reach_the_route(env: Env, recorded: tuple[Fa
         lowercase = await client.post(MESSAGES, json=SIMPLE, headers={"Authorization": f"bearer {_key_of(env)}"})
         assert lowercase.status_code == 202, lowercase.text
         assert recorder.calls == [], "a Bearer POST to the messages path went through the route"
-    assert await _stored(env) == 3
+    assert await env.stored_count() == 3
 
 
 async def test_other_requests_reach_the_route(env: Env, recorded: tuple[FastAPI, Recorder]) -> None:
@@ -396,7 +382,7 @@ async def test_other_requests_reach_the_route(env: Env, recorded: tuple[FastAPI,
         f"POST {MESSAGES}",
         f"POST {MESSAGES}",
     ]
-    assert await _stored(env) == 1
+    assert await env.stored_count() == 1
 
 
 async def test_session_post_reaches_the_route_and_keeps_csrf(env: Env, recorded: tuple[FastAPI, Recorder]) -> None:
@@ -410,7 +396,7 @@ async def test_session_post_reaches_the_route_and_keeps_csrf(env: Env, recorded:
         with_token = await browser.post(MESSAGES, json=SIMPLE, headers={"X-CSRF-Token": token})
         assert with_token.status_code == 202, with_token.text
     assert recorder.calls == [f"POST {MESSAGES}"]
-    assert await _stored(env) == 1
+    assert await env.stored_count() == 1
 
 
 # -- 3. a deleted key --------------------------------------------------------------------------------------
@@ -432,7 +418,7 @@ async def test_deleted_api_key_gets_the_apps_401(env: Env, recorded: tuple[FastA
         assert response.headers["www-authenticate"].startswith("Basic ")
     # The app answered (its dependency ran), not the fast path.
     assert recorder.calls == [f"POST {MESSAGES}", f"POST {MESSAGES}"]
-    assert await _stored(env) == 1
+    assert await env.stored_count() == 1
     # The other key still works, through the fast path.
     async with _client(app, {"Authorization": f"Bearer {_key_of(env)}"}) as client:
         assert (await client.post(MESSAGES, json=SIMPLE)).status_code == 202
@@ -458,4 +444,4 @@ async def test_key_deleted_by_another_process_stops_within_the_cache_time(
         await other.aclose()
     assert refused.status_code == 401, refused.text
     assert refused.headers["www-authenticate"].startswith("Basic ")
-    assert await _stored(env) == 1
+    assert await env.stored_count() == 1

@@ -82,8 +82,7 @@ class CommandChannel(asyncio.Protocol):
                 reply = _parse(bytes(buffer[: end + 1]))
                 if reply is None:
                     text = bytes(buffer[: min(end, 200)]).decode("utf-8", "replace")
-                    self._fail(aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP reply: {text}"))
-                    self._transport.abort()
+                    self.abort(aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP reply: {text}"))
                     return
                 self._replies.append(reply)
                 del buffer[: end + 1]
@@ -91,8 +90,7 @@ class CommandChannel(asyncio.Protocol):
             else:
                 start = end + 1
         if len(buffer) > _MAX_REPLY:
-            self._fail(aiosmtplib.SMTPResponseException(-1, "Response too long"))
-            self._transport.abort()
+            self.abort(aiosmtplib.SMTPResponseException(-1, "Response too long"))
             return
         if self._replies:
             self._wake()
@@ -160,9 +158,12 @@ class CommandChannel(asyncio.Protocol):
                 raise self._error
         return self._replies.popleft()
 
-    def abort(self) -> None:
-        """Close at once, without QUIT (the server discards an unfinished transaction, RFC 5321 s3.8)."""
-        self._fail(aiosmtplib.SMTPServerDisconnected("Connection closed"))
+    def abort(self, error: aiosmtplib.SMTPException | None = None) -> None:
+        """Close at once, without QUIT (the server discards an unfinished transaction, RFC 5321 s3.8).
+
+        ``error`` (default: closed) is what waiting and later commands raise.
+        """
+        self._fail(error or aiosmtplib.SMTPServerDisconnected("Connection closed"))
         self._transport.abort()
 
     # -- internals ---------------------------------------------------------------------------------------
@@ -179,8 +180,7 @@ class CommandChannel(asyncio.Protocol):
 
     def _time_out(self, waiter: asyncio.Future[None]) -> None:
         if waiter is self._waiter and not waiter.done():
-            self._fail(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
-            self._transport.abort()
+            self.abort(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
 
 
 def _parse(raw: bytes) -> Reply | None:

@@ -50,7 +50,7 @@ def envelope(
         env_rcpts = env_rcpts if env_rcpts is not None else extract_recipients(parsed)
     errors: dict[str, str] = {}
     for name, values in (("sender", [env_sender or ""]), ("recipients", env_rcpts)):
-        if not all(map(_usable_address, values)):
+        if any(_command_path(value) is None for value in values):
             errors[name] = "contains characters not allowed in an SMTP address"
     if not env_sender:
         errors["sender"] = "no sender: pass sender= or set From"
@@ -62,20 +62,20 @@ def envelope(
 
 
 @functools.lru_cache(maxsize=4096)
-def _usable_address(value: str) -> bool:
-    """Whether ``value`` can go on a MAIL/RCPT command line (nothing that could inject another command).
+def _command_path(value: str) -> str | None:
+    """The address as it goes between the angle brackets of MAIL FROM / RCPT TO; None when ``value`` cannot go
+    on a command line (nothing that could inject another command).
 
     Cached: an outbox sends to the same addresses over and over, and parsing one costs more than its command.
     """
     if simple_addr_spec(value):
-        return True
+        return value
     if _CONTROL.search(value):
-        return False
+        return None
     try:
-        parse_address(value)
+        return parse_address(value)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 async def run_transaction(
@@ -194,8 +194,9 @@ def _check_envelope(
 
 
 def _path(address: str) -> str:
-    """The address as it goes between the angle brackets of MAIL FROM / RCPT TO."""
-    return address if simple_addr_spec(address) else parse_address(address)
+    path = _command_path(address)
+    assert path is not None  # checked by envelope()
+    return path
 
 
 def _dot_stuffed(data: bytes) -> bytes:

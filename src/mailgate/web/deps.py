@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 
 from ..app import Services
 
-__all__ = ["AdminDep", "ServicesDep", "get_services", "require_admin"]
+__all__ = ["AdminDep", "ServicesDep", "bearer_token", "get_services", "require_admin"]
 
 
 async def get_services(request: Request) -> Services:
@@ -21,17 +21,24 @@ async def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
+
+def bearer_token(authorization: str) -> str | None:
+    """The credential of an ``Authorization: Bearer <token>`` header value (an API key), else None."""
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="mailgate", charset="UTF-8"'}
 
 
 async def require_admin(request: Request, services: ServicesDep) -> str:
     """HTTP Basic (``admin`` + password), ``Authorization: Bearer <api key>``, or an admin session."""
     header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    scheme = scheme.lower()
-    if scheme == "bearer" and await services.admins.verify_api_key(value.strip()):
+    key = bearer_token(header)
+    if key is not None and await services.admins.verify_api_key(key):
         return "api-key"
-    if scheme == "basic":
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
         try:
             user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):

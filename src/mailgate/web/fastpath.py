@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..app import Services
 from ..errors import MailgateError
+from .deps import bearer_token
 from .errors import mailgate_error_response, validation_error_response
 from .messages_api import MAX_IDEMPOTENCY_KEY, queue_message
 
@@ -36,12 +37,12 @@ class QueueFastPath:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        scheme, _, key = headers.get("authorization", "").partition(" ")
+        key = bearer_token(headers.get("authorization", ""))
         idempotency_key = headers.get("idempotency-key")
         if (
-            scheme.lower() != "bearer"
+            key is None
             or (idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY)
-            or not await self.services.admins.verify_api_key(key.strip())
+            or not await self.services.admins.verify_api_key(key)
         ):
             await self.app(scope, receive, send)
             return

@@ -13,7 +13,7 @@ from mailgate.outbox import MessageRequest, from_raw, from_request
 from mailgate.outbox.compose import Limits
 
 from .conftest import Env
-from .test_api import MESSAGES, _raw, _stored
+from .test_api import MESSAGES
 
 LIMITS = Limits(default_sender="noreply@example.com", max_bytes=10_000_000)
 
@@ -98,12 +98,12 @@ async def test_api_accepts_bcc_only(env: Env) -> None:
     assert r.status_code == 202, r.text
     shown = await env.status(r.json()["id"])
     assert shown["recipients"] == ["a@example.com"] and shown["from"] == "noreply@example.com"
-    stored = await _raw(env, shown["id"])
+    stored = await env.stored_raw(shown["id"])
     assert b"\r\nTo: undisclosed-recipients:;\r\n" in stored and b"a@example.com" not in stored
     r = await env.api.post(MESSAGES, json={"from": "alice@example.com", "subject": "x", "text": "y"})
     assert r.status_code == 422
     assert r.json()["fields"] == {"to": "at least one recipient (to, cc or bcc) is required"}
-    assert await _stored(env) == 1
+    assert await env.stored_count() == 1
 
 
 def test_raw_message_with_a_bad_lower_case_to_names_only_that_field() -> None:

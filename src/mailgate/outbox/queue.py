@@ -25,16 +25,17 @@ __all__ = ["Claimed", "claim", "count_by_status", "finish", "hold_account", "in_
 Row = OutboxMessageRow
 
 
+def _due_kinds(now: datetime, busy: Collection[str]) -> list[Any]:
+    """The kinds of due message: queued or retrying whose time has come, and claimed by a worker that died
+    (or hung) before finishing, its lease run out (not the ones this worker is still sending, ``busy``,
+    whatever the clock says)."""
+    kinds = [and_(Row.status == status, Row.next_attempt_at <= now) for status in CLAIMABLE]
+    kinds.append(and_(Row.status == Status.SENDING.value, Row.lease_expires_at < now, Row.id.not_in(list(busy))))
+    return kinds
+
+
 def _due(account_id: str, now: datetime, busy: Collection[str]) -> Any:
-    return and_(
-        Row.account_id == account_id,
-        or_(
-            and_(Row.status.in_(CLAIMABLE), Row.next_attempt_at <= now),
-            # A worker that claimed these died (or hung) before finishing: its lease has run out.  Not the
-            # ones this worker is still sending (``busy``), whatever the clock says.
-            and_(Row.status == Status.SENDING.value, Row.lease_expires_at < now, Row.id.not_in(list(busy))),
-        ),
-    )
+    return and_(Row.account_id == account_id, or_(*_due_kinds(now, busy)))
 
 
 @dataclass(frozen=True)
@@ -72,20 +73,13 @@ def claim(
     """
     if limit <= 0:
         return []
-    # Two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL
-    # may run such a subquery more than once and update more than n rows.
+    # Two steps, not UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL may run
+    # such a subquery more than once and update more than n rows.
     if connection.dialect.name == "sqlite":
         # Take the database's write lock first (a no-op write), so that two processes do not both select
         # the same rows and one of them come away empty-handed.
         connection.execute(update(Row).where(Row.id == "").values(status=Row.status))
-    found = connection.execute(
-        select(Row.id)
-        .where(_due(account_id, now, busy))
-        .order_by(Row.next_attempt_at, Row.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
-    )
-    ids = list(found.scalars())
+    ids = _oldest_due(connection, account_id, now, busy, limit)
     if not ids:
         return []
     stmt = (
@@ -99,6 +93,22 @@ def claim(
     rows = [Claimed(**r._mapping) for r in connection.execute(stmt)]
     rows.sort(key=lambda r: (r.next_attempt_at, r.created_at))
     return rows
+
+
+def _oldest_due(connection: Connection, account_id: str, now: datetime, busy: Collection[str], limit: int) -> list[str]:
+    """The ids of the ``limit`` due messages first in line (by next attempt, then creation).
+
+    One query per kind of due message, each read in that order from ``ix_outbox_due`` and stopped after
+    ``limit`` rows, then merged: a single query with OR between the kinds reads every message of the account
+    (the sent history too) and sorts them, on every claim.
+    """
+    order = (Row.next_attempt_at, Row.created_at)
+    found: list[Any] = []
+    for kind in _due_kinds(now, busy):
+        query = select(Row.id, *order).where(Row.account_id == account_id, kind).order_by(*order).limit(limit)
+        found += connection.execute(query.with_for_update(skip_locked=True))  # FOR UPDATE: PostgreSQL only
+    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
+    return [row.id for row in found[:limit]]
 
 
 def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:

@@ -170,8 +170,8 @@ class OutboxMessageRow(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     __table_args__ = (
-        # Claiming: due messages of an account, oldest first; expired leases.
-        Index("ix_outbox_claim", "account_id", "status", "next_attempt_at"),
+        # Claiming: due messages of an account in claiming order (one status at a time); expired leases.
+        Index("ix_outbox_due", "account_id", "status", "next_attempt_at", "created_at"),
         Index("ix_outbox_lease", "status", "lease_expires_at"),
         # Listing and the sending-rate window.
         Index("ix_outbox_created", "created_at"),

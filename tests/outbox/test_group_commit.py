@@ -8,14 +8,16 @@ import functools
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, Executable, bindparam, event, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from mailgate.outbox.commit import GroupCommit
+from mailgate.outbox import queue
+from mailgate.outbox.commit import GroupCommit, _plan
 from mailgate.store.models import OutboxMessageRow
 
 from .conftest import Env
@@ -203,3 +205,84 @@ async def test_close_releases_the_writer_thread(env: Env, group: GroupCommit) ->
     assert not any(t.is_alive() for t in started)
     assert not [t for t in threading.enumerate() if t not in before and t.name.startswith(THREAD_PREFIX)]
     await group.close()  # closing twice is harmless (Services.aclose closes the outbox's too)
+
+
+# -- SQLite: one-row writes on the DBAPI cursor, as SQLAlchemy would write them ------------------------------------
+
+EVERY_KIND = {
+    "status": "sent",
+    "attempts": 3,
+    "recipients": ["bob@example.com", "zoë@exämple.com"],
+    "recipient_results": {"bob@example.com": {"status": "sent", "code": 250, "reply": "OK ✓"}, "x": None},
+    "raw": b"Subject: \xff\x00binary\r\n\r\n\x00\r\n",
+    "smtp_code": 250,
+    "smtp_reply": "2.0.0 OK",
+    "sent_at": datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=-5))),
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "idempotency_key": "key-1",
+}
+
+
+UNIQUE = ("id", "subject", "idempotency_key", "message_id")
+
+
+def _columns(row: Row) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in Row.__table__.c if c.key not in UNIQUE}
+
+
+async def test_cursor_writes_store_what_sqlalchemy_stores(env: Env, group: GroupCommit) -> None:
+    """On SQLite the batches' INSERTs and UPDATEs go straight to the cursor: the rows read back must be the
+    ones SQLAlchemy's own execution makes of the same parameters (JSON, binary, time zones, NULLs)."""
+    fast, slow = _row("fast"), _row("slow")
+    fast.update(EVERY_KIND)
+    slow.update(EVERY_KIND, idempotency_key="key-2")
+    sent = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        assert await group.execute(INSERT, fast) == 1
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    async with env.services.db.session() as session:
+        await session.execute(INSERT, slow)
+    rows = {row.subject: row for row in (await _rows(env)).values()}
+    assert _columns(rows["fast"]) == _columns(rows["slow"])
+    assert rows["fast"].sent_at == EVERY_KIND["sent_at"] and rows["fast"].sent_at.tzinfo is not None
+    if env.services.db.is_sqlite:
+        assert not [s for s in sent if s.startswith("INSERT")], sent  # not through SQLAlchemy's execution
+
+    # The worker's result write, through the cursor and through SQLAlchemy, on rows leased alike.
+    later = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
+    async with env.services.db.session() as session:
+        await session.execute(update(Row).values(status="sending", lease_owner="me"))
+    values = {"status": "retrying", "attempts": 4, "last_error": "later ✗", "next_attempt_at": later, "smtp_code": None}
+    statement, params = queue.finish(rows["fast"].id, "me", values)
+    assert await group.execute(statement, params) == 1
+    assert await group.execute(*queue.finish(rows["fast"].id, "me", values)) == 0  # no longer leased
+    async with env.services.db.session() as session:
+        await session.execute(statement, {**params, "_id": rows["slow"].id})
+    rows = {row.subject: row for row in (await _rows(env)).values()}
+    assert _columns(rows["fast"]) == _columns(rows["slow"])
+    assert rows["fast"].lease_owner is None and rows["fast"].next_attempt_at == later
+
+
+def test_cursor_plans_only_for_plain_one_row_writes() -> None:
+    dialect = sqlite.dialect()
+    keys = frozenset(_row("x"))
+    assert _plan(INSERT, dialect, keys) is not None
+    assert _plan(*_finish_plan_args(dialect)) is not None
+    # Left to SQLAlchemy: a column default to compute (attempts), RETURNING, a list of values, other databases.
+    assert _plan(INSERT, dialect, keys - {"attempts"}) is None
+    assert _plan(INSERT.returning(Row.id), dialect, keys) is None
+    in_list = update(Row).where(Row.id.in_(bindparam("ids", expanding=True))).values(status="held")
+    assert _plan(in_list, dialect, frozenset({"ids"})) is None
+    assert _plan(INSERT, postgresql.psycopg.dialect(), keys) is None
+
+
+def _finish_plan_args(dialect: Any) -> tuple[Executable, Any, frozenset[str]]:
+    statement, params = queue.finish("id", "owner", {"status": "sent", "sent_at": None, "recipient_results": {}})
+    return statement, dialect, frozenset(params)

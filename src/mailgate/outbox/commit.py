@@ -15,9 +15,12 @@ import asyncio
 import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
 
 from ..store import Database
 from ..store.db import sqlite_pragmas
@@ -117,10 +120,72 @@ _COUNTED = {"preserve_rowcount": True}
 
 
 def _execute_all(writes: list[Write], connection: Connection) -> list[int]:
-    return [
-        int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
-        for statement, params in writes
-    ]
+    counts = []
+    cursor = None
+    for statement, params in writes:
+        plan = _plan(statement, connection.dialect, frozenset(params)) if connection.dialect.name == "sqlite" else None
+        if plan is None:
+            counts.append(int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount))
+            continue
+        if cursor is None:
+            cursor = connection.connection.cursor()
+        try:
+            cursor.execute(plan.sql, plan.parameters(params))
+        except connection.dialect.loaded_dbapi.Error:
+            # The statement changed nothing (SQLite undoes a failed statement, not the transaction): run it
+            # through SQLAlchemy, whose error (e.g. IntegrityError for a duplicate key) callers expect.
+            counts.append(int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount))
+            continue
+        counts.append(int(cursor.rowcount))
+    if cursor is not None:
+        cursor.close()
+    return counts
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A statement compiled once, executed on the DBAPI cursor: SQLAlchemy's execution layer (parameter
+    and result set-up, events) costs more than SQLite's work for these one-row writes.  Each slot is a
+    parameter in order: its key in the caller's parameters (or None: the statement's own value), that value,
+    and the column type's conversion (what SQLAlchemy would apply)."""
+
+    sql: str
+    slots: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
+
+    def parameters(self, params: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for key, value, convert in self.slots:
+            if key is not None:
+                value = params[key]
+            out.append(value if convert is None else convert(value))
+        return out
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> _Plan | None:
+    """How to run ``statement`` with parameters ``keys`` on the cursor; None to leave it to SQLAlchemy (a
+    statement with defaults computed at execution, RETURNING, lists of values, or named parameters)."""
+    # RETURNING: read from the statement (its public views of it, exported_columns and the compiler's
+    # effective_returning, can be stale copies of the statement's it was generated from).
+    if not isinstance(statement, UpdateBase) or statement._returning:
+        return None
+    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+    if (
+        not isinstance(compiled, SQLCompiler)
+        or compiled.positiontup is None
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or compiled.postfetch
+    ):
+        return None
+    slots = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        if bind.expanding or bind.callable is not None:
+            return None
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        slots.append((bind.key, None, convert) if bind.key in keys else (None, bind.effective_value, convert))
+    return _Plan(compiled.string, tuple(slots))
 
 
 def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

@@ -80,7 +80,8 @@ def test_a_header_section_broken_by_folding_is_refused(monkeypatch: pytest.Monke
     def broken(self: EmailMessage, *args: object, **kwargs: object) -> bytes:
         return real(self, *args, **kwargs).replace(b"To: ", b"To: x@example.com,\r\n\r\n ", 1)  # type: ignore[arg-type]
 
-    request = MessageRequest(sender="a@example.com", to=["b@example.com"], subject="s", text="t")
+    # A display name: not a simple request, which is written without the standard library.
+    request = MessageRequest(sender="A <a@example.com>", to=["b@example.com"], subject="s", text="t")
     limits = Limits(default_sender="", max_bytes=1 << 20)
     assert from_request(request, limits).raw.count(b"\r\n\r\n") == 1
     monkeypatch.setattr(EmailMessage, "as_bytes", broken)

@@ -82,6 +82,14 @@ def test_attachment_repr_hides_the_data() -> None:
         ({"reply_to": "x\r\n@example.com"}, "reply_to"),
         ({"headers": {"X-Tag": "a\r\nBcc: victim@example.com"}}, "headers.X-Tag"),
         ({"headers": {"Bad Name": "v"}}, "headers.Bad Name"),
+        ({"headers": {"X-Tag\n": "v"}}, "headers.X-Tag\n"),  # would be written as "X-Tag\n: v"
+        # The other line breaks of str.splitlines: the email package raises ValueError for them (an API 500).
+        ({"subject": "a\vb"}, "subject"),
+        ({"subject": "a\u2028b"}, "subject"),
+        ({"subject": "a\x85b"}, "subject"),
+        ({"headers": {"X-Tag": "a\fb"}}, "headers.X-Tag"),
+        ({"to": ["a@example.com\u2029"]}, "to[0]"),
+        ({"attachments": [Attachment("a\x1c.txt", "text/plain", b"")]}, "attachments[0].filename"),
         ({"headers": {"Bcc": "victim@example.com"}}, "headers.Bcc"),
         ({"headers": {"Message-ID": "no-brackets"}}, "headers.Message-ID"),
         ({"headers": {"Message-ID": "<ünique@example.com>"}}, "headers.Message-ID"),  # would not serialise

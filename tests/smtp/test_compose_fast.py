@@ -410,9 +410,13 @@ def random_body(rng: random.Random) -> str:
     return rng.choice(["\n", "\n", "\r\n", "\r"]).join(lines) + end
 
 
+#: What str.splitlines splits at; the email package refuses them in header values (a ValueError).
+LINE_BREAKS = set("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def reference_mailbox(value: str) -> Address:
     """What parse_mailbox answered before its simple path: plain email.policy.default's parser, the same checks."""
-    if "\r" in value or "\n" in value:
+    if LINE_BREAKS & set(value):
         raise ValueError("must not contain line breaks")
     if not value.strip():
         raise ValueError("is empty")
@@ -576,7 +580,10 @@ def test_build_message_random_same_as_stdlib() -> None:
             if isinstance(error, tuple):
                 errors[label] = error[2]
         ours = outcome(lambda: build_message(**kwargs))  # noqa: B023
-        if errors:
+        headers_in: dict[str, str] = kwargs.get("headers", {})  # type: ignore[assignment]
+        texts = [str(kwargs["subject"]), *headers_in, *headers_in.values()]
+        texts += [a.filename for a in kwargs.get("attachments", ())]  # type: ignore[attr-defined]
+        if errors or any(LINE_BREAKS & set(text) for text in texts):  # the stdlib: ValueError; ours: refused
             assert isinstance(ours, tuple) and ours[1] is ValidationError, kwargs
             continue
         theirs = outcome(lambda: reference_message(**kwargs))  # noqa: B023

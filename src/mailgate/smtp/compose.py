@@ -9,6 +9,10 @@ header objects of simple values (a plain ASCII subject, bare addresses, a Date, 
 standard library's parser (see :func:`_simple_header`).  The common simple cases also skip the parser in
 :func:`parse_mailbox` and the content manager for a plain ASCII text body (:func:`_set_plain_text`): each time
 with exactly the result the standard library gives, which tests/smtp/test_compose_fast.py compares.
+
+The commonest message of all (bare addresses, a plain ASCII subject and short-lined ASCII text, every header
+field on one line) is not built at all by :func:`simple_message_bytes`: it writes the bytes build_message's
+message would be serialised to, directly (tests/outbox/test_compose_direct.py compares them).
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from typing import Any
 
 from ..errors import ValidationError
 
-__all__ = ["POLICY", "Attachment", "build_message", "parse_mailbox", "simple_addr_spec"]
+__all__ = ["POLICY", "Attachment", "build_message", "parse_mailbox", "simple_addr_spec", "simple_message_bytes"]
 
 # RFC 5322 s3.6.8: a field name is printable US-ASCII except ":".
-_FIELD_NAME = re.compile(r"^[!-9;-~]+$")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # fullmatch: "$" would let a final line feed through
 # RFC 2045 s5.1 type/subtype tokens.
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 # Headers built from the parameters; setting them through ``headers`` would contradict or duplicate them.
@@ -281,8 +285,9 @@ _SIMPLE_MAKERS: dict[type, _SimpleMaker] = {
 }
 
 
+_HEADERS = _HeaderRegistry()
 #: ``email.policy.default`` with a faster header factory (:class:`_HeaderRegistry`): build and serialise with it.
-POLICY = email.policy.default.clone(header_factory=_HeaderRegistry())
+POLICY = email.policy.default.clone(header_factory=_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -294,8 +299,13 @@ class Attachment:
     data: bytes = field(repr=False)
 
 
+# What str.splitlines splits at: CR and LF, and VT, FF, FS, GS, RS, NEL, LINE and PARAGRAPH SEPARATOR, which
+# the email package refuses in a header value too (with a ValueError).
+_LINE_BREAK = re.compile("[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def _has_line_break(value: str) -> bool:
-    return "\r" in value or "\n" in value
+    return _LINE_BREAK.search(value) is not None
 
 
 def parse_mailbox(value: str) -> email.headerregistry.Address:
@@ -358,6 +368,72 @@ def _set_plain_text(message: email.message.EmailMessage, text: str) -> bool:
     return True
 
 
+# What _set_plain_text's fields and the empty line after the header section are written as, with CRLF line ends.
+_PLAIN_TEXT_FIELDS = (
+    b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n'
+)
+
+
+def simple_message_bytes(
+    *,
+    sender: str,
+    to: Sequence[str],
+    subject: str,
+    text: str,
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[bytes, str] | None:
+    """The bytes of ``build_message(...)`` without its Bcc field, as ``as_bytes`` writes them with CRLF line
+    ends, and its Message-ID: written directly, without building the message, for a simple message only.
+
+    Building and serialising an EmailMessage costs several times more than the bytes themselves.  Simple:
+    every address a bare addr-spec (:func:`_simple_address`, so written as given), a :func:`_simple_text` or
+    empty subject, other fields of the plain unstructured kind with a :func:`_simple_text` value (a
+    Message-ID among them is left to build_message), a text :func:`_set_plain_text` takes, and every field
+    ``Name: value`` within the line length (what a simple header is written as, see :class:`_Header`).
+    Returns None for anything else, having done nothing: then call build_message.
+    """
+    maxlen = POLICY.max_line_length
+    if not maxlen or not (to or cc or bcc) or not text.isascii():
+        return None
+    from_address = _simple_address(sender)
+    if from_address is None or (reply_to is not None and _simple_address(reply_to) is None):
+        return None
+    if any(_simple_address(value) is None for value in (*to, *cc, *bcc)):
+        return None
+    if subject and not _simple_text(subject):
+        return None
+    lines = text.encode("ascii").splitlines()  # as _set_plain_text splits it
+    if lines and max(map(len, lines)) > maxlen:
+        return None
+    fields = [("From", sender), ("To", ", ".join(to) or _UNDISCLOSED_RECIPIENTS)]
+    if cc:
+        fields.append(("Cc", ", ".join(cc)))
+    if reply_to is not None:
+        fields.append(("Reply-To", reply_to))
+    fields.append(("Subject", subject))
+    for name, value in (headers or {}).items():
+        key = name.lower()
+        kind = _HEADERS.registry.get(key, _HEADERS.default_class)
+        if not _FIELD_NAME.fullmatch(name) or key in _RESERVED or key.startswith("content-"):
+            return None  # refused by build_message
+        if kind is not email.headerregistry.UnstructuredHeader or not _simple_name(name) or not _simple_text(value):
+            return None  # a Message-ID or another structured field, or a name or value the parser may change
+    fields.append(("Date", email.utils.format_datetime(datetime.now(UTC))))  # as _simple_date writes it
+    message_id = email.utils.make_msgid(domain=_message_id_domain(from_address.domain))
+    if not _SIMPLE_MSG_ID(message_id):
+        return None
+    fields.append(("Message-ID", message_id))
+    fields.extend((headers or {}).items())
+    if any(len(name) + 2 + len(value) > maxlen for name, value in fields):
+        return None  # folded by the standard library
+    # The standard library writes an empty Subject as "Subject:", without the space.
+    head = "".join(f"{name}: {value}\r\n" if value else f"{name}:\r\n" for name, value in fields)
+    return head.encode("ascii") + _PLAIN_TEXT_FIELDS + b"\r\n".join(lines) + b"\r\n", message_id
+
+
 def _message_id_domain(domain: str) -> str:
     try:
         return domain.encode("idna").decode("ascii")
@@ -407,7 +483,7 @@ def build_message(
         errors["subject"] = "must not contain line breaks"
     extra = dict(headers or {})
     for name, value in extra.items():
-        if not _FIELD_NAME.match(name):
+        if not _FIELD_NAME.fullmatch(name):
             errors[f"headers.{name}"] = "is not a valid header name"
         elif name.lower() in _RESERVED:
             errors[f"headers.{name}"] = "is set from its own parameter"

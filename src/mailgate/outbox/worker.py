@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 
 from ..mailer import Mailer
 from ..smtp import SendResult, SmtpConnection
+from ..smtp.transport import NextMessage
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
@@ -316,13 +317,19 @@ class Worker:
         # RCPT commands, and before its DATA: at any moment at most one message per connection has been
         # accepted by the server without its result being committed (the bound on duplicates after a crash).
         recording: asyncio.Task[None] | None = None
+        # The message this connection sends next, taken from the batch ahead of time: its envelope goes out
+        # with the current message's final "." (SmtpConnection.send's ``then``).
+        following: Row | None = None
         try:
             while batch.hold is None:
-                if not batch.rows:
+                if following is not None:
+                    row, following = following, None
+                elif not batch.rows:
                     if not await self._refill(lane, batch):
                         return
                     continue
-                row = batch.rows.popleft()
+                else:
+                    row = batch.rows.popleft()
                 fetching = batch.prefetch is not None and not batch.prefetch.done()
                 if len(batch.rows) <= batch.size // 3 and not batch.exhausted and not fetching:
                     batch.prefetch = asyncio.create_task(self._refill(lane, batch))
@@ -338,10 +345,15 @@ class Worker:
                         elif when is not None:
                             batch.unreachable = (when, verdict)
                         return  # this connection cannot be set up now; others may still work
+                following = batch.rows.popleft() if batch.rows else None
+                then = None
+                if following is not None:
+                    then = NextMessage(following.raw, following.sender, pending_recipients(following), following.id)
                 try:
                     result = await conn.send(
-                        row.raw, sender=row.sender, recipients=pending_recipients(row), before_data=recording
-                    )
+                        row.raw, sender=row.sender, recipients=pending_recipients(row), before_data=recording,
+                        key=row.id, then=then,
+                    )  # fmt: skip
                 except Exception as exc:
                     if recording is not None and recording.done() and recording.exception() is exc:
                         # Recording the previous message failed (the database): this one was not sent.
@@ -358,6 +370,10 @@ class Worker:
                 recording = asyncio.create_task(self._record_sent(batch, row, result))
                 batch.done += 1
         finally:
+            if following is not None:
+                # Not sent after all (the account is held, or the database failed): back to the batch, which
+                # gives it back to the queue.  The connection closes before its next message (send, close).
+                batch.rows.appendleft(following)
             if recording is not None:
                 await recording
 

@@ -52,6 +52,8 @@ class CommandChannel(asyncio.Protocol):
         self._replies: collections.deque[Reply] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: aiosmtplib.SMTPException | None = None
+        #: Commands written ahead (after a message's final "."), whose replies the next exchange reads.
+        self.ahead = 0
         #: What the server offered in its last EHLO that a transaction needs to know.
         self.pipelining = smtp.supports_extension("pipelining")
         self.eight_bit = smtp.supports_extension("8bitmime")
@@ -112,15 +114,25 @@ class CommandChannel(asyncio.Protocol):
             raise self._error or aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport.write(data)
 
-    async def exchange(self, commands: list[bytes], replies: list[Reply]) -> None:
+    async def exchange(self, commands: list[bytes], replies: list[Reply], *, written: bool = False) -> None:
         """Send ``commands`` (each ending in CRLF) and append the server's replies to ``replies``.
 
-        Pipelined (one write) when the server offers PIPELINING, else one command per reply.  Raises
-        aiosmtplib's SMTPServerDisconnected or SMTPReadTimeoutError; ``replies`` then holds those received.
+        Pipelined (one write) when the server offers PIPELINING, else one command per reply.  ``written``:
+        the commands went out already, written ahead by :meth:`finish`; only their replies are read.
+        Raises aiosmtplib's SMTPServerDisconnected or SMTPReadTimeoutError; ``replies`` then holds those received.
         """
-        if self._replies:
-            # A reply nobody asked for: a server about to close an idle connection says 421 first.  Nothing
-            # of this transaction was sent: the caller may start over on a new connection.
+        if written:
+            if self.ahead != len(commands):
+                self.abort()
+                raise aiosmtplib.SMTPServerDisconnected("The commands written ahead were not these")
+            self.ahead = 0
+            for _ in commands:
+                replies.append(await self.reply())
+            return
+        if self._replies or self.ahead:
+            # A reply nobody asked for: a server about to close an idle connection says 421 first (or
+            # commands written ahead were abandoned).  Nothing of this transaction was sent: the caller may
+            # start over on a new connection.
             self.abort()
             raise aiosmtplib.SMTPServerDisconnected("The server closed the connection (unsolicited reply)")
         if self.pipelining:
@@ -131,6 +143,14 @@ class CommandChannel(asyncio.Protocol):
             for command in commands:
                 self.write(command)
                 replies.append(await self.reply())
+
+    async def finish(self, end: bytes, ahead: list[bytes]) -> Reply:
+        """Send the end of a message (its last data and the final "." line) and, in the same write, the next
+        message's commands (RFC 2920 s3.1: message content may be followed by further commands in a group);
+        return the reply to the end.  The next :meth:`exchange` with ``written=True`` reads the others."""
+        self.write(end + b"".join(ahead))
+        self.ahead = len(ahead)
+        return await self.reply()
 
     async def command(self, command: bytes) -> Reply:
         """Send one command and return its reply."""

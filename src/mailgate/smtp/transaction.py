@@ -19,7 +19,7 @@ from .channel import CommandChannel, Reply
 from .compose import simple_addr_spec
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
 
-__all__ = ["SendResult", "StaleConnection", "envelope", "run_transaction"]
+__all__ = ["SendResult", "StaleConnection", "envelope", "envelope_commands", "run_transaction"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -78,33 +78,12 @@ def _command_path(value: str) -> str | None:
         return None
 
 
-async def run_transaction(
-    channel: CommandChannel,
-    message: email.message.EmailMessage | bytes,
-    sender: str,
-    rcpts: list[str],
-    *,
-    host: str,
-    port: int,
-    may_be_stale: bool,
-    before_data: Awaitable[object] | None = None,
-) -> SendResult:
-    """Send ``message``; raise the mapped SmtpError when the sender, the message or all recipients are refused.
-
-    MAIL, the RCPTs and DATA go out in one write when the server offers PIPELINING (RFC 2920), one at a
-    time otherwise; every reply is checked either way, and the message itself follows only once the
-    sender, at least one recipient and DATA are accepted.
-
-    ``message`` as bytes (an already serialised RFC 5322 message, CRLF line ends) goes out as it is when the
-    server can take it (7-bit, or 8-bit and the server offers 8BITMIME); otherwise it is parsed and
-    re-encoded for 7-bit transport.
-
-    With ``may_be_stale``, a connection found closed before any reply raises StaleConnection instead (the
-    caller reconnects: nothing of this message was accepted).  ``before_data`` is awaited once the
-    recipients and DATA are accepted, while the message goes out and before its final "." line (the
-    outbox commits the previous message's result meanwhile); if it raises, the connection is closed, which
-    abandons the unfinished message, and its exception propagates: the message was not sent.
-    """
+def envelope_commands(
+    channel: CommandChannel, message: email.message.EmailMessage | bytes, sender: str, rcpts: list[str]
+) -> tuple[list[bytes], bytes]:
+    """MAIL, the RCPTs and DATA for this message on this channel, and the message as it goes out after DATA
+    (line ends and leading dots done, without the final "." line).  Raises SmtpPermanentError for what the
+    server cannot take (a non-ASCII address without SMTPUTF8, 8-bit content it cannot be re-encoded from)."""
     utf8 = not (sender + "".join(rcpts)).isascii()
     if utf8 and not channel.smtputf8:
         raise SmtpPermanentError(
@@ -121,11 +100,49 @@ async def run_transaction(
     commands = [f"MAIL FROM:<{_path(sender)}>{options}\r\n".encode(encoding)]
     commands += [f"RCPT TO:<{_path(rcpt)}>\r\n".encode(encoding) for rcpt in rcpts]
     commands.append(b"DATA\r\n")
+    return commands, _dot_stuffed(data)
+
+
+async def run_transaction(
+    channel: CommandChannel,
+    message: email.message.EmailMessage | bytes,
+    sender: str,
+    rcpts: list[str],
+    *,
+    host: str,
+    port: int,
+    may_be_stale: bool,
+    before_data: Awaitable[object] | None = None,
+    written: bool = False,
+    then: list[bytes] | None = None,
+) -> SendResult:
+    """Send ``message``; raise the mapped SmtpError when the sender, the message or all recipients are refused.
+
+    MAIL, the RCPTs and DATA go out in one write when the server offers PIPELINING (RFC 2920), one at a
+    time otherwise; every reply is checked either way, and the message itself follows only once the
+    sender, at least one recipient and DATA are accepted.
+
+    ``message`` as bytes (an already serialised RFC 5322 message, CRLF line ends) goes out as it is when the
+    server can take it (7-bit, or 8-bit and the server offers 8BITMIME); otherwise it is parsed and
+    re-encoded for 7-bit transport.
+
+    With ``may_be_stale``, a connection found closed before any reply raises StaleConnection instead (the
+    caller reconnects: nothing of this message was accepted).  ``before_data`` is awaited once the
+    recipients and DATA are accepted, while the message goes out and before its final "." line (the
+    outbox commits the previous message's result meanwhile); if it raises, the connection is closed, which
+    abandons the unfinished message, and its exception propagates: the message was not sent.
+
+    ``then``: the next message's envelope commands (:func:`envelope_commands`), written with this message's
+    final "." when the server pipelines (one round trip per message instead of two); the next transaction
+    is then called with ``written`` and reads their replies.  Its connection found closed before any of
+    them is a StaleConnection too: nothing of that message can have been accepted without its content.
+    """
+    commands, message_data = envelope_commands(channel, message, sender, rcpts)
     replies: list[Reply] = []
     try:
-        await channel.exchange(commands, replies)
+        await channel.exchange(commands, replies, written=written)
     except CLIENT_ERRORS as exc:
-        if not replies and may_be_stale and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        if not replies and (may_be_stale or written) and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
             raise StaleConnection from exc
         # A refusal that came before the failure says more (a 421 is followed by the server closing).
         _check_envelope(replies, rcpts, complete=False)
@@ -136,7 +153,6 @@ async def run_transaction(
     except SmtpError:
         await _reset(channel, replies[-1])
         raise
-    message_data = _dot_stuffed(data)
     if before_data is not None:
         # The message goes out while before_data finishes; it is complete (and can be delivered) only with
         # the final "." line, which waits for before_data.
@@ -151,11 +167,15 @@ async def run_transaction(
             channel.abort()  # without the final ".", closing abandons the message (RFC 5321 s3.8)
             raise
     try:
-        reply = await channel.command(message_data + _END_OF_DATA)
+        if then and channel.pipelining:
+            reply = await channel.finish(message_data + _END_OF_DATA, then)
+        else:
+            reply = await channel.command(message_data + _END_OF_DATA)
     except CLIENT_ERRORS as exc:
         raise error_from_exception(exc, "data", host=host, port=port) from exc
     if reply.code != 250:
-        await _reset(channel, None)
+        if not channel.ahead:  # the transaction is over either way; RSET would also undo the next one's
+            await _reset(channel, None)
         raise error_from_reply(reply.code, reply.text, during="data")
     return SendResult(tuple(accepted), refused, one_line(reply.text))
 

@@ -12,7 +12,7 @@ import email.message
 import logging
 import ssl
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, cast
 
@@ -31,9 +31,9 @@ from .auth import (
 from .channel import CommandChannel
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
 from .tls import client_context, describe_tls
-from .transaction import SendResult, StaleConnection, envelope, run_transaction
+from .transaction import SendResult, StaleConnection, envelope, envelope_commands, run_transaction
 
-__all__ = ["SendResult", "SmtpConnection", "Step", "TokenSource"]
+__all__ = ["NextMessage", "SendResult", "SmtpConnection", "Step", "TokenSource"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,16 @@ class Step:
     ok: bool
     detail: str
     hint: str = ""
+
+
+@dataclass(frozen=True)
+class NextMessage:
+    """The message a caller sends next on a connection (see :meth:`SmtpConnection.send`), and its ``key``."""
+
+    message: bytes = field(repr=False)
+    sender: str
+    recipients: Sequence[str]
+    key: object
 
 
 class SmtpConnection:
@@ -88,6 +98,8 @@ class SmtpConnection:
         self._steps: list[Step] = []
         #: The SASL mechanism of the last successful AUTH, or "" (none yet / no authentication).
         self.mechanism = ""
+        #: The key of the message whose envelope went out ahead, with the previous message's final ".".
+        self._ahead: object = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -343,6 +355,8 @@ class SmtpConnection:
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
         before_data: Awaitable[object] | None = None,
+        key: object = None,
+        then: NextMessage | None = None,
     ) -> SendResult:
         """Send one message; connects first if needed.  The envelope defaults to From and To/Cc/Bcc.
 
@@ -352,27 +366,58 @@ class SmtpConnection:
         over; if it raises, nothing was sent and its exception propagates.
         Raises the mapped SmtpError when the sender, the message or every recipient is refused (a partial
         refusal is reported in :attr:`SendResult.refused`), ValidationError for an unusable envelope.
+
+        ``then``: the message the caller will send next on this connection, with its ``key``.  When the
+        server pipelines, its envelope goes out with this message's final "." (whether this message succeeds
+        or not); the next call, with the same ``key``, reads the replies.  A call with another message instead
+        closes the connection first (the server may be waiting for the other's content), as does
+        :meth:`close`.
         """
         env_sender, env_rcpts = envelope(message, sender, recipients)
-        c = self.config
         async with self._lock:
+            written = key is not None and self._ahead is not None and self._ahead == key and self.is_connected
+            if self._ahead is not None and not written:
+                await self._drop(polite=False)  # the envelope written ahead was for another message
+            self._ahead = None
             reused = self.is_connected
             if not reused:
                 await self._connect()
             try:
-                return await run_transaction(
-                    self._ready(), message, env_sender, env_rcpts, host=c.host, port=c.port,
-                    may_be_stale=reused, before_data=before_data,
-                )  # fmt: skip
+                return await self._transaction(message, env_sender, env_rcpts, reused or written, before_data,
+                                               written, then)  # fmt: skip
             except StaleConnection:
                 # RFC 5321 s4.5.3.2.7: servers close idle connections.  Nothing of this message reached
                 # the server, so starting over on a new connection is safe.
                 await self._drop(polite=False)
                 await self._connect()
-                return await run_transaction(
-                    self._ready(), message, env_sender, env_rcpts, host=c.host, port=c.port,
-                    may_be_stale=False, before_data=before_data,
-                )  # fmt: skip
+                return await self._transaction(message, env_sender, env_rcpts, False, before_data, False, then)
+
+    async def _transaction(
+        self,
+        message: email.message.EmailMessage | bytes,
+        sender: str,
+        rcpts: list[str],
+        may_be_stale: bool,
+        before_data: Awaitable[object] | None,
+        written: bool,
+        then: NextMessage | None,
+    ) -> SendResult:
+        channel = self._ready()
+        following = None
+        if then is not None and channel.pipelining:
+            try:
+                next_sender, next_rcpts = envelope(then.message, then.sender, then.recipients)
+                following = envelope_commands(channel, then.message, next_sender, next_rcpts)[0]
+            except MailgateError:
+                following = None  # its own send says what is wrong with it
+        try:
+            return await run_transaction(
+                channel, message, sender, rcpts, host=self.config.host, port=self.config.port,
+                may_be_stale=may_be_stale, before_data=before_data, written=written, then=following,
+            )  # fmt: skip
+        finally:
+            if then is not None and channel.ahead:
+                self._ahead = then.key
 
     # -- closing ---------------------------------------------------------------------------------------
 
@@ -382,11 +427,14 @@ class SmtpConnection:
             await self._drop(polite=True)
 
     async def _drop(self, *, polite: bool) -> None:
+        self._ahead = None
         smtp, self._smtp = self._smtp, None
         channel, self._channel = self._channel, None
         transport, self._transport = self._transport, None
         if smtp is None:
             return
+        if channel is not None and channel.ahead:
+            polite = False  # after commands written ahead, QUIT could be taken for message content
         if polite and smtp.is_connected:
             with contextlib.suppress(*CLIENT_ERRORS):
                 timeout = min(self.config.timeout, 5.0)

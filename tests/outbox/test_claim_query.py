@@ -62,9 +62,10 @@ async def test_ties_go_to_the_first_created_and_busy_leases_stay(env: Env) -> No
 
 
 async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
-    """On SQLite: every SELECT of a claim is an index search, never a scan of the table; the due messages
-    come in claiming order from ix_outbox_due (no sort).  Expired leases are found through ix_outbox_lease:
-    those few are sorted."""
+    """On SQLite: every statement of a claim is an index search, never a scan of the table; the due messages
+    come in claiming order from ix_outbox_due (no sort), expired leases through ix_outbox_lease (those few
+    are sorted), and the UPDATE finds the claimed rows by primary key (not every message of the account, or
+    every queued one, through another index)."""
     if not env.services.db.is_sqlite:
         return  # PostgreSQL's planner chooses by table statistics; the behaviour tests above run there too
     for i in range(30):
@@ -77,7 +78,7 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
 
     def work(connection: Connection) -> list[queue.Claimed]:
         def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-            if statement.lstrip().upper().startswith("SELECT"):
+            if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
                 selects.append((statement, parameters))
 
         event.listen(connection, "before_cursor_execute", seen)
@@ -87,7 +88,8 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
             event.remove(connection, "before_cursor_execute", seen)
 
     assert len(await env.services.outbox.writes.transaction(work)) == 3
-    assert len(selects) == 3  # queued, retrying, expired leases
+    # The write lock taken first; queued, retrying, expired leases; the claim itself.
+    assert [statement.split()[0] for statement, _ in selects] == ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE"]
 
     def plans(connection: Connection) -> list[str]:
         out = []
@@ -102,3 +104,4 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
     in_order = [plan for plan in found if "USING INDEX ix_outbox_due (account_id=? AND status=? AND" in plan]
     assert len(in_order) == 2, found
     assert all("TEMP B-TREE" not in plan for plan in in_order), in_order
+    assert "(id=?)" in found[-1] and "MULTI-INDEX" not in found[-1], found[-1]  # by primary key

@@ -25,17 +25,13 @@ __all__ = ["Claimed", "claim", "count_by_status", "finish", "hold_account", "in_
 Row = OutboxMessageRow
 
 
-def _due_kinds(now: datetime, busy: Collection[str]) -> list[Any]:
+def _due_kinds(now: datetime, busy: Collection[str], status: Any = Row.status) -> list[Any]:
     """The kinds of due message: queued or retrying whose time has come, and claimed by a worker that died
     (or hung) before finishing, its lease run out (not the ones this worker is still sending, ``busy``,
-    whatever the clock says)."""
-    kinds = [and_(Row.status == status, Row.next_attempt_at <= now) for status in CLAIMABLE]
-    kinds.append(and_(Row.status == Status.SENDING.value, Row.lease_expires_at < now, Row.id.not_in(list(busy))))
+    whatever the clock says).  ``status``: the column, or an expression of it."""
+    kinds = [and_(status == value, Row.next_attempt_at <= now) for value in CLAIMABLE]
+    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < now, Row.id.not_in(list(busy))))
     return kinds
-
-
-def _due(account_id: str, now: datetime, busy: Collection[str]) -> Any:
-    return and_(Row.account_id == account_id, or_(*_due_kinds(now, busy)))
 
 
 @dataclass(frozen=True)
@@ -84,9 +80,11 @@ def claim(
         return []
     stmt = (
         update(Row)
-        # The conditions again: on SQLite another process may have claimed a row between the two
-        # statements (the UPDATE runs under the database's write lock and sees its change).
-        .where(Row.id.in_(ids), _due(account_id, now, busy))
+        # The ids are looked up by primary key, and the conditions checked again on each (a safeguard: the
+        # rows are locked, by FOR UPDATE on PostgreSQL, by the write lock taken first on SQLite).  Not the
+        # account, and the status as an expression no index serves (status || ''): otherwise SQLite reads
+        # every message of the account, or every queued one, through an index instead.
+        .where(Row.id.in_(ids), or_(*_due_kinds(now, busy, status=Row.status + "")))
         .values(status=Status.SENDING.value, lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
         .returning(*_CLAIMED)
     )

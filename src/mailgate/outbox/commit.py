@@ -41,6 +41,8 @@ class GroupCommit:
         self._lock: asyncio.Lock | None = None
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        #: The writer thread's own connection for batches written without SQLAlchemy (see _write_direct).
+        self._direct: Any = None
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -68,6 +70,10 @@ class GroupCommit:
             return await self._in_transaction(work)
 
     async def close(self) -> None:
+        if self._direct is not None and self._thread is not None:
+            # Closed where it was made and used (the writer thread), before the engine is disposed of.
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._direct.close)
+        self._direct = None
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
@@ -78,7 +84,7 @@ class GroupCommit:
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[int]]]) -> None:
         writes = [write for write, _ in batch]
         try:
-            counts = await self._in_transaction(functools.partial(_execute_all, writes))
+            counts = await self._write(writes)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -95,6 +101,43 @@ class GroupCommit:
             raise
         for (_, future), count in zip(batch, counts, strict=True):
             future.set_result(count)
+
+    async def _write(self, writes: list[Write]) -> list[int]:
+        """A batch's writes in one transaction; their row counts."""
+        if self._db.is_sqlite:
+            loop = asyncio.get_running_loop()
+            counts = await loop.run_in_executor(self._writer(), self._write_direct, writes)
+            if counts is not None:
+                return counts
+        return await self._in_transaction(functools.partial(_execute_all, writes))
+
+    def _write_direct(self, writes: list[Write]) -> list[int] | None:
+        """In the writer thread: the batch on a DBAPI connection of its own, when every write has a plan
+        (SQLAlchemy's transaction and pool steps cost more than the writes, holding the GIL the event loop
+        needs).  None, having changed nothing, for a batch to run through SQLAlchemy: a write without a plan,
+        or one that failed (SQLAlchemy's exceptions are the ones callers know, IntegrityError...)."""
+        engine = self._engine()
+        planned = []
+        for statement, params in writes:
+            plan = _plan(statement, engine.dialect, frozenset(params))
+            if plan is None:
+                return None
+            planned.append((plan.sql, plan.parameters(params)))
+        if self._direct is None:
+            self._direct = engine.raw_connection()
+        connection = self._direct
+        try:
+            cursor = connection.cursor()
+            counts = []
+            for sql, parameters in planned:
+                cursor.execute(sql, parameters)
+                counts.append(int(cursor.rowcount))
+            cursor.close()
+            connection.commit()
+        except engine.dialect.loaded_dbapi.Error:
+            connection.rollback()
+            return None
+        return counts
 
     async def _in_transaction(self, work: Callable[[Connection], T]) -> T:
         # The one way both batches and transaction() reach the database (the caller holds the lock).

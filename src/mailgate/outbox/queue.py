@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import BindParameter, Connection, Integer, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..store.models import OutboxMessageRow
+from ..store.models import OutboxMessageRow, UtcDateTime
 from .policy import CLAIMABLE, Status
 
 __all__ = ["Claimed", "claim", "count_by_status", "finish", "hold_account", "in_window", "release_held", "requeue"]
@@ -25,13 +25,18 @@ __all__ = ["Claimed", "claim", "count_by_status", "finish", "hold_account", "in_
 Row = OutboxMessageRow
 
 
-def _due_kinds(now: datetime, busy: Collection[str], status: Any = Row.status) -> list[Any]:
+def _due_kinds(status: Any = Row.status) -> list[Any]:
     """The kinds of due message: queued or retrying whose time has come, and claimed by a worker that died
     (or hung) before finishing, its lease run out (not the ones this worker is still sending, ``busy``,
-    whatever the clock says).  ``status``: the column, or an expression of it."""
-    kinds = [and_(status == value, Row.next_attempt_at <= now) for value in CLAIMABLE]
-    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < now, Row.id.not_in(list(busy))))
+    whatever the clock says).  Parameters ``now`` and ``busy``; ``status``: the column, or an expression of it.
+    """
+    kinds = [and_(status == value, Row.next_attempt_at <= _NOW) for value in CLAIMABLE]
+    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < _NOW, Row.id.not_in(_BUSY)))
     return kinds
+
+
+_NOW = bindparam("now", type_=UtcDateTime())
+_BUSY: BindParameter[list[str]] = bindparam("busy", expanding=True)
 
 
 @dataclass(frozen=True)
@@ -74,39 +79,51 @@ def claim(
     if connection.dialect.name == "sqlite":
         # Take the database's write lock first (a no-op write), so that two processes do not both select
         # the same rows and one of them come away empty-handed.
-        connection.execute(update(Row).where(Row.id == "").values(status=Row.status))
-    ids = _oldest_due(connection, account_id, now, busy, limit)
+        connection.execute(_LOCK)
+    params = {"account": account_id, "now": now, "busy": list(busy), "limit": limit}
+    found: list[Any] = []
+    for query in _DUE:
+        found += connection.execute(query, params)
+    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
+    ids = [row.id for row in found[:limit]]
     if not ids:
         return []
-    stmt = (
-        update(Row)
-        # The ids are looked up by primary key, and the conditions checked again on each (a safeguard: the
-        # rows are locked, by FOR UPDATE on PostgreSQL, by the write lock taken first on SQLite).  Not the
-        # account, and the status as an expression no index serves (status || ''): otherwise SQLite reads
-        # every message of the account, or every queued one, through an index instead.
-        .where(Row.id.in_(ids), or_(*_due_kinds(now, busy, status=Row.status + "")))
-        .values(status=Status.SENDING.value, lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
-        .returning(*_CLAIMED)
+    rows = connection.execute(_CLAIM, {**params, "ids": ids, "owner": owner, "until": now + lease})
+    claimed = [Claimed(**row._mapping) for row in rows]
+    claimed.sort(key=lambda r: (r.next_attempt_at, r.created_at))
+    return claimed
+
+
+# The statements of a claim, built once (building one costs more than running it), with parameters account,
+# now, busy (ids), limit; ids, owner and until for the UPDATE.
+_LOCK = update(Row).where(Row.id == "").values(status=Row.status)
+_ORDER = (Row.next_attempt_at, Row.created_at)
+#: The ``limit`` first in line of each kind of due message, read in claiming order from ``ix_outbox_due``
+#: (then merged): one query with OR between the kinds reads every message of the account, the sent history
+#: too, and sorts them.  FOR UPDATE SKIP LOCKED: on PostgreSQL only.
+_DUE = [
+    select(Row.id, *_ORDER)
+    .where(Row.account_id == bindparam("account"), kind)
+    .order_by(*_ORDER)
+    .limit(bindparam("limit", type_=Integer()))
+    .with_for_update(skip_locked=True)
+    for kind in _due_kinds()
+]
+_CLAIM = (
+    update(Row)
+    # The ids are looked up by primary key, and the conditions checked again on each (a safeguard: the rows
+    # are locked, by FOR UPDATE on PostgreSQL, by the write lock taken first on SQLite).  Not the account, and
+    # the status as an expression no index serves (status || ''): otherwise SQLite reads every message of the
+    # account, or every queued one, through an index instead.
+    .where(Row.id.in_(bindparam("ids", expanding=True)), or_(*_due_kinds(status=Row.status + "")))
+    .values(
+        status=Status.SENDING.value,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("until", type_=UtcDateTime()),
+        updated_at=_NOW,
     )
-    rows = [Claimed(**r._mapping) for r in connection.execute(stmt)]
-    rows.sort(key=lambda r: (r.next_attempt_at, r.created_at))
-    return rows
-
-
-def _oldest_due(connection: Connection, account_id: str, now: datetime, busy: Collection[str], limit: int) -> list[str]:
-    """The ids of the ``limit`` due messages first in line (by next attempt, then creation).
-
-    One query per kind of due message, each read in that order from ``ix_outbox_due`` and stopped after
-    ``limit`` rows, then merged: a single query with OR between the kinds reads every message of the account
-    (the sent history too) and sorts them, on every claim.
-    """
-    order = (Row.next_attempt_at, Row.created_at)
-    found: list[Any] = []
-    for kind in _due_kinds(now, busy):
-        query = select(Row.id, *order).where(Row.account_id == account_id, kind).order_by(*order).limit(limit)
-        found += connection.execute(query.with_for_update(skip_locked=True))  # FOR UPDATE: PostgreSQL only
-    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
-    return [row.id for row in found[:limit]]
+    .returning(*_CLAIMED)
+)
 
 
 def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:

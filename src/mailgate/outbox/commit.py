@@ -163,26 +163,11 @@ _COUNTED = {"preserve_rowcount": True}
 
 
 def _execute_all(writes: list[Write], connection: Connection) -> list[int]:
-    counts = []
-    cursor = None
-    for statement, params in writes:
-        plan = _plan(statement, connection.dialect, frozenset(params)) if connection.dialect.name == "sqlite" else None
-        if plan is None:
-            counts.append(int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount))
-            continue
-        if cursor is None:
-            cursor = connection.connection.cursor()
-        try:
-            cursor.execute(plan.sql, plan.parameters(params))
-        except connection.dialect.loaded_dbapi.Error:
-            # The statement changed nothing (SQLite undoes a failed statement, not the transaction): run it
-            # through SQLAlchemy, whose error (e.g. IntegrityError for a duplicate key) callers expect.
-            counts.append(int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount))
-            continue
-        counts.append(int(cursor.rowcount))
-    if cursor is not None:
-        cursor.close()
-    return counts
+    """The writes through SQLAlchemy (PostgreSQL; on SQLite the batches _write_direct leaves to it)."""
+    return [
+        int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
+        for statement, params in writes
+    ]
 
 
 @dataclass(frozen=True)

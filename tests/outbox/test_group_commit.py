@@ -5,19 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, Executable, bindparam, event, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Executable,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from mailgate.outbox import queue
+from mailgate.outbox import commit, queue
 from mailgate.outbox.commit import GroupCommit, _plan
+from mailgate.store import Database
 from mailgate.store.models import OutboxMessageRow
 
 from .conftest import Env
@@ -31,6 +48,8 @@ TOUCH = (
     .values(last_error=bindparam("_error"), attempts=Row.attempts + 1)
 )
 THREAD_PREFIX = "mailgate-outbox-writes"
+#: A table of its own, for GroupCommit on a database without the outbox's schema.
+SMALL = Table("small", MetaData(), Column("id", Integer, primary_key=True), Column("v", String))
 
 
 def _row(subject: str, row_id: str | None = None) -> dict[str, Any]:
@@ -205,6 +224,106 @@ async def test_close_releases_the_writer_thread(env: Env, group: GroupCommit) ->
     assert not any(t.is_alive() for t in started)
     assert not [t for t in threading.enumerate() if t not in before and t.name.startswith(THREAD_PREFIX)]
     await group.close()  # closing twice is harmless (Services.aclose closes the outbox's too)
+
+
+# -- delivery records: committed first, without waiting for the disk ----------------------------------------------
+
+
+async def _trace(env: Env, group: GroupCommit) -> list[str]:
+    """The statements the group's batches run from now on: on SQLite on the writer thread's own connection
+    (its trace), elsewhere through SQLAlchemy.  Call after a first write (which makes that connection)."""
+    statements: list[str] = []
+    if env.services.db.is_sqlite:
+        direct = group._direct.driver_connection
+        await asyncio.get_running_loop().run_in_executor(group._writer(), direct.set_trace_callback, statements.append)
+    else:
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        event.listen(env.services.db.engine.sync_engine, "before_cursor_execute", seen)
+    return statements
+
+
+async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: Env, group: GroupCommit) -> None:
+    leased = {**_row("record me"), "status": "sending", "lease_owner": "me"}
+    await group.execute(INSERT, leased)
+    statements = await _trace(env, group)
+
+    # While a batch commits (the lock held), writes of both kinds queue; the unsynced one (a delivery's
+    # record, as the worker writes it), queued last, is committed first, in a batch of its own.
+    async with group.lock:
+        synced = [asyncio.create_task(group.execute(INSERT, _row(f"s{i}"))) for i in range(3)]
+        record = queue.finish(leased["id"], "me", {"status": "sent", "last_error": "r"})
+        unsynced = asyncio.create_task(group.execute(*record, sync=False))
+        await asyncio.sleep(0.05)
+    assert await asyncio.gather(*synced, unsynced) == [1, 1, 1, 1]
+
+    kinds = [s.split()[0].upper() for s in statements]
+    writes = [s for s in statements if s.split()[0].upper() in ("INSERT", "UPDATE", "PRAGMA", "SET")]
+    if env.services.db.is_sqlite:
+        # The writer's connection: NORMAL (the log written, not synced) for that one commit, then FULL again.
+        assert [w.split()[0] for w in writes] == ["PRAGMA", "UPDATE", "PRAGMA", "INSERT", "INSERT", "INSERT"]
+        assert writes[0] == "PRAGMA synchronous=NORMAL" and writes[2] == "PRAGMA synchronous=FULL"
+        assert kinds.count("COMMIT") == 2  # two batches
+    else:
+        # PostgreSQL's asynchronous commit, for that transaction only (SET LOCAL).
+        assert [w.split()[0] for w in writes] == ["SET", "UPDATE", "INSERT", "INSERT", "INSERT"]
+        assert writes[0] == "SET LOCAL synchronous_commit TO OFF"
+    rows = await _rows(env)
+    assert [(row.status, row.last_error) for row in rows.values() if row.subject == "record me"] == [("sent", "r")]
+    assert sorted(row.subject for row in rows.values()) == ["record me", "s0", "s1", "s2"]
+
+
+class _Syncs:
+    """os.fsync, watched: the files synced (the real fsync still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = tmp_path / "sync.db"
+    db = Database(f"sqlite+aiosqlite:///{database}")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(SMALL.metadata.create_all)
+    group = GroupCommit(db)
+    syncs = _Syncs(monkeypatch)
+    wal = f"{database}-wal"
+    try:
+        # Committed, for every reader, when execute returns; on the disk within SYNC_DELAY.
+        assert await group.execute(insert(SMALL), {"id": 1, "v": "a"}, sync=False) == 1
+        assert syncs.paths == []
+        async with db.engine.connect() as reader:
+            assert (await reader.execute(select(SMALL.c.v))).scalars().all() == ["a"]
+        for _ in range(100):
+            if syncs.paths:
+                break
+            await asyncio.sleep(0.01)
+        assert syncs.paths == [wal]
+
+        # A synced commit syncs the whole log: nothing left to do for the earlier unsynced one.
+        monkeypatch.setattr(commit, "SYNC_DELAY", 0.3)
+        await group.execute(insert(SMALL), {"id": 2, "v": "b"}, sync=False)
+        await group.execute(insert(SMALL), {"id": 3, "v": "c"})
+        await asyncio.sleep(0.5)
+        assert syncs.paths == [wal]
+
+        # Closing syncs what is left.
+        monkeypatch.setattr(commit, "SYNC_DELAY", 60)
+        await group.execute(insert(SMALL), {"id": 4, "v": "d"}, sync=False)
+        await group.close()
+        assert syncs.paths == [wal, wal]
+    finally:
+        await group.close()
+        await db.engine.dispose()
 
 
 # -- SQLite: one-row writes on the DBAPI cursor, as SQLAlchemy would write them ------------------------------------

@@ -106,7 +106,7 @@ async def _setup(
     return env, box, ids
 
 
-Execute = Callable[[Executable, Mapping[str, Any]], Any]
+Execute = Callable[..., Any]
 
 
 def _recording(params: Mapping[str, Any], ids: list[str]) -> int | None:
@@ -126,7 +126,9 @@ async def test_previous_result_is_committed_before_the_next_data(
     execute: Execute = writes.execute
     not_overlapped: list[int] = []
 
-    async def record_once_the_next_envelope_is_out(statement: Executable, params: Mapping[str, Any]) -> int:
+    async def record_once_the_next_envelope_is_out(
+        statement: Executable, params: Mapping[str, Any], **options: Any
+    ) -> int:
         # The result of message i is written only once the server has accepted the next message's recipient
         # (which shows that the write overlaps the next envelope), and a little later still, so that a DATA
         # that did not wait for the commit would reach the server's check first.
@@ -138,7 +140,10 @@ async def test_previous_result_is_committed_before_the_next_data(
                 not_overlapped.append(i)  # the connection waited for this write before its next MAIL
             else:
                 await asyncio.sleep(0.05)
-        result: int = await execute(statement, params)
+        if i is not None:
+            # Not waiting for the disk (the next message waits for this commit): see outbox.commit.
+            assert options == {"sync": False}
+        result: int = await execute(statement, params, **options)
         return result
 
     monkeypatch.setattr(writes, "execute", record_once_the_next_envelope_is_out)
@@ -180,11 +185,11 @@ async def test_a_result_that_cannot_be_recorded_stops_the_connection_before_the_
     execute: Execute = writes.execute
     failed: list[int] = []
 
-    async def fail_one_record(statement: Executable, params: Mapping[str, Any]) -> int:
+    async def fail_one_record(statement: Executable, params: Mapping[str, Any], **options: Any) -> int:
         if _recording(params, ids) == failing and not failed:
             failed.append(failing)
             raise failure
-        result: int = await execute(statement, params)
+        result: int = await execute(statement, params, **options)
         return result
 
     monkeypatch.setattr(writes, "execute", fail_one_record)

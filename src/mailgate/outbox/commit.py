@@ -7,12 +7,22 @@ requests, a worker's connections) just stop paying one transaction each.
 On SQLite a batch runs in one call to a dedicated writer thread with the synchronous driver: one hand-off
 per batch instead of one per statement, commit and reset (aiosqlite's way), whose wake-ups add up to
 milliseconds in a busy event loop.  Elsewhere (PostgreSQL) it runs on the async engine.
+
+Writes made with ``sync=False`` (a delivery's record, which its SMTP connection waits for before it hands
+over its next message) go first, and their commit does not wait for the disk: it is in the database, for
+every reader, and kept if mailgate crashes or is killed, and it reaches the disk within SYNC_DELAY seconds
+(SQLite: ``synchronous=NORMAL`` for that commit, then the write-ahead log synced; PostgreSQL:
+``synchronous_commit=off``, flushed by the server's WAL writer).  Only a power failure or an operating
+system crash in between loses such records: those messages are then sent again.  Every other write (a
+message accepted with 202) is on the disk when its caller resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +37,17 @@ from ..store.db import sqlite_pragmas
 
 __all__ = ["GroupCommit"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+#: Seconds within which a write committed with ``sync=False`` is on the disk (PostgreSQL: its WAL writer
+#: flushes within three times wal_writer_delay, 0.6 s by default).
+SYNC_DELAY = 0.05
+
 #: A statement and its parameters; the caller gets the number of rows it changed.
 Write = tuple[Executable, Mapping[str, Any]]
+#: A batch of writes with their callers' futures.
+Batch = list[tuple[Write, asyncio.Future[int]]]
 
 
 class GroupCommit:
@@ -37,12 +55,20 @@ class GroupCommit:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._pending: list[tuple[Write, asyncio.Future[int]]] = []
+        self._pending: Batch = []
+        self._unsynced: Batch = []
         self._lock: asyncio.Lock | None = None
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
-        #: The writer thread's own connection for batches written without SQLAlchemy (see _write_direct).
+        #: The writer thread's own connection for batches written without SQLAlchemy (see _write_direct),
+        #: and (in that thread) its ``synchronous`` setting, and whether a commit since the write-ahead log
+        #: was last synced did not sync it.
         self._direct: Any = None
+        self._direct_synced: bool | None = None
+        self._wal_unsynced = False
+        #: SQLite: the coming sync of the write-ahead log, after writes committed without one.
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._syncing: asyncio.Future[None] | None = None
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -52,15 +78,25 @@ class GroupCommit:
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def execute(self, statement: Executable, params: Mapping[str, Any]) -> int:
-        """Execute and commit; the number of rows changed, once committed."""
+    async def execute(self, statement: Executable, params: Mapping[str, Any], *, sync: bool = True) -> int:
+        """Execute and commit; the number of rows changed, once committed (and with ``sync``, on the disk).
+
+        ``sync=False``: committed ahead of the writes waiting for the disk, without waiting for it; on the disk
+        within SYNC_DELAY seconds (see the module's documentation)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(((statement, params), future))
-        async with self.lock:
-            if not future.done():
-                # Everything queued while the previous batch was committing goes in this one.
-                batch, self._pending = self._pending, []
-                await self._commit(batch)
+        (self._pending if sync else self._unsynced).append(((statement, params), future))
+        while not future.done():
+            async with self.lock:
+                if future.done():
+                    break
+                # Everything of a kind queued while the previous batch was committing goes in this one; the
+                # writes that do not wait for the disk first (a caller of the other kind waits for its turn).
+                if self._unsynced:
+                    batch, self._unsynced = self._unsynced, []
+                    await self._commit(batch, sync=False)
+                else:
+                    batch, self._pending = self._pending, []
+                    await self._commit(batch, sync=True)
         return future.result()
 
     async def transaction(self, work: Callable[[Connection], T]) -> T:
@@ -70,6 +106,11 @@ class GroupCommit:
             return await self._in_transaction(work)
 
     async def close(self) -> None:
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
         if self._direct is not None and self._thread is not None:
             # Closed where it was made and used (the writer thread), before the engine is disposed of.
             await asyncio.get_running_loop().run_in_executor(self._thread, self._direct.close)
@@ -81,10 +122,10 @@ class GroupCommit:
             self._sync.dispose()
             self._sync = None
 
-    async def _commit(self, batch: list[tuple[Write, asyncio.Future[int]]]) -> None:
+    async def _commit(self, batch: Batch, *, sync: bool) -> None:
         writes = [write for write, _ in batch]
         try:
-            counts = await self._write(writes)
+            counts = await self._write(writes, sync=sync)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -92,7 +133,7 @@ class GroupCommit:
             # One of them failed (e.g. a duplicate Idempotency-Key): commit each on its own, so that only
             # that one fails.
             for item in batch:
-                await self._commit([item])
+                await self._commit([item], sync=sync)
             return
         except BaseException as exc:  # cancelled while committing: nobody knows whether it was written
             for _, future in batch:
@@ -102,20 +143,47 @@ class GroupCommit:
         for (_, future), count in zip(batch, counts, strict=True):
             future.set_result(count)
 
-    async def _write(self, writes: list[Write]) -> list[int]:
+    async def _write(self, writes: list[Write], *, sync: bool) -> list[int]:
         """A batch's writes in one transaction; their row counts."""
         if self._db.is_sqlite:
             loop = asyncio.get_running_loop()
-            counts = await loop.run_in_executor(self._writer(), self._write_direct, writes)
+            counts = await loop.run_in_executor(self._writer(), self._write_direct, writes, sync)
             if counts is not None:
+                if not sync and self._sync_timer is None:
+                    self._sync_timer = loop.call_later(SYNC_DELAY, self._start_sync)
                 return counts
-        return await self._in_transaction(functools.partial(_execute_all, writes))
+            sync = True  # through SQLAlchemy's connections, which always sync
+        return await self._in_transaction(functools.partial(_execute_all, writes, sync=sync))
 
-    def _write_direct(self, writes: list[Write]) -> list[int] | None:
+    def _start_sync(self) -> None:
+        self._sync_timer = None
+        if self._thread is None:
+            return
+        self._syncing = asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
+        self._syncing.add_done_callback(_report_sync_failure)
+
+    def _sync_wal(self) -> None:
+        """In the writer thread: put the writes committed without a sync on the disk (the write-ahead log
+        holds them until a checkpoint)."""
+        if not self._wal_unsynced:
+            return  # nothing committed without a sync, or a commit with one came after and synced the log
+        self._wal_unsynced = False
+        database = self._engine().url.database
+        try:
+            fd = os.open(f"{database}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no log: the last connection to close checkpointed it into the database, and synced
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_direct(self, writes: list[Write], sync: bool) -> list[int] | None:
         """In the writer thread: the batch on a DBAPI connection of its own, when every write has a plan
         (SQLAlchemy's transaction and pool steps cost more than the writes, holding the GIL the event loop
         needs).  None, having changed nothing, for a batch to run through SQLAlchemy: a write without a plan,
-        or one that failed (SQLAlchemy's exceptions are the ones callers know, IntegrityError...)."""
+        or one that failed (SQLAlchemy's exceptions are the ones callers know, IntegrityError...).
+        Without ``sync``, committed with ``synchronous=NORMAL``: in the write-ahead log, not yet synced."""
         engine = self._engine()
         planned = []
         for statement, params in writes:
@@ -128,6 +196,9 @@ class GroupCommit:
         connection = self._direct
         try:
             cursor = connection.cursor()
+            if self._direct_synced != sync:
+                cursor.execute("PRAGMA synchronous=FULL" if sync else "PRAGMA synchronous=NORMAL")
+                self._direct_synced = sync
             counts = []
             for sql, parameters in planned:
                 cursor.execute(sql, parameters)
@@ -137,6 +208,8 @@ class GroupCommit:
         except engine.dialect.loaded_dbapi.Error:
             connection.rollback()
             return None
+        # A synced commit syncs the whole log, the earlier unsynced commits' part of it too.
+        self._wal_unsynced = not sync
         return counts
 
     async def _in_transaction(self, work: Callable[[Connection], T]) -> T:
@@ -162,8 +235,11 @@ class GroupCommit:
 _COUNTED = {"preserve_rowcount": True}
 
 
-def _execute_all(writes: list[Write], connection: Connection) -> list[int]:
-    """The writes through SQLAlchemy (PostgreSQL; on SQLite the batches _write_direct leaves to it)."""
+def _execute_all(writes: list[Write], connection: Connection, *, sync: bool) -> list[int]:
+    """The writes through SQLAlchemy (PostgreSQL; on SQLite the batches _write_direct leaves to it, synced)."""
+    if not sync:
+        # This transaction's commit does not wait for the WAL flush (PostgreSQL's asynchronous commit).
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     return [
         int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
         for statement, params in writes
@@ -214,6 +290,11 @@ def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> _Pla
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         slots.append((bind.key, None, convert) if bind.key in keys else (None, bind.effective_value, convert))
     return _Plan(compiled.string, tuple(slots))
+
+
+def _report_sync_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.error("could not sync the outbox database's write-ahead log to the disk: %s", exc)
 
 
 def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

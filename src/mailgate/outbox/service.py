@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from ..store.repository import DEFAULT_ACCOUNT
 from ..types import EmailServerConfig, ProviderSpec
 from .commit import GroupCommit
 from .compose import Limits, NewMessage
+from .doorbell import Doorbell
 from .metrics import OutboxMetrics
 from .policy import FINAL, Status
 from .queue import count_by_status
@@ -154,22 +154,14 @@ class Outbox:
         self.metrics = OutboxMetrics()
         #: "not started", "running", "stopped" or "crashed: ..." (set by the worker of this process).
         self.worker_state = "not started"
-        self._wake: asyncio.Event | None = None
+        #: Rung when a message is queued in this process; the worker also hears other processes' (SQLite).
+        self.doorbell = Doorbell(db)
         #: Concurrent writes (enqueues, recorded attempts) share transactions.
         self.writes = GroupCommit(db)
         self._limits: tuple[float, Limits] | None = None
 
     def __repr__(self) -> str:
         return f"Outbox({self.db!r}, worker={self.worker_state!r})"
-
-    # -- the worker's doorbell -------------------------------------------------------------------------
-
-    @property
-    def wake(self) -> asyncio.Event:
-        """Set when a message is queued in this process (other processes are found by polling)."""
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        return self._wake
 
     # -- limits ----------------------------------------------------------------------------------------
 
@@ -255,7 +247,7 @@ class Outbox:
                 raise
             return earlier, False
         self.metrics.enqueued += 1
-        self.wake.set()
+        self.doorbell.ring()
         return MessageView.queued(values), True
 
     async def _by_key(self, key: str, request_hash: str) -> MessageView | None:
@@ -289,7 +281,7 @@ class Outbox:
             # Recipients that failed for good get another chance too.
             results = dict(row.recipient_results or {})
             row.recipient_results = {k: v for k, v in results.items() if v.get("status") == "sent"}
-        self.wake.set()
+        self.doorbell.ring()
         return MessageView.of(row)
 
     async def purge(self, statuses: Sequence[str], older_than: timedelta) -> int:

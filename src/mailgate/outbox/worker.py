@@ -112,12 +112,12 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until :meth:`stop` (or cancellation); waits on the outbox's doorbell or polls."""
+        """Deliver until :meth:`stop` (or cancellation); when idle, waits for the outbox's doorbell (or polls)."""
         self.outbox.worker_state = "running"
         settings = self.outbox.settings
         try:
             while not self._stopping:
-                self.outbox.wake.clear()
+                self.outbox.doorbell.clear()
                 try:
                     done = await self.run_once()
                 except asyncio.CancelledError:
@@ -126,8 +126,7 @@ class Worker:
                     log.exception("outbox worker cycle failed: %s", type(exc).__name__)
                     done = 0
                 if done == 0 and not self._stopping:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.outbox.wake.wait(), settings.poll_seconds)
+                    await self.outbox.doorbell.wait(settings.poll_seconds)
         except Exception as exc:
             self.outbox.worker_state = f"crashed: {type(exc).__name__}"
             raise
@@ -139,7 +138,7 @@ class Worker:
     def stop(self) -> None:
         """Finish the current cycle, then return from :meth:`run`."""
         self._stopping = True
-        self.outbox.wake.set()
+        self.outbox.doorbell.interrupt()
 
     async def drain(self, max_cycles: int = 10_000) -> int:
         """Run cycles until nothing is due; the number of messages attempted (for tests and tools)."""

@@ -6,8 +6,9 @@ serve --no-worker`` feeding ``mailgate worker``, on this host or others) rings i
 - SQLite: within CHECK_SECONDS, from ``PRAGMA data_version``, which changes when another connection commits to
   the database file: it reads the database's shared memory, not the database, so checking often costs next
   to nothing;
-- PostgreSQL: the queueing process sends ``NOTIFY mailgate_outbox`` after its commit (one at a time: the
-  messages queued meanwhile share the next one), and idle workers ``LISTEN`` on a connection of their own.
+- PostgreSQL: the queueing process sends ``NOTIFY mailgate_outbox`` after its commit (at most one per
+  CHECK_SECONDS: the messages queued meanwhile share the next one), and idle workers ``LISTEN`` on a
+  connection of their own.
 
 The worker's poll (``MAILGATE_OUTBOX_POLL_SECONDS``) remains for what rings nothing: retries coming due.
 """
@@ -107,6 +108,9 @@ class Doorbell:
                 async with self._db.engine.connect() as connection:
                     await connection.exec_driver_sql(f"NOTIFY {CHANNEL}")
                     await connection.commit()
+                # At most one per CHECK_SECONDS: under a stream of messages the workers are busy anyway, and
+                # one notification each costs the queueing process a transaction.
+                await asyncio.sleep(CHECK_SECONDS)
                 if not self._again:
                     return
         except Exception as exc:  # the workers' poll still finds the message

@@ -387,10 +387,10 @@ async def test_replies_in_pieces_and_on_several_lines(pipelining: bool) -> None:
     assert peer.received.endswith(b"\r\n.\r\nQUIT\r\n")
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-at-a-time"])
-async def test_354_after_every_recipient_was_refused_sends_nothing_and_closes(pipelining: bool) -> None:
+async def test_354_after_every_recipient_was_refused_sends_nothing_and_closes() -> None:
+    # Pipelined, DATA went out with the RCPTs (one at a time, it is not sent: see the next test).
     async def script(peer: Peer) -> None:
-        await peer.greet(pipelining=pipelining)
+        await peer.greet(pipelining=True)
         for command, reply in [
             (b"MAIL", b"250 2.1.0 OK\r\n"),
             (b"RCPT", b"550 5.1.1 No such user\r\n"),
@@ -411,6 +411,58 @@ async def test_354_after_every_recipient_was_refused_sends_nothing_and_closes(pi
     [peer] = server.peers
     # The server waits for a message: nothing at all was sent after DATA (not even RSET or QUIT).
     assert peer.received.endswith(b"\r\nDATA\r\n") and peer.closed_by_client
+
+
+@pytest.mark.parametrize(
+    ("exchange", "stage"),
+    [
+        pytest.param([(b"MAIL", b"550 5.7.1 Sender refused\r\n")], "mail", id="refused-mail"),
+        pytest.param(
+            [
+                (b"MAIL", b"250 2.1.0 OK\r\n"),
+                (b"RCPT", b"550 5.1.1 No such user\r\n"),
+                (b"RCPT", b"450 4.2.1 Mailbox busy\r\n"),
+            ],
+            "rcpt",
+            id="every-rcpt-refused",
+        ),
+    ],
+)
+async def test_one_at_a_time_nothing_is_sent_that_cannot_succeed(
+    exchange: list[tuple[bytes, bytes]], stage: str
+) -> None:
+    """Without PIPELINING, no RCPT after a refused MAIL and no DATA once every RCPT was refused (each would
+    only earn a 503): RSET, and the connection carries the next message."""
+
+    async def script(peer: Peer) -> None:
+        await peer.greet(pipelining=False)
+        for command, reply in exchange:
+            await peer.expect(command)
+            await peer.send(reply)
+        await peer.expect(b"RSET")
+        await peer.send(b"250 2.0.0 OK\r\n")
+        for command, reply in [
+            (b"MAIL", b"250 2.1.0 OK\r\n"),
+            (b"RCPT", b"250 2.1.5 OK\r\n"),
+            (b"DATA", b"354 Go ahead\r\n"),
+        ]:
+            await peer.expect(command)
+            await peer.send(reply)
+        await peer.message()
+        await peer.send(b"250 2.0.0 Queued\r\n")
+        await peer.finish()
+
+    async with scripted_server(script) as server, bounded(), SmtpConnection(server.config()) as conn:
+        with pytest.raises(SmtpError) as caught:
+            await conn.send(raw_message("refused"), sender=SENDER, recipients=[ONE, TWO])
+        assert caught.value.reply_code == int(exchange[-1][1][:3])
+        assert conn.is_connected
+        result = await conn.send(raw_message("next"), sender=SENDER, recipients=[ONE])
+        assert result.accepted == (ONE,)
+    [peer] = server.peers
+    assert b"DATA" not in bytes(peer.received).split(b"RSET")[0]
+    if stage == "mail":
+        assert b"RCPT" not in bytes(peer.received).split(b"RSET")[0]
 
 
 async def test_before_data_that_raises_leaves_the_message_unfinished_and_closes() -> None:

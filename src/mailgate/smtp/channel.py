@@ -117,7 +117,8 @@ class CommandChannel(asyncio.Protocol):
     async def exchange(self, commands: list[bytes], replies: list[Reply], *, written: bool = False) -> None:
         """Send ``commands`` (each ending in CRLF) and append the server's replies to ``replies``.
 
-        Pipelined (one write) when the server offers PIPELINING, else one command per reply.  ``written``:
+        Pipelined (one write) when the server offers PIPELINING, else one command per reply, stopping where the
+        rest could not succeed (``replies`` then holds fewer replies than commands).  ``written``:
         the commands went out already, written ahead by :meth:`finish`; only their replies are read.
         Raises aiosmtplib's SMTPServerDisconnected or SMTPReadTimeoutError; ``replies`` then holds those received.
         """
@@ -140,9 +141,21 @@ class CommandChannel(asyncio.Protocol):
             for _ in commands:
                 replies.append(await self.reply())
         else:
+            # One at a time, each sent only if it can still matter (RFC 5321 s3.3): nothing after a refused
+            # MAIL, no DATA when every RCPT was refused (the caller's RSET ends the transaction).
+            rcpts = accepted = 0
             for command in commands:
+                verb = command[:4].upper()
+                if verb == b"DATA" and rcpts and not accepted:
+                    return
                 self.write(command)
-                replies.append(await self.reply())
+                reply = await self.reply()
+                replies.append(reply)
+                if verb == b"MAIL" and reply.code != 250:
+                    return
+                if verb == b"RCPT":
+                    rcpts += 1
+                    accepted += reply.code in (250, 251)
 
     async def finish(self, end: bytes, ahead: list[bytes]) -> Reply:
         """Send the end of a message (its last data and the final "." line) and, in the same write, the next

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -289,41 +292,104 @@ class _Syncs:
         monkeypatch.setattr(os, "fsync", fsync)
 
 
-async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = tmp_path / "sync.db"
-    db = Database(f"sqlite+aiosqlite:///{database}")
+@dataclass
+class Small:
+    """A GroupCommit on a SQLite file of its own, with the SMALL table."""
+
+    path: Path
+    db: Database
+    group: GroupCommit
+
+
+@pytest.fixture
+async def small(tmp_path: Path) -> AsyncIterator[Small]:
+    path = tmp_path / "small.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
     async with db.engine.begin() as connection:
         await connection.run_sync(SMALL.metadata.create_all)
     group = GroupCommit(db)
-    syncs = _Syncs(monkeypatch)
-    wal = f"{database}-wal"
     try:
-        # Committed, for every reader, when execute returns; on the disk within SYNC_DELAY.
-        assert await group.execute(insert(SMALL), {"id": 1, "v": "a"}, sync=False) == 1
-        assert syncs.paths == []
-        async with db.engine.connect() as reader:
-            assert (await reader.execute(select(SMALL.c.v))).scalars().all() == ["a"]
-        for _ in range(100):
-            if syncs.paths:
-                break
-            await asyncio.sleep(0.01)
-        assert syncs.paths == [wal]
-
-        # A synced commit syncs the whole log: nothing left to do for the earlier unsynced one.
-        monkeypatch.setattr(commit, "SYNC_DELAY", 0.3)
-        await group.execute(insert(SMALL), {"id": 2, "v": "b"}, sync=False)
-        await group.execute(insert(SMALL), {"id": 3, "v": "c"})
-        await asyncio.sleep(0.5)
-        assert syncs.paths == [wal]
-
-        # Closing syncs what is left.
-        monkeypatch.setattr(commit, "SYNC_DELAY", 60)
-        await group.execute(insert(SMALL), {"id": 4, "v": "d"}, sync=False)
-        await group.close()
-        assert syncs.paths == [wal, wal]
+        yield Small(path, db, group)
     finally:
         await group.close()
         await db.engine.dispose()
+
+
+async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(small: Small, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, group = small.db, small.group
+    syncs = _Syncs(monkeypatch)
+    wal = f"{small.path}-wal"
+    # Committed, for every reader, when execute returns; on the disk within SYNC_DELAY.
+    assert await group.execute(insert(SMALL), {"id": 1, "v": "a"}, sync=False) == 1
+    assert syncs.paths == []
+    async with db.engine.connect() as reader:
+        assert (await reader.execute(select(SMALL.c.v))).scalars().all() == ["a"]
+    for _ in range(100):
+        if syncs.paths:
+            break
+        await asyncio.sleep(0.01)
+    assert syncs.paths == [wal]
+
+    # A synced commit syncs the whole log: nothing left to do for the earlier unsynced one.
+    monkeypatch.setattr(commit, "SYNC_DELAY", 0.3)
+    await group.execute(insert(SMALL), {"id": 2, "v": "b"}, sync=False)
+    await group.execute(insert(SMALL), {"id": 3, "v": "c"})
+    await asyncio.sleep(0.5)
+    assert syncs.paths == [wal]
+
+    # Closing syncs what is left.
+    monkeypatch.setattr(commit, "SYNC_DELAY", 60)
+    await group.execute(insert(SMALL), {"id": 4, "v": "d"}, sync=False)
+    await group.close()
+    assert syncs.paths == [wal, wal]
+
+
+async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
+    small: Small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = small.group
+    await group.execute(insert(SMALL), {"id": 1, "v": "a"})  # the writer's own connection exists
+    through_sqlalchemy: list[object] = []
+    run = group._in_transaction
+
+    async def spy(work: Any) -> Any:
+        through_sqlalchemy.append(work)
+        return await run(work)
+
+    monkeypatch.setattr(group, "_in_transaction", spy)
+    # Another process (another connection) holds the write lock for a while.
+    holder = sqlite3.connect(small.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO small VALUES (2, 'held')")
+    released: list[float] = []
+
+    def release() -> None:
+        holder.execute("COMMIT")
+        released.append(time.monotonic())
+
+    asyncio.get_running_loop().call_later(0.25, release)
+    try:
+        assert await group.execute(insert(SMALL), {"id": 3, "v": "waited"}, sync=False) == 1
+        done = time.monotonic()
+    finally:
+        holder.close()
+    # Written on the writer's connection, soon after the lock was released: it tries again every 2 ms at
+    # most, where SQLite's busy handler, by then, sleeps 100 ms at a time (it would be done ~80 ms late).
+    assert released and 0 <= done - released[0] < 0.03, (released, done)
+    assert through_sqlalchemy == []
+    async with small.db.engine.connect() as reader:
+        assert (await reader.execute(select(SMALL.c.v).order_by(SMALL.c.id))).scalars().all() == ["a", "held", "waited"]
+
+    # Held longer than BUSY_LIMIT: the batch goes through SQLAlchemy, which waits in SQLite's busy handler.
+    monkeypatch.setattr(commit, "BUSY_LIMIT", 0.1)
+    holder = sqlite3.connect(small.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.4, holder.execute, "COMMIT")
+    try:
+        assert await group.execute(insert(SMALL), {"id": 4, "v": "later"}) == 1
+    finally:
+        holder.close()
+    assert len(through_sqlalchemy) == 1
 
 
 # -- SQLite: one-row writes on the DBAPI cursor, as SQLAlchemy would write them ------------------------------------

@@ -23,6 +23,8 @@ import asyncio
 import functools
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +45,12 @@ T = TypeVar("T")
 #: Seconds within which a write committed with ``sync=False`` is on the disk (PostgreSQL: its WAL writer
 #: flushes within three times wal_writer_delay, 0.6 s by default).
 SYNC_DELAY = 0.05
+#: SQLite: the first pause before trying again while another process holds the write lock, the longest
+#: (pauses double), and how long to keep trying (then the batch goes through SQLAlchemy, whose connections
+#: wait in SQLite's busy handler, 30 s).
+BUSY_PAUSE = 0.0001
+BUSY_PAUSE_MAX = 0.002
+BUSY_LIMIT = 30.0
 
 #: A statement and its parameters; the caller gets the number of rows it changed.
 Write = tuple[Executable, Mapping[str, Any]]
@@ -193,21 +201,32 @@ class GroupCommit:
             planned.append((plan.sql, plan.parameters(params)))
         if self._direct is None:
             self._direct = engine.raw_connection()
+            # Another process's write lock is waited for below, in short pauses, not in SQLite's busy handler,
+            # which sleeps 1 ms at least: longer than most commits hold the lock (one without a disk sync,
+            # a tenth of that).
+            self._direct.driver_connection.execute("PRAGMA busy_timeout=0")
         connection = self._direct
-        try:
-            cursor = connection.cursor()
-            if self._direct_synced != sync:
-                cursor.execute("PRAGMA synchronous=FULL" if sync else "PRAGMA synchronous=NORMAL")
-                self._direct_synced = sync
-            counts = []
-            for sql, parameters in planned:
-                cursor.execute(sql, parameters)
-                counts.append(int(cursor.rowcount))
-            cursor.close()
-            connection.commit()
-        except engine.dialect.loaded_dbapi.Error:
-            connection.rollback()
-            return None
+        pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
+        while True:
+            try:
+                cursor = connection.cursor()
+                if self._direct_synced != sync:
+                    cursor.execute("PRAGMA synchronous=FULL" if sync else "PRAGMA synchronous=NORMAL")
+                    self._direct_synced = sync
+                counts = []
+                for sql, parameters in planned:
+                    cursor.execute(sql, parameters)
+                    counts.append(int(cursor.rowcount))
+                cursor.close()
+                connection.commit()
+                break
+            except engine.dialect.loaded_dbapi.Error as exc:
+                connection.rollback()
+                if _locked(exc) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, BUSY_PAUSE_MAX)
+                    continue
+                return None
         # A synced commit syncs the whole log, the earlier unsynced commits' part of it too.
         self._wal_unsynced = not sync
         return counts
@@ -290,6 +309,12 @@ def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> _Pla
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         slots.append((bind.key, None, convert) if bind.key in keys else (None, bind.effective_value, convert))
     return _Plan(compiled.string, tuple(slots))
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether a DBAPI error is SQLite's "database is locked" (SQLITE_BUSY, any extended code)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _report_sync_failure(done: asyncio.Future[None]) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..store import Database
@@ -77,19 +78,28 @@ class Doorbell:
         """Until a ring since ``clear()``, another process's commit (SQLite), or ``seconds``."""
         rung = self._rung
         if self._postgres and await self._listen():
-            await self._heard(rung, seconds)
+            await self._until(seconds, self._notified)
             return
         seen = self._version() if self._path is not None else None
         if seen is None:  # nothing to watch (or it cannot be read): the ring, or the time is up
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rung.wait(), seconds)
             return
+
+        async def changed(step: float) -> bool:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rung.wait(), step)
+            return self._version() != seen
+
+        await self._until(seconds, changed)
+
+    async def _until(self, seconds: float, heard: Callable[[float], Awaitable[bool]]) -> None:
+        """Until a ring, ``seconds``, or ``heard(step)`` (which waits at most ``step``, CHECK_SECONDS at a
+        time) says another process queued something."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while not rung.is_set() and (left := deadline - loop.time()) > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rung.wait(), min(CHECK_SECONDS, left))
-            if self._version() != seen:
+        while not self._rung.is_set() and (left := deadline - loop.time()) > 0:
+            if await heard(min(CHECK_SECONDS, left)):
                 return
 
     async def close(self) -> None:
@@ -134,20 +144,19 @@ class Doorbell:
             return False
         return True
 
-    async def _heard(self, rung: asyncio.Event, seconds: float) -> None:
-        """Until a notification, a ring or ``seconds``: the notifications are awaited CHECK_SECONDS at a time
-        (a wait on the socket, nothing sent), the ring checked in between."""
+    async def _notified(self, step: float) -> bool:
+        """Whether a notification came within ``step`` seconds (a wait on the socket, nothing sent); a broken
+        listening connection counts as one (it is made again on the next wait)."""
         import psycopg
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
         try:
-            while not rung.is_set() and (left := deadline - loop.time()) > 0:
-                async for _ in self._listener.notifies(timeout=min(CHECK_SECONDS, left), stop_after=1):
-                    return
+            async for _ in self._listener.notifies(timeout=step, stop_after=1):
+                return True
         except psycopg.Error as exc:
             log.warning("stopped listening for queued messages (will listen again): %s", exc)
             await self._close_listener()
+            return True
+        return False
 
     async def _close_listener(self) -> None:
         listener, self._listener = self._listener, None

@@ -76,7 +76,6 @@ class GroupCommit:
         self._wal_unsynced = False
         #: SQLite: the coming sync of the write-ahead log, after writes committed without one.
         self._sync_timer: asyncio.TimerHandle | None = None
-        self._syncing: asyncio.Future[None] | None = None
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -167,8 +166,8 @@ class GroupCommit:
         self._sync_timer = None
         if self._thread is None:
             return
-        self._syncing = asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
-        self._syncing.add_done_callback(_report_sync_failure)
+        syncing = asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
+        syncing.add_done_callback(_report_sync_failure)
 
     def _sync_wal(self) -> None:
         """In the writer thread: put the writes committed without a sync on the disk (the write-ahead log

@@ -28,6 +28,7 @@ from .test_pipelining import (
     bounded,
     dot_stuffed,
     oauth_connection,
+    one_message,
     raw_message,
     scripted_server,
 )
@@ -143,12 +144,7 @@ async def test_a_server_closing_after_the_dot_gets_the_next_message_on_a_new_con
         await peer.expect(b"MAIL", b"RCPT", b"DATA")
         await peer.send(b"421 4.3.2 Shutting down\r\n")  # and closes: the next envelope is not answered
 
-    async def takes_over(peer: Peer) -> None:
-        await peer.greet()
-        await peer.transaction()
-        await peer.finish()
-
-    async with scripted_server(closes, takes_over) as server, bounded():
+    async with scripted_server(closes, one_message) as server, bounded():
         conn = SmtpConnection(server.config())
         with pytest.raises(SmtpTransientError) as caught:
             await conn.send(raw_message("m0"), sender=SENDER, recipients=[ONE], key="m0", then=nxt("m1"))
@@ -172,12 +168,7 @@ async def test_an_abandoned_envelope_closes_the_connection_without_a_word(how: s
         await peer.send(b"250 OK\r\n250 OK\r\n354 Go ahead\r\n")
         await peer.until_closed()
 
-    async def takes_over(peer: Peer) -> None:
-        await peer.greet()
-        await peer.transaction()
-        await peer.finish()
-
-    async with scripted_server(script, takes_over) as server, bounded():
+    async with scripted_server(script, one_message) as server, bounded():
         conn = SmtpConnection(server.config())
         await conn.send(raw_message("m0"), sender=SENDER, recipients=[ONE], key="m0", then=nxt("m1"))
         if how == "close":

@@ -273,6 +273,13 @@ class Peer:
 Script = Callable[[Peer], Awaitable[None]]
 
 
+async def one_message(peer: Peer) -> None:
+    """A script: greet, take one message, then answer RSET and QUIT."""
+    await peer.greet()
+    await peer.transaction()
+    await peer.finish()
+
+
 @dataclass
 class ScriptedServer:
     port: int
@@ -569,12 +576,7 @@ async def test_a_stale_connection_is_replaced_and_the_message_sent_once(closes: 
             await peer.expect(b"MAIL")  # the next message arrives: close without a word
         # leaving the script closes the connection
 
-    async def second(peer: Peer) -> None:
-        await peer.greet()
-        await peer.transaction()
-        await peer.finish()
-
-    async with scripted_server(first, second) as server, bounded(), SmtpConnection(server.config()) as conn:
+    async with scripted_server(first, one_message) as server, bounded(), SmtpConnection(server.config()) as conn:
         await conn.send(raw_message("first"), sender=SENDER, recipients=[ONE])
         if closes == "421-left-open":
             await asyncio.sleep(0.2)  # the 421 arrives: an unsolicited reply, not the next MAIL's
@@ -607,12 +609,7 @@ async def test_a_cancelled_send_does_not_leave_replies_for_the_next() -> None:
             await peer.send(b"250 2.0.0 OK queued\r\n")
             await peer.finish()
 
-    async def second(peer: Peer) -> None:
-        await peer.greet()
-        await peer.transaction()
-        await peer.finish()
-
-    async with scripted_server(first, second) as server, bounded(), SmtpConnection(server.config()) as conn:
+    async with scripted_server(first, one_message) as server, bounded(), SmtpConnection(server.config()) as conn:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await conn.send(raw_message("first"), sender=SENDER, recipients=[ONE])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ..conftest import basic_auth
 from ..sandbox.helpers import consent_id_of
@@ -90,6 +92,31 @@ async def test_serve_generates_the_admin_password_once(tmp_path: Path) -> None:
         assert not any("password of user" in x for x in lines)
     finally:
         await _stop(proc)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_serve_stops_cleanly_on_a_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    """uvicorn raises the signal again once it has shut down: ``serve`` must not die of it there, before its
+    worker has stopped and its database is closed."""
+    port = _free_port()
+    env = {**os.environ, "MAILGATE_DATA_DIR": str(tmp_path / "data")}
+    proc = await _start("serve", "--port", str(port), env=env)
+    try:
+        await _read_until(proc, "mailgate on http://")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(100):  # until uvicorn listens; bounded
+                try:
+                    assert (await client.get("/healthz")).json()["worker"] == "running"
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        assert (tmp_path / "data" / "mailgate.db-wal").exists()  # the database is open
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await _stop(proc)
+    # The last connection to close removes the write-ahead log: every connection was closed.
+    assert not (tmp_path / "data" / "mailgate.db-wal").exists()
 
 
 async def test_headless_authorize_with_a_pasted_url(harness: Harness) -> None:

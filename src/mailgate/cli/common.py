@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,7 +17,7 @@ from ..app import Services, build_services
 from ..config import Settings
 from ..errors import MailgateError
 
-__all__ = ["DataDir", "fail", "load_settings", "report", "run", "run_with_services", "with_services"]
+__all__ = ["DataDir", "fail", "load_settings", "on_stop_signals", "report", "run", "run_with_services", "with_services"]
 
 T = TypeVar("T")
 
@@ -57,3 +60,15 @@ async def with_services(settings: Settings, action: Callable[[Services], Awaitab
 def run_with_services(data_dir: Path | None, action: Callable[[Services], Awaitable[T]]) -> T:
     """``action`` with the services of the data directory (or MAILGATE_DATA_DIR), then close them."""
     return run(with_services(load_settings(data_dir), action))
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGINT and SIGTERM (in the running loop), instead of the process dying at once.
+
+    ``mailgate serve``: uvicorn handles these signals while it serves, then puts back the handlers it found and
+    raises the signal again; with no handler of ours, SIGTERM would kill the process there, before the worker
+    has finished its messages and the database is closed."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop)

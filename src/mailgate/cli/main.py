@@ -15,7 +15,7 @@ import typer
 from ..app import Services, build_services
 from ..configure import EmailServerUpdate, OAuthConfigUpdate
 from ..errors import MailgateError
-from .common import DataDir, load_settings, report, run, run_with_services
+from .common import DataDir, load_settings, on_stop_signals, report, run, run_with_services
 from .outbox import register as register_outbox
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -65,6 +65,9 @@ def serve(
             install_log_redaction()  # after uvicorn configured its loggers
             delivery = Worker(services.outbox, services.mailer) if worker else None
             task = asyncio.create_task(delivery.run(), name="outbox-worker") if delivery else None
+            # SIGTERM/SIGINT: uvicorn shuts the HTTP server down, then the worker finishes its messages and
+            # the database is closed below (the process exits with 0).
+            on_stop_signals(delivery.stop if delivery is not None else lambda: None)
             try:
                 await server.serve()
             finally:

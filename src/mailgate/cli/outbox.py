@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import signal
 from datetime import timedelta
 from typing import Annotated
 
@@ -14,7 +11,7 @@ import typer
 
 from ..app import Services
 from ..outbox import MessageView, Status, Worker
-from .common import DataDir, run_with_services
+from .common import DataDir, on_stop_signals, run_with_services
 
 __all__ = ["outbox_app", "register", "run_worker"]
 
@@ -80,10 +77,7 @@ def outbox_purge(
 async def run_worker(services: Services) -> None:
     """Deliver the outbox until SIGINT/SIGTERM (used by ``mailgate worker``)."""
     worker = Worker(services.outbox, services.mailer)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, worker.stop)
+    on_stop_signals(worker.stop)
     typer.echo(f"mailgate worker {worker.owner} delivering the outbox of {services.db!r}")
     await worker.run()
 

@@ -42,6 +42,7 @@ def serve(
 
     from ..outbox import Worker
     from ..web import create_app
+    from ..web.accesslog import AccessLog
     from ..web.logfilter import install_log_redaction
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -60,7 +61,9 @@ def serve(
             typer.echo(f"mailgate on http://{host}:{port}{settings.context_path}/  (data: {settings.data_dir})")
             typer.echo(f"REST API documentation: http://{host}:{port}{settings.api_prefix}/docs")
             typer.echo(f"Authorized redirect URI to register at the provider: {settings.default_redirect_uri}")
-            config = uvicorn.Config(create_app(services), host=host, port=port, log_level="info")
+            # mailgate's access log, not uvicorn's (see web/accesslog.py: the same lines, a fraction of the CPU).
+            app = AccessLog(create_app(services))
+            config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
             server = uvicorn.Server(config)
             install_log_redaction()  # after uvicorn configured its loggers
             delivery = Worker(services.outbox, services.mailer) if worker else None

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from mailgate import admins as admins_module
 from mailgate.app import Services, build_services
 from mailgate.web import create_app
+from mailgate.web.app import MailgateApp
 from mailgate.web.deps import ServicesDep, require_admin
 from mailgate.web.fastpath import QueueFastPath
 
@@ -41,15 +42,14 @@ HUGE = LIMIT * 4 // 3 + 1024 * 1024 + 1
 
 
 def _has_fast_path(app: FastAPI) -> bool:
-    return any(m.cls is QueueFastPath for m in app.user_middleware)
+    return isinstance(app, MailgateApp) and isinstance(app.fast_path, QueueFastPath)
 
 
 def _reference_app(services: Services) -> FastAPI:
     """The app as it would be without the fast path: every request goes through routing and dependencies."""
     app = create_app(services)
     assert _has_fast_path(app), "create_app no longer installs QueueFastPath"
-    # The middleware stack is built at the first request: removing the entry now is enough.
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not QueueFastPath]
+    app.fast_path = None
     assert not _has_fast_path(app)
     return app
 

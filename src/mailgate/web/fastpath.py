@@ -24,8 +24,8 @@ __all__ = ["QueueFastPath"]
 
 
 class QueueFastPath:
-    """Pure ASGI middleware; installed outermost of the app's own (the session middleware has nothing to do
-    for a request with an Authorization header)."""
+    """Pure ASGI middleware, in front of the whole FastAPI app (:class:`.app.MailgateApp`; the session
+    middleware has nothing to do for a request with an Authorization header)."""
 
     def __init__(self, app: ASGIApp, *, services: Services) -> None:
         self.app = app

@@ -344,6 +344,47 @@ async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(small: Small, mon
     assert syncs.paths == [wal, wal]
 
 
+class _Threads:
+    """GroupCommit._write_direct, watched: the threads it ran on, and what it returned."""
+
+    def __init__(self, group: GroupCommit, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, bool, object]] = []
+        real = group._write_direct
+
+        def spy(writes: Any, sync: bool, *, wait: bool = True) -> Any:
+            name = threading.current_thread().name
+            try:
+                result = real(writes, sync, wait=wait)
+            except Exception as exc:
+                self.calls.append((name, sync, type(exc).__name__))
+                raise
+            self.calls.append((name, sync, result))
+            return result
+
+        monkeypatch.setattr(group, "_write_direct", spy)
+
+
+async def test_sqlite_writes_without_a_sync_on_the_event_loops_thread(
+    small: Small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hand-off to the writer thread for a write that does not wait for the disk (a delivery's record):
+    the hand-off costs more than the write.  A synced write (an accepted message) goes to the writer thread,
+    which waits for the disk while the event loop goes on."""
+    group, threads = small.group, _Threads(small.group, monkeypatch)
+    loop_thread = threading.current_thread().name
+    assert await group.execute(insert(SMALL), {"id": 1, "v": "a"}, sync=False) == 1
+    assert await group.execute(insert(SMALL), {"id": 2, "v": "b"}) == 1
+    assert await group.execute(update(SMALL).where(SMALL.c.id == 1).values(v="c"), {}, sync=False) == 1
+    assert [(name == loop_thread, sync, result) for name, sync, result in threads.calls] == [
+        (True, False, [1]),
+        (False, True, [1]),
+        (True, False, [1]),
+    ]
+    assert threads.calls[1][0].startswith(THREAD_PREFIX)
+    async with small.db.engine.connect() as reader:
+        assert (await reader.execute(select(SMALL.c.v).order_by(SMALL.c.id))).scalars().all() == ["c", "b"]
+
+
 async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
     small: Small, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,11 +409,17 @@ async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
         released.append(time.monotonic())
 
     asyncio.get_running_loop().call_later(0.25, release)
+    threads = _Threads(group, monkeypatch)
     try:
         assert await group.execute(insert(SMALL), {"id": 3, "v": "waited"}, sync=False) == 1
         done = time.monotonic()
     finally:
         holder.close()
+    # Not waited for on the event loop's thread (it found the lock taken): in the writer thread.
+    assert [(name.startswith(THREAD_PREFIX), result) for name, _, result in threads.calls] == [
+        (False, "_Locked"),
+        (True, [1]),
+    ]
     # Written on the writer's connection, soon after the lock was released: it tries again every 2 ms at
     # most, where SQLite's busy handler, by then, sleeps 100 ms at a time (it would be done ~80 ms late).
     assert released and 0 <= done - released[0] < 0.03, (released, done)

@@ -6,7 +6,12 @@ requests, a worker's connections) just stop paying one transaction each.
 
 On SQLite a batch runs in one call to a dedicated writer thread with the synchronous driver: one hand-off
 per batch instead of one per statement, commit and reset (aiosqlite's way), whose wake-ups add up to
-milliseconds in a busy event loop.  Elsewhere (PostgreSQL) it runs on the async engine.
+milliseconds in a busy event loop.  A batch that does not wait for the disk (below) runs on the event loop's
+own thread instead: without a disk sync SQLite's part takes a few hundredths of a millisecond, less than
+the hand-off to the thread and back (futex wake-ups, context switches, the GIL changing hands), which cost
+the worker a quarter of its CPU per message when each delivery's record went through the thread.  Only
+when another process holds the write lock does such a batch go to the writer thread, which waits for it.
+Elsewhere (PostgreSQL) batches run on the async engine.
 
 Writes made with ``sync=False`` (a delivery's record, which its SMTP connection waits for before it hands
 over its next message) go first, and their commit does not wait for the disk: it is in the database, for
@@ -116,11 +121,12 @@ class GroupCommit:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
-        if self._direct is not None and self._thread is not None:
-            # Closed where it was made and used (the writer thread), before the engine is disposed of.
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._direct.close)
+        if self._direct is not None:
+            # The log synced, then the connection closed before the engine is disposed of (in the writer
+            # thread: a disk sync takes milliseconds).
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._writer(), self._sync_wal)
+            await loop.run_in_executor(self._writer(), self._direct.close)
         self._direct = None
         if self._thread is not None:
             self._thread.shutdown(wait=True)
@@ -153,20 +159,27 @@ class GroupCommit:
     async def _write(self, writes: list[Write], *, sync: bool) -> list[int]:
         """A batch's writes in one transaction; their row counts."""
         if self._db.is_sqlite:
-            loop = asyncio.get_running_loop()
-            counts = await loop.run_in_executor(self._writer(), self._write_direct, writes, sync)
+            counts = await self._write_sqlite(writes, sync=sync)
             if counts is not None:
                 if not sync and self._sync_timer is None:
-                    self._sync_timer = loop.call_later(SYNC_DELAY, self._start_sync)
+                    self._sync_timer = asyncio.get_running_loop().call_later(SYNC_DELAY, self._start_sync)
                 return counts
             sync = True  # through SQLAlchemy's connections, which always sync
         return await self._in_transaction(functools.partial(_execute_all, writes, sync=sync))
 
+    async def _write_sqlite(self, writes: list[Write], *, sync: bool) -> list[int] | None:
+        """The batch on the writer's own connection (see _write_direct): without ``sync`` on this thread
+        (see the module's documentation), unless another process holds the write lock."""
+        if not sync:
+            try:
+                return self._write_direct(writes, sync, wait=False)
+            except _Locked:
+                pass  # the writer thread waits for the lock, not the event loop
+        return await asyncio.get_running_loop().run_in_executor(self._writer(), self._write_direct, writes, sync)
+
     def _start_sync(self) -> None:
         self._sync_timer = None
-        if self._thread is None:
-            return
-        syncing = asyncio.get_running_loop().run_in_executor(self._thread, self._sync_wal)
+        syncing = asyncio.get_running_loop().run_in_executor(self._writer(), self._sync_wal)
         syncing.add_done_callback(_report_sync_failure)
 
     def _sync_wal(self) -> None:
@@ -185,12 +198,14 @@ class GroupCommit:
         finally:
             os.close(fd)
 
-    def _write_direct(self, writes: list[Write], sync: bool) -> list[int] | None:
-        """In the writer thread: the batch on a DBAPI connection of its own, when every write has a plan
-        (SQLAlchemy's transaction and pool steps cost more than the writes, holding the GIL the event loop
-        needs).  None, having changed nothing, for a batch to run through SQLAlchemy: a write without a plan,
-        or one that failed (SQLAlchemy's exceptions are the ones callers know, IntegrityError...).
-        Without ``sync``, committed with ``synchronous=NORMAL``: in the write-ahead log, not yet synced."""
+    def _write_direct(self, writes: list[Write], sync: bool, *, wait: bool = True) -> list[int] | None:
+        """The batch on a DBAPI connection of the writer's own (used by one thread at a time: the caller
+        holds the lock), when every write has a plan (SQLAlchemy's transaction and pool steps cost more than
+        the writes, holding the GIL the event loop needs).  None, having changed nothing, for a batch to run
+        through SQLAlchemy: a write without a plan, or one that failed (SQLAlchemy's exceptions are the ones
+        callers know, IntegrityError...).  Without ``sync``, committed with ``synchronous=NORMAL``: in the
+        write-ahead log, not yet synced.  When another process holds the write lock: waits for it in short
+        pauses (the writer thread), or with ``wait=False`` (the event loop's thread) raises _Locked."""
         engine = self._engine()
         planned = []
         for statement, params in writes:
@@ -221,6 +236,8 @@ class GroupCommit:
                 break
             except engine.dialect.loaded_dbapi.Error as exc:
                 connection.rollback()
+                if _locked(exc) and not wait:
+                    raise _Locked from exc
                 if _locked(exc) and time.monotonic() < deadline:
                     time.sleep(pause)
                     pause = min(pause * 2, BUSY_PAUSE_MAX)
@@ -308,6 +325,10 @@ def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> _Pla
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         slots.append((bind.key, None, convert) if bind.key in keys else (None, bind.effective_value, convert))
     return _Plan(compiled.string, tuple(slots))
+
+
+class _Locked(Exception):
+    """Another connection holds SQLite's write lock (see GroupCommit._write_direct)."""
 
 
 def _locked(exc: BaseException) -> bool:

@@ -160,10 +160,10 @@ async def test_a_failing_write_fails_only_its_own_caller(
     batches: list[tuple[int, bool]] = []  # (writes in the batch, committed)
     run = group._in_transaction
 
-    async def counting_run(work: functools.partial[list[int]]) -> list[int]:
+    async def counting_run(work: functools.partial[list[int]], *, sync: bool) -> list[int]:
         writes = work.args[0]  # a batch: _execute_all(writes, connection)
         try:
-            counts: list[int] = await run(work)
+            counts: list[int] = await run(work, sync=sync)
         except Exception:
             batches.append((len(writes), False))
             raise
@@ -344,6 +344,33 @@ async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(small: Small, mon
     assert syncs.paths == [wal, wal]
 
 
+async def test_an_unsynced_transaction_does_not_wait_for_the_disk(
+    env: Env, group: GroupCommit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's claim: committed without waiting for the disk (a power failure could only undo it), on the
+    disk soon after; the transactions that sync still do."""
+    syncs = _Syncs(monkeypatch)
+    sqlite = env.services.db.is_sqlite
+    setting = "PRAGMA synchronous" if sqlite else "SHOW synchronous_commit"
+    unsynced, synced = ("1", "2") if sqlite else ("off", "on")  # NORMAL / FULL
+
+    def work(connection: Connection) -> str:
+        connection.execute(INSERT, _row("claimed"))
+        return str(connection.exec_driver_sql(setting).scalar())
+
+    assert await group.transaction(work, sync=False) == unsynced
+    assert await group.transaction(work) == synced  # set back (SQLite: on the pooled connection)
+    assert await group.transaction(work, sync=False) == unsynced
+    assert await group.transaction(work) == synced
+    assert [row.subject for row in (await _rows(env)).values()] == ["claimed"] * 4
+    if sqlite:
+        for _ in range(100):
+            if syncs.paths:
+                break
+            await asyncio.sleep(0.01)
+        assert syncs.paths and all(path.endswith("-wal") for path in syncs.paths)
+
+
 class _Threads:
     """GroupCommit._write_direct, watched: the threads it ran on, and what it returned."""
 
@@ -393,9 +420,9 @@ async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
     through_sqlalchemy: list[object] = []
     run = group._in_transaction
 
-    async def spy(work: Any) -> Any:
+    async def spy(work: Any, *, sync: bool) -> Any:
         through_sqlalchemy.append(work)
-        return await run(work)
+        return await run(work, sync=sync)
 
     monkeypatch.setattr(group, "_in_transaction", spy)
     # Another process (another connection) holds the write lock for a while.

@@ -18,8 +18,9 @@ over its next message) go first, and their commit does not wait for the disk: it
 every reader, and kept if mailgate crashes or is killed, and it reaches the disk within SYNC_DELAY seconds
 (SQLite: ``synchronous=NORMAL`` for that commit, then the write-ahead log synced; PostgreSQL:
 ``synchronous_commit=off``, flushed by the server's WAL writer).  Only a power failure or an operating
-system crash in between loses such records: those messages are then sent again.  Every other write (a
-message accepted with 202) is on the disk when its caller resumes.
+system crash in between loses such records: those messages are then sent again.  A worker's claims are
+committed the same way (``transaction(..., sync=False)``): losing one only puts its messages back in the
+queue.  Every other write (a message accepted with 202) is on the disk when its caller resumes.
 """
 
 from __future__ import annotations
@@ -111,11 +112,19 @@ class GroupCommit:
                     await self._commit(batch, sync=True)
         return future.result()
 
-    async def transaction(self, work: Callable[[Connection], T]) -> T:
+    async def transaction(self, work: Callable[[Connection], T], *, sync: bool = True) -> T:
         """``work(connection)`` in a transaction of its own, committed; synchronous code on a Core connection
-        (on SQLite in the writer thread, in turn with the batches; elsewhere through ``run_sync``)."""
+        (on SQLite in the writer thread, in turn with the batches; elsewhere through ``run_sync``).
+
+        ``sync=False``: the commit does not wait for the disk, as for ``execute`` (a worker's claim: a power
+        failure could only undo it, and a commit that syncs holds SQLite's write lock, which every other
+        writer waits for, through the disk sync)."""
         async with self.lock:
-            return await self._in_transaction(work)
+            result = await self._in_transaction(work, sync=sync)
+            if not sync and self._db.is_sqlite:
+                self._wal_unsynced = True
+                self._sync_soon()
+            return result
 
     async def close(self) -> None:
         if self._sync_timer is not None:
@@ -161,11 +170,11 @@ class GroupCommit:
         if self._db.is_sqlite:
             counts = await self._write_sqlite(writes, sync=sync)
             if counts is not None:
-                if not sync and self._sync_timer is None:
-                    self._sync_timer = asyncio.get_running_loop().call_later(SYNC_DELAY, self._start_sync)
+                if not sync:
+                    self._sync_soon()
                 return counts
             sync = True  # through SQLAlchemy's connections, which always sync
-        return await self._in_transaction(functools.partial(_execute_all, writes, sync=sync))
+        return await self._in_transaction(functools.partial(_execute_all, writes), sync=sync)
 
     async def _write_sqlite(self, writes: list[Write], *, sync: bool) -> list[int] | None:
         """The batch on the writer's own connection (see _write_direct): without ``sync`` on this thread
@@ -176,6 +185,11 @@ class GroupCommit:
             except _Locked:
                 pass  # the writer thread waits for the lock, not the event loop
         return await asyncio.get_running_loop().run_in_executor(self._writer(), self._write_direct, writes, sync)
+
+    def _sync_soon(self) -> None:
+        """SQLite: after a commit without a disk sync, sync the write-ahead log within SYNC_DELAY."""
+        if self._sync_timer is None:
+            self._sync_timer = asyncio.get_running_loop().call_later(SYNC_DELAY, self._start_sync)
 
     def _start_sync(self) -> None:
         self._sync_timer = None
@@ -247,12 +261,18 @@ class GroupCommit:
         self._wal_unsynced = not sync
         return counts
 
-    async def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+    async def _in_transaction(self, work: Callable[[Connection], T], *, sync: bool) -> T:
         # The one way both batches and transaction() reach the database (the caller holds the lock).
         if not self._db.is_sqlite:
             async with self._db.engine.begin() as connection:
+                if not sync:
+                    # This transaction's commit does not wait for the WAL flush (PostgreSQL's asynchronous
+                    # commit), for this transaction only.
+                    await connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 return await connection.run_sync(work)
-        return await asyncio.get_running_loop().run_in_executor(self._writer(), _transaction, self._engine(), work)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer(), functools.partial(_transaction, self._engine(), work, sync=sync)
+        )
 
     def _engine(self) -> Engine:
         if self._sync is None:
@@ -270,11 +290,8 @@ class GroupCommit:
 _COUNTED = {"preserve_rowcount": True}
 
 
-def _execute_all(writes: list[Write], connection: Connection, *, sync: bool) -> list[int]:
+def _execute_all(writes: list[Write], connection: Connection) -> list[int]:
     """The writes through SQLAlchemy (PostgreSQL; on SQLite the batches _write_direct leaves to it, synced)."""
-    if not sync:
-        # This transaction's commit does not wait for the WAL flush (PostgreSQL's asynchronous commit).
-        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     return [
         int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
         for statement, params in writes
@@ -342,6 +359,21 @@ def _report_sync_failure(done: asyncio.Future[None]) -> None:
         log.error("could not sync the outbox database's write-ahead log to the disk: %s", exc)
 
 
-def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with engine.begin() as connection:
-        return work(connection)
+def _transaction(engine: Engine, work: Callable[[Connection], T], *, sync: bool) -> T:
+    if sync:
+        with engine.begin() as connection:
+            return work(connection)
+    # SQLite changes ``synchronous`` only outside a transaction, and it is the pooled connection's: set back.
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with connection.begin():
+                return work(connection)
+        finally:
+            try:
+                driver.execute("PRAGMA synchronous=FULL")
+            except BaseException:
+                connection.invalidate()  # never back in the pool without its disk syncs
+                raise

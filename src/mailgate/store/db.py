@@ -23,7 +23,7 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # Every commit on the disk before it returns (some builds default to NORMAL in WAL mode); the outbox
-    # relaxes this only for delivery records (see outbox.commit).
+    # relaxes this only for delivery records and claims (see outbox.commit).
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -265,9 +265,8 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
     kinds = [s.split()[0].upper() for s in statements]
     writes = [s for s in statements if s.split()[0].upper() in ("INSERT", "UPDATE", "PRAGMA", "SET")]
     if env.services.db.is_sqlite:
-        # The writer's connection: NORMAL (the log written, not synced) for that one commit, then FULL again.
-        assert [w.split()[0] for w in writes] == ["PRAGMA", "UPDATE", "PRAGMA", "INSERT", "INSERT", "INSERT"]
-        assert writes[0] == "PRAGMA synchronous=NORMAL" and writes[2] == "PRAGMA synchronous=FULL"
+        # The writer's connection (synchronous=NORMAL: the synced batch's log is synced after its commit).
+        assert [w.split()[0] for w in writes] == ["UPDATE", "INSERT", "INSERT", "INSERT"]
         assert kinds.count("COMMIT") == 2  # two batches
     else:
         # PostgreSQL's asynchronous commit, for that transaction only (SET LOCAL).
@@ -279,14 +278,19 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
 
 
 class _Syncs:
-    """os.fsync, watched: the files synced (the real fsync still runs)."""
+    """os.fsync, watched: the files synced (the real fsync still runs; ``before``, if set, is called first
+    with the path)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.paths: list[str] = []
+        self.before: Callable[[str], None] | None = None
         real = os.fsync
 
         def fsync(fd: int) -> None:
-            self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if self.before is not None:
+                self.before(path)
+            self.paths.append(path)
             real(fd)
 
         monkeypatch.setattr(os, "fsync", fsync)
@@ -328,20 +332,22 @@ async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(small: Small, mon
         if syncs.paths:
             break
         await asyncio.sleep(0.01)
-    assert syncs.paths == [wal]
+    # The log, and the first time its directory (a power failure could lose a file it has just made).
+    assert syncs.paths == [wal, str(small.path.parent)]
 
-    # A synced commit syncs the whole log: nothing left to do for the earlier unsynced one.
+    # A synced write syncs the log before it returns, the earlier unsynced write's part too: nothing left.
     monkeypatch.setattr(commit, "SYNC_DELAY", 0.3)
     await group.execute(insert(SMALL), {"id": 2, "v": "b"}, sync=False)
     await group.execute(insert(SMALL), {"id": 3, "v": "c"})
+    assert syncs.paths[2:] == [wal]
     await asyncio.sleep(0.5)
-    assert syncs.paths == [wal]
+    assert syncs.paths[2:] == [wal]
 
     # Closing syncs what is left.
     monkeypatch.setattr(commit, "SYNC_DELAY", 60)
     await group.execute(insert(SMALL), {"id": 4, "v": "d"}, sync=False)
     await group.close()
-    assert syncs.paths == [wal, wal]
+    assert syncs.paths[2:] == [wal, wal]
 
 
 async def test_an_unsynced_transaction_does_not_wait_for_the_disk(
@@ -368,46 +374,63 @@ async def test_an_unsynced_transaction_does_not_wait_for_the_disk(
             if syncs.paths:
                 break
             await asyncio.sleep(0.01)
-        assert syncs.paths and all(path.endswith("-wal") for path in syncs.paths)
+        assert syncs.paths and syncs.paths[0].endswith("-wal")
 
 
 class _Threads:
     """GroupCommit._write_direct, watched: the threads it ran on, and what it returned."""
 
     def __init__(self, group: GroupCommit, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, bool, object]] = []
+        self.calls: list[tuple[str, bool, object]] = []  # (thread, wait, returned or raised)
         real = group._write_direct
 
-        def spy(writes: Any, sync: bool, *, wait: bool = True) -> Any:
+        def spy(writes: Any, *, wait: bool = True) -> Any:
             name = threading.current_thread().name
             try:
-                result = real(writes, sync, wait=wait)
+                result = real(writes, wait=wait)
             except Exception as exc:
-                self.calls.append((name, sync, type(exc).__name__))
+                self.calls.append((name, wait, type(exc).__name__))
                 raise
-            self.calls.append((name, sync, result))
+            self.calls.append((name, wait, result))
             return result
 
         monkeypatch.setattr(group, "_write_direct", spy)
 
 
-async def test_sqlite_writes_without_a_sync_on_the_event_loops_thread(
+async def test_sqlite_writes_on_the_event_loops_thread_and_syncs_after_releasing_the_lock(
     small: Small, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No hand-off to the writer thread for a write that does not wait for the disk (a delivery's record):
-    the hand-off costs more than the write.  A synced write (an accepted message) goes to the writer thread,
-    which waits for the disk while the event loop goes on."""
-    group, threads = small.group, _Threads(small.group, monkeypatch)
+    """No hand-off to the writer thread for SQLite's part of a batch (the hand-off costs more); a synced
+    write's caller resumes once the log is on the disk, synced in the writer thread (the event loop goes on
+    meanwhile) after the commit released the write lock, which other processes wait for."""
+    group, threads, syncs = small.group, _Threads(small.group, monkeypatch), _Syncs(monkeypatch)
+    other = sqlite3.connect(small.path, isolation_level=None, timeout=0, check_same_thread=False)
+    during_sync: list[tuple[str, str, bool]] = []  # (path, thread, another connection could take the lock)
+    returned = False
+
+    def probe(path: str) -> None:
+        assert not returned  # the synced write's caller has not resumed yet
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free = True
+        except sqlite3.OperationalError:
+            free = False
+        during_sync.append((path, threading.current_thread().name, free))
+
+    syncs.before = probe
     loop_thread = threading.current_thread().name
-    assert await group.execute(insert(SMALL), {"id": 1, "v": "a"}, sync=False) == 1
-    assert await group.execute(insert(SMALL), {"id": 2, "v": "b"}) == 1
-    assert await group.execute(update(SMALL).where(SMALL.c.id == 1).values(v="c"), {}, sync=False) == 1
-    assert [(name == loop_thread, sync, result) for name, sync, result in threads.calls] == [
-        (True, False, [1]),
-        (False, True, [1]),
-        (True, False, [1]),
-    ]
-    assert threads.calls[1][0].startswith(THREAD_PREFIX)
+    try:
+        assert await group.execute(insert(SMALL), {"id": 1, "v": "a"}, sync=False) == 1
+        assert syncs.paths == []
+        assert await group.execute(insert(SMALL), {"id": 2, "v": "b"}) == 1
+        returned = True
+        assert syncs.paths[0] == f"{small.path}-wal"
+        assert await group.execute(update(SMALL).where(SMALL.c.id == 1).values(v="c"), {}, sync=False) == 1
+    finally:
+        other.close()
+    assert threads.calls == [(loop_thread, False, [1])] * 3
+    assert during_sync and all(thread.startswith(THREAD_PREFIX) and free for _, thread, free in during_sync)
     async with small.db.engine.connect() as reader:
         assert (await reader.execute(select(SMALL.c.v).order_by(SMALL.c.id))).scalars().all() == ["c", "b"]
 

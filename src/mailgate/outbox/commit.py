@@ -4,20 +4,21 @@ Every caller still returns only after its own write is committed, so "202 only a
 delivery is recorded before the connection hands over its next message" hold; concurrent callers (API
 requests, a worker's connections) just stop paying one transaction each.
 
-On SQLite a batch runs in one call to a dedicated writer thread with the synchronous driver: one hand-off
-per batch instead of one per statement, commit and reset (aiosqlite's way), whose wake-ups add up to
-milliseconds in a busy event loop.  A batch that does not wait for the disk (below) runs on the event loop's
-own thread instead: without a disk sync SQLite's part takes a few hundredths of a millisecond, less than
-the hand-off to the thread and back (futex wake-ups, context switches, the GIL changing hands), which cost
-the worker a quarter of its CPU per message when each delivery's record went through the thread.  Only
-when another process holds the write lock does such a batch go to the writer thread, which waits for it.
-Elsewhere (PostgreSQL) batches run on the async engine.
+On SQLite a batch is written on the event loop's own thread with the synchronous driver, on a connection of
+its own, and committed without a disk sync (``synchronous=NORMAL``: into the write-ahead log); a batch that
+must be on the disk then waits for a dedicated writer thread to sync the log.  So SQLite's write lock, which
+every other writer (another process too) waits for, is held for the writes, not through the disk sync, and
+SQLite's part of a batch (a few hundredths of a millisecond) does not pay for a hand-off to a thread and
+back (futex wake-ups, context switches, the GIL changing hands), which cost the worker a quarter of its CPU
+per message when each delivery's record went through the thread.  When another process holds the write
+lock, the writer thread waits for it instead of the event loop.  Elsewhere (PostgreSQL) batches run on the
+async engine.
 
 Writes made with ``sync=False`` (a delivery's record, which its SMTP connection waits for before it hands
 over its next message) go first, and their commit does not wait for the disk: it is in the database, for
 every reader, and kept if mailgate crashes or is killed, and it reaches the disk within SYNC_DELAY seconds
-(SQLite: ``synchronous=NORMAL`` for that commit, then the write-ahead log synced; PostgreSQL:
-``synchronous_commit=off``, flushed by the server's WAL writer).  Only a power failure or an operating
+(SQLite: the write-ahead log synced by a timer; PostgreSQL: ``synchronous_commit=off``, flushed by the
+server's WAL writer).  Only a power failure or an operating
 system crash in between loses such records: those messages are then sent again.  A worker's claims are
 committed the same way (``transaction(..., sync=False)``): losing one only puts its messages back in the
 queue.  Every other write (a message accepted with 202) is on the disk when its caller resumes.
@@ -74,12 +75,12 @@ class GroupCommit:
         self._lock: asyncio.Lock | None = None
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
-        #: The writer thread's own connection for batches written without SQLAlchemy (see _write_direct),
-        #: and (in that thread) its ``synchronous`` setting, and whether a commit since the write-ahead log
-        #: was last synced did not sync it.
+        #: The connection for batches written without SQLAlchemy (see _write_direct); whether a commit
+        #: since the write-ahead log was last synced is not on the disk yet; the log file last synced (its
+        #: inode: a new one needs its directory synced too).
         self._direct: Any = None
-        self._direct_synced: bool | None = None
         self._wal_unsynced = False
+        self._wal_inode: int | None = None
         #: SQLite: the coming sync of the write-ahead log, after writes committed without one.
         self._sync_timer: asyncio.TimerHandle | None = None
 
@@ -130,11 +131,12 @@ class GroupCommit:
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
-        if self._direct is not None:
-            # The log synced, then the connection closed before the engine is disposed of (in the writer
-            # thread: a disk sync takes milliseconds).
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._wal_unsynced:
+            # What was committed without a disk sync, synced (in the writer thread: it takes milliseconds).
             await loop.run_in_executor(self._writer(), self._sync_wal)
+        if self._direct is not None:
+            # Closed before the engine is disposed of.
             await loop.run_in_executor(self._writer(), self._direct.close)
         self._direct = None
         if self._thread is not None:
@@ -177,14 +179,16 @@ class GroupCommit:
         return await self._in_transaction(functools.partial(_execute_all, writes), sync=sync)
 
     async def _write_sqlite(self, writes: list[Write], *, sync: bool) -> list[int] | None:
-        """The batch on the writer's own connection (see _write_direct): without ``sync`` on this thread
-        (see the module's documentation), unless another process holds the write lock."""
-        if not sync:
-            try:
-                return self._write_direct(writes, sync, wait=False)
-            except _Locked:
-                pass  # the writer thread waits for the lock, not the event loop
-        return await asyncio.get_running_loop().run_in_executor(self._writer(), self._write_direct, writes, sync)
+        """The batch on the connection of _write_direct, on this thread unless another process holds the
+        write lock; with ``sync``, the write-ahead log synced before returning (the lock already released)."""
+        loop = asyncio.get_running_loop()
+        try:
+            counts = self._write_direct(writes, wait=False)
+        except _Locked:
+            counts = await loop.run_in_executor(self._writer(), self._write_direct, writes)  # waits for it
+        if counts is not None and sync:
+            await loop.run_in_executor(self._writer(), self._sync_wal)
+        return counts
 
     def _sync_soon(self) -> None:
         """SQLite: after a commit without a disk sync, sync the write-ahead log within SYNC_DELAY."""
@@ -197,29 +201,42 @@ class GroupCommit:
         syncing.add_done_callback(_report_sync_failure)
 
     def _sync_wal(self) -> None:
-        """In the writer thread: put the writes committed without a sync on the disk (the write-ahead log
-        holds them until a checkpoint)."""
+        """In the writer thread (one sync at a time, in turn): put the commits made so far on the disk (the
+        write-ahead log holds them until a checkpoint)."""
         if not self._wal_unsynced:
-            return  # nothing committed without a sync, or a commit with one came after and synced the log
+            # Nothing committed since the flag was last cleared; a sync that cleared it after such a commit
+            # has finished (syncs run one at a time, in this thread), and it covered the commit.
+            return
         self._wal_unsynced = False
         database = self._engine().url.database
+        wal = f"{database}-wal"
         try:
-            fd = os.open(f"{database}-wal", os.O_RDONLY)
+            fd = os.open(wal, os.O_RDONLY)
         except FileNotFoundError:
             return  # no log: the last connection to close checkpointed it into the database, and synced
         try:
             os.fsync(fd)
+            inode = os.fstat(fd).st_ino
         finally:
             os.close(fd)
+        if inode != self._wal_inode:
+            # A log file this process has not synced before: its directory entry too (as SQLite does with
+            # ``synchronous=FULL`` for a log it creates), or a power failure could lose the whole file.
+            directory = os.open(os.path.dirname(wal) or ".", os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self._wal_inode = inode
 
-    def _write_direct(self, writes: list[Write], sync: bool, *, wait: bool = True) -> list[int] | None:
+    def _write_direct(self, writes: list[Write], *, wait: bool = True) -> list[int] | None:
         """The batch on a DBAPI connection of the writer's own (used by one thread at a time: the caller
         holds the lock), when every write has a plan (SQLAlchemy's transaction and pool steps cost more than
         the writes, holding the GIL the event loop needs).  None, having changed nothing, for a batch to run
         through SQLAlchemy: a write without a plan, or one that failed (SQLAlchemy's exceptions are the ones
-        callers know, IntegrityError...).  Without ``sync``, committed with ``synchronous=NORMAL``: in the
-        write-ahead log, not yet synced.  When another process holds the write lock: waits for it in short
-        pauses (the writer thread), or with ``wait=False`` (the event loop's thread) raises _Locked."""
+        callers know, IntegrityError...).  Committed with ``synchronous=NORMAL``: in the write-ahead log, not
+        yet synced (_sync_wal).  When another process holds the write lock: waits for it in short pauses
+        (the writer thread), or with ``wait=False`` (the event loop's thread) raises _Locked."""
         engine = self._engine()
         planned = []
         for statement, params in writes:
@@ -233,14 +250,13 @@ class GroupCommit:
             # which sleeps 1 ms at least: longer than most commits hold the lock (one without a disk sync,
             # a tenth of that).
             self._direct.driver_connection.execute("PRAGMA busy_timeout=0")
+            # Commits write the log and release the lock; _sync_wal puts them on the disk.
+            self._direct.driver_connection.execute("PRAGMA synchronous=NORMAL")
         connection = self._direct
         pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
         while True:
             try:
                 cursor = connection.cursor()
-                if self._direct_synced != sync:
-                    cursor.execute("PRAGMA synchronous=FULL" if sync else "PRAGMA synchronous=NORMAL")
-                    self._direct_synced = sync
                 counts = []
                 for sql, parameters in planned:
                     cursor.execute(sql, parameters)
@@ -257,8 +273,7 @@ class GroupCommit:
                     pause = min(pause * 2, BUSY_PAUSE_MAX)
                     continue
                 return None
-        # A synced commit syncs the whole log, the earlier unsynced commits' part of it too.
-        self._wal_unsynced = not sync
+        self._wal_unsynced = True
         return counts
 
     async def _in_transaction(self, work: Callable[[Connection], T], *, sync: bool) -> T:

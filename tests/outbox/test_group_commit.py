@@ -435,6 +435,28 @@ async def test_sqlite_writes_on_the_event_loops_thread_and_syncs_after_releasing
         assert (await reader.execute(select(SMALL.c.v).order_by(SMALL.c.id))).scalars().all() == ["c", "b"]
 
 
+async def test_sqlite_checkpoints_in_the_writer_thread(small: Small, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's automatic checkpoint would run in the commit that crosses its threshold, on the event
+    loop's thread (copying pages, two disk syncs): the writer's connection has it off, and the writer thread
+    checkpoints every CHECKPOINT_COMMITS commits, after the batch's callers have resumed."""
+    monkeypatch.setattr(commit, "CHECKPOINT_COMMITS", 5)
+    group = small.group
+    checkpoints: list[str] = []
+    real = group._checkpoint
+
+    def spy() -> None:
+        checkpoints.append(threading.current_thread().name)
+        real()
+
+    monkeypatch.setattr(group, "_checkpoint", spy)
+    for i in range(12):
+        assert await group.execute(insert(SMALL), {"id": i, "v": "x"}, sync=i % 2 == 0) == 1
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.1)
+    assert group._direct.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    assert len(checkpoints) == 2 and all(name.startswith(THREAD_PREFIX) for name in checkpoints), checkpoints
+
+
 async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
     small: Small, monkeypatch: pytest.MonkeyPatch
 ) -> None:

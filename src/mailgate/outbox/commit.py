@@ -58,6 +58,10 @@ SYNC_DELAY = 0.05
 BUSY_PAUSE = 0.0001
 BUSY_PAUSE_MAX = 0.002
 BUSY_LIMIT = 30.0
+#: SQLite: the writer thread checkpoints the write-ahead log into the database after this many commits of
+#: the writer's connection (SQLite's own automatic checkpoint, every 1,000 pages, would run in the commit
+#: that crosses the line: on the event loop's thread, with two disk syncs).
+CHECKPOINT_COMMITS = 100
 
 #: A statement and its parameters; the caller gets the number of rows it changed.
 Write = tuple[Executable, Mapping[str, Any]]
@@ -81,6 +85,9 @@ class GroupCommit:
         self._direct: Any = None
         self._wal_unsynced = False
         self._wal_inode: int | None = None
+        #: Commits of the writer's connection since the writer thread last checkpointed; whether it is to.
+        self._since_checkpoint = 0
+        self._checkpoint_queued = False
         #: SQLite: the coming sync of the write-ahead log, after writes committed without one.
         self._sync_timer: asyncio.TimerHandle | None = None
 
@@ -188,6 +195,11 @@ class GroupCommit:
             counts = await loop.run_in_executor(self._writer(), self._write_direct, writes)  # waits for it
         if counts is not None and sync:
             await loop.run_in_executor(self._writer(), self._sync_wal)
+        if self._since_checkpoint >= CHECKPOINT_COMMITS and not self._checkpoint_queued:
+            # After this batch's sync: its callers do not wait for the checkpoint.
+            self._checkpoint_queued = True
+            checkpoint = loop.run_in_executor(self._writer(), self._checkpoint)
+            checkpoint.add_done_callback(self._checkpointed)
         return counts
 
     def _sync_soon(self) -> None:
@@ -229,6 +241,19 @@ class GroupCommit:
                 os.close(directory)
             self._wal_inode = inode
 
+    def _checkpoint(self) -> None:
+        """In the writer thread: copy the write-ahead log's pages into the database, without waiting for
+        (or blocking) anyone (PASSIVE; it syncs the log first, and the database after)."""
+        self._since_checkpoint = 0
+        with self._engine().connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpoint_queued = False
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            # The log grows until the next one (SQLite's readers still find every page).
+            log.warning("could not checkpoint the outbox database's write-ahead log: %s", exc)
+
     def _write_direct(self, writes: list[Write], *, wait: bool = True) -> list[int] | None:
         """The batch on a DBAPI connection of the writer's own (used by one thread at a time: the caller
         holds the lock), when every write has a plan (SQLAlchemy's transaction and pool steps cost more than
@@ -250,8 +275,10 @@ class GroupCommit:
             # which sleeps 1 ms at least: longer than most commits hold the lock (one without a disk sync,
             # a tenth of that).
             self._direct.driver_connection.execute("PRAGMA busy_timeout=0")
-            # Commits write the log and release the lock; _sync_wal puts them on the disk.
+            # Commits write the log and release the lock; _sync_wal puts them on the disk, and the writer
+            # thread checkpoints (see CHECKPOINT_COMMITS).
             self._direct.driver_connection.execute("PRAGMA synchronous=NORMAL")
+            self._direct.driver_connection.execute("PRAGMA wal_autocheckpoint=0")
         connection = self._direct
         pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
         while True:
@@ -274,6 +301,7 @@ class GroupCommit:
                     continue
                 return None
         self._wal_unsynced = True
+        self._since_checkpoint += 1
         return counts
 
     async def _in_transaction(self, work: Callable[[Connection], T], *, sync: bool) -> T:

@@ -89,7 +89,7 @@ def claim(
     if not ids:
         return []
     rows = connection.execute(_CLAIM, {**params, "ids": ids, "owner": owner, "until": now + lease})
-    claimed = [Claimed(**row._mapping) for row in rows]
+    claimed = [Claimed(*row) for row in rows]  # _CLAIMED: the columns in field order
     claimed.sort(key=lambda r: (r.next_attempt_at, r.created_at))
     return claimed
 

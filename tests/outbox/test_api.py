@@ -9,6 +9,8 @@ import email.policy
 import httpx
 import pytest
 
+from mailgate.outbox import Limits, MessageRequest, from_request
+
 from .conftest import API, Env, EnvFactory
 
 MESSAGES = f"{API}/email/messages"
@@ -46,6 +48,15 @@ async def test_post_json_queues_and_get_shows_it(env: Env) -> None:
     assert message["Bcc"] is None  # Bcc recipients are in the envelope only
     assert message["X-Campaign"] == "q3" and message["Reply-To"] == "replies@example.com"
     assert [p.get_filename() for p in message.iter_attachments()] == ["r.pdf"]
+
+
+async def test_the_view_of_a_queued_message_is_the_stored_ones(env: Env) -> None:
+    """enqueue builds its view from the values it inserted (cheaper): the same as read back afterwards."""
+    limits = Limits(default_sender="alice@example.com", max_bytes=1 << 20)
+    request = MessageRequest(sender=None, to=["bob@example.com", "carol@example.com"], subject="s", text="x")
+    view, created = await env.services.outbox.enqueue(from_request(request, limits), idempotency_key="k1")
+    assert created and view.status == "queued"
+    assert view == await env.services.outbox.get(view.id)
 
 
 async def test_from_defaults_to_configured_sender(env: Env) -> None:

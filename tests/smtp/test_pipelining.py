@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgate.errors import SmtpError, SmtpPermanentError, SmtpTransientError
 from mailgate.smtp import SmtpConnection
+from mailgate.smtp.channel import CommandChannel
 from mailgate.types import Authentication, EmailServerConfig, Security
 
 from .conftest import ServerFactory
@@ -470,6 +471,42 @@ async def test_one_at_a_time_nothing_is_sent_that_cannot_succeed(
     assert b"DATA" not in bytes(peer.received).split(b"RSET")[0]
     if stage == "mail":
         assert b"RCPT" not in bytes(peer.received).split(b"RSET")[0]
+
+
+@pytest.mark.parametrize("settled", [True, False], ids=["done-at-once", "still-running"])
+async def test_the_message_and_its_end_go_in_one_write_when_before_data_is_done(
+    settled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox's commit of the previous result is usually done within a step of the event loop: then the
+    message and its final "." leave in one write (the server wakes up once, not twice); otherwise the message
+    goes out while it runs, and the "." after it."""
+    writes: list[bytes] = []
+    real = CommandChannel.write
+
+    def write(channel: CommandChannel, data: bytes) -> None:
+        writes.append(bytes(data))
+        real(channel, data)
+
+    monkeypatch.setattr(CommandChannel, "write", write)
+    gate = asyncio.Event()
+
+    async def before() -> None:
+        if not settled:
+            await gate.wait()
+
+    async with scripted_server(one_message) as server, bounded(), SmtpConnection(server.config()) as conn:
+        recording = asyncio.ensure_future(before())
+        if not settled:
+            asyncio.get_running_loop().call_later(0.05, gate.set)
+        await conn.send(raw_message(), sender=SENDER, recipients=[ONE], before_data=recording)
+    [peer] = server.peers
+    body = dot_stuffed(raw_message())
+    assert peer.messages == [body]
+    after_data = writes[next(i for i, w in enumerate(writes) if w.endswith(b"DATA\r\n")) + 1 :]
+    if settled:
+        assert after_data[0] == body + b".\r\n"
+    else:
+        assert after_data[:2] == [body, b".\r\n"]
 
 
 async def test_before_data_that_raises_leaves_the_message_unfinished_and_closes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.message
@@ -153,7 +154,16 @@ async def run_transaction(
     except SmtpError:
         await _reset(channel, replies[-1])
         raise
-    if before_data is not None:
+    if before_data is not None and isinstance(before_data, asyncio.Future) and not before_data.done():
+        await asyncio.sleep(0)  # one step of the loop: the outbox's commit is usually done in it
+    if before_data is not None and isinstance(before_data, asyncio.Future) and before_data.done():
+        # Done already: the message and its final "." go out in one write (the server wakes up once).
+        try:
+            before_data.result()
+        except BaseException:
+            channel.abort()  # the server waits for the message: closing abandons it (RFC 5321 s3.8)
+            raise
+    elif before_data is not None:
         # The message goes out while before_data finishes; it is complete (and can be delivered) only with
         # the final "." line, which waits for before_data.
         try:

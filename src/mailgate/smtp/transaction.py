@@ -130,8 +130,9 @@ async def run_transaction(
     With ``may_be_stale``, a connection found closed before any reply raises StaleConnection instead (the
     caller reconnects: nothing of this message was accepted).  ``before_data`` is awaited once the
     recipients and DATA are accepted, while the message goes out and before its final "." line (the
-    outbox commits the previous message's result meanwhile); if it raises, the connection is closed, which
-    abandons the unfinished message, and its exception propagates: the message was not sent.
+    outbox commits the previous message's result meanwhile; a future found done after one step of the loop
+    lets the message and its "." go in one write); if it raises, the connection is closed, which abandons
+    the unfinished message, and its exception propagates: the message was not sent.
 
     ``then``: the next message's envelope commands (:func:`envelope_commands`), written with this message's
     final "." when the server pipelines (one round trip per message instead of two); the next transaction

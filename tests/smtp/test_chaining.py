@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgate.errors import SmtpPermanentError, SmtpTransientError
-from mailgate.smtp import SmtpConnection
+from mailgate.smtp import SmtpConnection, transaction, transport
 from mailgate.smtp.transport import NextMessage
 
 from .conftest import ServerFactory
@@ -50,8 +51,17 @@ class EndMailbox(WireMailbox):
 
 
 async def test_the_next_envelope_goes_out_with_the_final_dot(
-    start_server: ServerFactory, client_context: ssl.SSLContext
+    start_server: ServerFactory, client_context: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    prepared: list[bytes] = []  # the messages whose envelope and data were prepared, in order
+    real = transaction.envelope_commands
+
+    def counted(channel: Any, message: Any, sender: str, rcpts: list[str]) -> transaction.Prepared:
+        prepared.append(message)
+        return real(channel, message, sender, rcpts)
+
+    monkeypatch.setattr(transaction, "envelope_commands", counted)
+    monkeypatch.setattr(transport, "envelope_commands", counted)
     server = start_server(EndMailbox())
     subjects = ["m0", "m1", "m2"]
     async with oauth_connection(server, client_context) as conn:
@@ -67,6 +77,8 @@ async def test_the_next_envelope_goes_out_with_the_final_dot(
     envelope = b"MAIL FROM:<user@example.com> SIZE=%d BODY=8BITMIME\r\nRCPT TO:<one@example.com>\r\nDATA\r\n"
     assert box.after_end[:2] == [envelope % len(raw_message("m1")), envelope % len(raw_message("m2"))]
     assert box.after_end[2] == b""
+    # Each message prepared once: m1 and m2 when they went ahead, not again for their own transactions.
+    assert sorted(prepared) == [raw_message(s) for s in subjects]
 
 
 async def test_without_pipelining_nothing_goes_ahead(

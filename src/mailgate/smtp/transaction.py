@@ -20,7 +20,7 @@ from .channel import CommandChannel, Reply
 from .compose import simple_addr_spec
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
 
-__all__ = ["SendResult", "StaleConnection", "envelope", "envelope_commands", "run_transaction"]
+__all__ = ["Prepared", "SendResult", "StaleConnection", "envelope", "envelope_commands", "run_transaction"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -79,9 +79,13 @@ def _command_path(value: str) -> str | None:
         return None
 
 
+#: A message's envelope commands and its data as they go out (see envelope_commands).
+Prepared = tuple[list[bytes], bytes]
+
+
 def envelope_commands(
     channel: CommandChannel, message: email.message.EmailMessage | bytes, sender: str, rcpts: list[str]
-) -> tuple[list[bytes], bytes]:
+) -> Prepared:
     """MAIL, the RCPTs and DATA for this message on this channel, and the message as it goes out after DATA
     (line ends and leading dots done, without the final "." line).  Raises SmtpPermanentError for what the
     server cannot take (a non-ASCII address without SMTPUTF8, 8-bit content it cannot be re-encoded from)."""
@@ -116,6 +120,7 @@ async def run_transaction(
     before_data: Awaitable[object] | None = None,
     written: bool = False,
     then: list[bytes] | None = None,
+    prepared: Prepared | None = None,
 ) -> SendResult:
     """Send ``message``; raise the mapped SmtpError when the sender, the message or all recipients are refused.
 
@@ -138,8 +143,9 @@ async def run_transaction(
     final "." when the server pipelines (one round trip per message instead of two); the next transaction
     is then called with ``written`` and reads their replies.  Its connection found closed before any of
     them is a StaleConnection too: nothing of that message can have been accepted without its content.
+    ``prepared``: this message's :func:`envelope_commands`, computed when they were written ahead.
     """
-    commands, message_data = envelope_commands(channel, message, sender, rcpts)
+    commands, message_data = prepared or envelope_commands(channel, message, sender, rcpts)
     replies: list[Reply] = []
     try:
         await channel.exchange(commands, replies, written=written)

@@ -31,7 +31,7 @@ from .auth import (
 from .channel import CommandChannel
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
 from .tls import client_context, describe_tls
-from .transaction import SendResult, StaleConnection, envelope, envelope_commands, run_transaction
+from .transaction import Prepared, SendResult, StaleConnection, envelope, envelope_commands, run_transaction
 
 __all__ = ["NextMessage", "SendResult", "SmtpConnection", "Step", "TokenSource"]
 
@@ -98,8 +98,10 @@ class SmtpConnection:
         self._steps: list[Step] = []
         #: The SASL mechanism of the last successful AUTH, or "" (none yet / no authentication).
         self.mechanism = ""
-        #: The key of the message whose envelope went out ahead, with the previous message's final ".".
+        #: The key of the message whose envelope went out ahead, with the previous message's final ".", and
+        #: its commands and data as prepared then (its own transaction uses them: computed once).
         self._ahead: object = None
+        self._ahead_prepared: Prepared | None = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -376,15 +378,16 @@ class SmtpConnection:
         env_sender, env_rcpts = envelope(message, sender, recipients)
         async with self._lock:
             written = key is not None and self._ahead is not None and self._ahead == key and self.is_connected
+            prepared = self._ahead_prepared if written else None
             if self._ahead is not None and not written:
                 await self._drop(polite=False)  # the envelope written ahead was for another message
-            self._ahead = None
+            self._ahead, self._ahead_prepared = None, None
             reused = self.is_connected
             if not reused:
                 await self._connect()
             try:
                 return await self._transaction(message, env_sender, env_rcpts, reused or written, before_data,
-                                               written, then)  # fmt: skip
+                                               written, then, prepared)  # fmt: skip
             except StaleConnection:
                 # RFC 5321 s4.5.3.2.7: servers close idle connections.  Nothing of this message reached
                 # the server, so starting over on a new connection is safe.
@@ -401,23 +404,25 @@ class SmtpConnection:
         before_data: Awaitable[object] | None,
         written: bool,
         then: NextMessage | None,
+        prepared: Prepared | None = None,
     ) -> SendResult:
         channel = self._ready()
         following = None
         if then is not None and channel.pipelining:
             try:
                 next_sender, next_rcpts = envelope(then.message, then.sender, then.recipients)
-                following = envelope_commands(channel, then.message, next_sender, next_rcpts)[0]
+                following = envelope_commands(channel, then.message, next_sender, next_rcpts)
             except MailgateError:
                 following = None  # its own send says what is wrong with it
         try:
             return await run_transaction(
                 channel, message, sender, rcpts, host=self.config.host, port=self.config.port,
-                may_be_stale=may_be_stale, before_data=before_data, written=written, then=following,
+                may_be_stale=may_be_stale, before_data=before_data, written=written,
+                then=following[0] if following else None, prepared=prepared,
             )  # fmt: skip
         finally:
             if then is not None and channel.ahead:
-                self._ahead = then.key
+                self._ahead, self._ahead_prepared = then.key, following
 
     # -- closing ---------------------------------------------------------------------------------------
 
@@ -427,7 +432,7 @@ class SmtpConnection:
             await self._drop(polite=True)
 
     async def _drop(self, *, polite: bool) -> None:
-        self._ahead = None
+        self._ahead, self._ahead_prepared = None, None
         smtp, self._smtp = self._smtp, None
         channel, self._channel = self._channel, None
         transport, self._transport = self._transport, None

@@ -18,10 +18,10 @@ Writes made with ``sync=False`` (a delivery's record, which its SMTP connection 
 over its next message) go first, and their commit does not wait for the disk: it is in the database, for
 every reader, and kept if mailgate crashes or is killed, and it reaches the disk within SYNC_DELAY seconds
 (SQLite: the write-ahead log synced by a timer; PostgreSQL: ``synchronous_commit=off``, flushed by the
-server's WAL writer).  Only a power failure or an operating
-system crash in between loses such records: those messages are then sent again.  A worker's claims are
-committed the same way (``transaction(..., sync=False)``): losing one only puts its messages back in the
-queue.  Every other write (a message accepted with 202) is on the disk when its caller resumes.
+server's WAL writer).  Only a power failure or an operating system crash in between loses such records:
+those messages are then sent again.  A worker's claims are committed the same way (``transaction(...,
+sync=False)``): losing one only puts its messages back in the queue.  Every other write (a message
+accepted with 202) is on the disk when its caller resumes.
 """
 
 from __future__ import annotations

@@ -332,6 +332,8 @@ async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(small: Small, mon
         if syncs.paths:
             break
         await asyncio.sleep(0.01)
+    # That sync has started; the writer thread runs one job at a time: once this one has run, it is over.
+    await asyncio.get_running_loop().run_in_executor(group._writer(), lambda: None)
     # The log, and the first time its directory (a power failure could lose a file it has just made).
     assert syncs.paths == [wal, str(small.path.parent)]
 
@@ -405,18 +407,18 @@ async def test_sqlite_writes_on_the_event_loops_thread_and_syncs_after_releasing
     meanwhile) after the commit released the write lock, which other processes wait for."""
     group, threads, syncs = small.group, _Threads(small.group, monkeypatch), _Syncs(monkeypatch)
     other = sqlite3.connect(small.path, isolation_level=None, timeout=0, check_same_thread=False)
-    during_sync: list[tuple[str, str, bool]] = []  # (path, thread, another connection could take the lock)
+    # (path, thread, another connection could take the lock, the synced write's caller had resumed)
+    during_sync: list[tuple[str, str, bool, bool]] = []
     returned = False
 
     def probe(path: str) -> None:
-        assert not returned  # the synced write's caller has not resumed yet
         try:
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")
             free = True
         except sqlite3.OperationalError:
             free = False
-        during_sync.append((path, threading.current_thread().name, free))
+        during_sync.append((path, threading.current_thread().name, free, returned))
 
     syncs.before = probe
     loop_thread = threading.current_thread().name
@@ -428,9 +430,12 @@ async def test_sqlite_writes_on_the_event_loops_thread_and_syncs_after_releasing
         assert syncs.paths[0] == f"{small.path}-wal"
         assert await group.execute(update(SMALL).where(SMALL.c.id == 1).values(v="c"), {}, sync=False) == 1
     finally:
+        syncs.before = None
         other.close()
     assert threads.calls == [(loop_thread, False, [1])] * 3
-    assert during_sync and all(thread.startswith(THREAD_PREFIX) and free for _, thread, free in during_sync)
+    assert all(thread.startswith(THREAD_PREFIX) and free for _, thread, free, _ in during_sync)
+    # The log was synced before the synced write's caller resumed (later syncs: the timer's, for the others).
+    assert (f"{small.path}-wal", False) in [(path, after) for path, _, _, after in during_sync]
     async with small.db.engine.connect() as reader:
         assert (await reader.execute(select(SMALL.c.v).order_by(SMALL.c.id))).scalars().all() == ["c", "b"]
 
@@ -449,10 +454,11 @@ async def test_sqlite_checkpoints_in_the_writer_thread(small: Small, monkeypatch
         real()
 
     monkeypatch.setattr(group, "_checkpoint", spy)
+    loop = asyncio.get_running_loop()
     for i in range(12):
         assert await group.execute(insert(SMALL), {"id": i, "v": "x"}, sync=i % 2 == 0) == 1
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.1)
+        # The writer thread runs one job at a time: once this one has run, a checkpoint queued before is over.
+        await loop.run_in_executor(group._writer(), lambda: None)
     assert group._direct.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
     assert len(checkpoints) == 2 and all(name.startswith(THREAD_PREFIX) for name in checkpoints), checkpoints
 

@@ -482,13 +482,16 @@ async def test_the_message_and_its_end_go_in_one_write_when_before_data_is_done(
     goes out while it runs, and the "." after it."""
     writes: list[bytes] = []
     real = CommandChannel.write
+    body = dot_stuffed(raw_message())
+    gate = asyncio.Event()
 
     def write(channel: CommandChannel, data: bytes) -> None:
         writes.append(bytes(data))
         real(channel, data)
+        if data == body:
+            gate.set()  # still running: it finishes once the message has gone out on its own
 
     monkeypatch.setattr(CommandChannel, "write", write)
-    gate = asyncio.Event()
 
     async def before() -> None:
         if not settled:
@@ -496,11 +499,8 @@ async def test_the_message_and_its_end_go_in_one_write_when_before_data_is_done(
 
     async with scripted_server(one_message) as server, bounded(), SmtpConnection(server.config()) as conn:
         recording = asyncio.ensure_future(before())
-        if not settled:
-            asyncio.get_running_loop().call_later(0.05, gate.set)
         await conn.send(raw_message(), sender=SENDER, recipients=[ONE], before_data=recording)
     [peer] = server.peers
-    body = dot_stuffed(raw_message())
     assert peer.messages == [body]
     after_data = writes[next(i for i, w in enumerate(writes) if w.endswith(b"DATA\r\n")) + 1 :]
     if settled:

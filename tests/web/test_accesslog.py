@@ -60,13 +60,13 @@ async def test_a_request_that_fails_before_answering_is_logged_as_500() -> None:
 
 async def test_lines_are_flushed_in_blocks_within_the_delay() -> None:
     stream = Stream()
-    async with client(AccessLog(app, stream=stream, flush_seconds=0.2)) as http:
+    async with client(AccessLog(app, stream=stream, flush_seconds=0.5)) as http:
         for _ in range(20):
             await http.post("/ddenterpriseapi/v2/email/messages")
         assert stream.flushes == 0  # 20 lines, no write to the file yet
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.8)
         assert stream.flushes == 1  # one write for all of them, within the delay
         await http.post("/ddenterpriseapi/v2/email/messages")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.8)
         assert stream.flushes == 2  # a later line does not wait for another one
     assert len(stream.getvalue().splitlines()) == 21

@@ -161,9 +161,9 @@ async def run_transaction(
     except SmtpError:
         await _reset(channel, replies[-1])
         raise
-    if before_data is not None and isinstance(before_data, asyncio.Future) and not before_data.done():
+    if isinstance(before_data, asyncio.Future) and not before_data.done():
         await asyncio.sleep(0)  # one step of the loop: the outbox's commit is usually done in it
-    if before_data is not None and isinstance(before_data, asyncio.Future) and before_data.done():
+    if isinstance(before_data, asyncio.Future) and before_data.done():
         # Done already: the message and its final "." go out in one write (the server wakes up once).
         try:
             before_data.result()

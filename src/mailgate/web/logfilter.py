@@ -1,4 +1,7 @@
-"""Keep OAuth secrets out of access logs: the redirect callback carries ``code`` and ``state`` in its query."""
+"""Keep OAuth secrets out of logs: the redirect callback carries ``code`` and ``state`` in its query.
+
+``mailgate serve`` writes its access log itself (:mod:`.accesslog`, with :func:`redact_url`); the filter
+covers the loggers that can still show a URL (uvicorn's, httpx's)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ def redact_url(text: str) -> str:
 
 
 class RedactQueryFilter(logging.Filter):
-    """Rewrites uvicorn's access log records (their ``args`` hold the path with its query string)."""
+    """Rewrites a record's string arguments, or its message, with the query strings redacted (uvicorn's access
+    log records, should it be turned on, hold the path with its query string in ``args``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

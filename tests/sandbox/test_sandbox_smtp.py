@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from mailgate.sandbox import Sandbox
+from mailgate.smtp.channel import CommandChannel, Reply
 
 from .helpers import Flow, SandboxFactory, smtp_connect
 
@@ -274,3 +275,40 @@ async def test_stop_closes_open_smtp_sessions(make_sandbox: SandboxFactory) -> N
     with pytest.raises(aiosmtplib.SMTPException):
         await client.noop()
     client.close()
+
+
+async def test_replies_to_pipelined_commands_go_out_together(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 2920: a client that pipelines gets the replies to a group of commands in one write (as from Postfix
+    or Exchange, which write when they have read the whole group), in order; an error reply is not held."""
+    client = await smtp_connect(sandbox)
+    assert (await client.auth_xoauth2(ALICE, access_token(sandbox))).code == 235
+    channel = CommandChannel(client, timeout=10)
+    writes: list[bytes] = []
+    write = asyncio.StreamWriter.write
+
+    def counted(self: asyncio.StreamWriter, data: bytes) -> None:  # the server's writes (the client has none)
+        writes.append(bytes(data))
+        write(self, data)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "write", counted)
+    envelope = [f"MAIL FROM:<{ALICE}>\r\n".encode(), b"RCPT TO:<bob@example.com>\r\n", b"RCPT TO:<eve@example.com>\r\n"]
+    replies: list[Reply] = []
+    await channel.exchange([*envelope, b"DATA\r\n"], replies)
+    assert [reply.code for reply in replies] == [250, 250, 250, 354]
+    assert len(writes) == 1, writes
+    # The end of a message with the next one's commands: the five replies in one write.
+    body = b"From: alice@sandbox.test\r\nSubject: pipelined\r\n\r\nHello.\r\n"
+    assert (await channel.finish(body + b".\r\n", [*envelope, b"DATA\r\n"])).code == 250
+    replies = []
+    await channel.exchange([*envelope, b"DATA\r\n"], replies, written=True)
+    assert [reply.code for reply in replies] == [250, 250, 250, 354]
+    assert len(writes) == 2 and writes[1].count(b"\r\n") == 5, writes
+    assert (await channel.command(body + b".\r\n")).code == 250
+    # A refused sender: its 550 goes out at once, without waiting for the replies after it.
+    replies = []
+    writes.clear()
+    await channel.exchange([b"MAIL FROM:<mallory@sandbox.test>\r\n", b"RSET\r\n"], replies)
+    assert [reply.code for reply in replies] == [550, 250]
+    assert writes[0].startswith(b"550") and len(writes) == 2, writes
+    assert (await channel.command(b"QUIT\r\n")).code == 221
+    assert [m.subject for m in sandbox.messages] == ["pipelined", "pipelined"]

@@ -63,8 +63,8 @@ async def test_ties_go_to_the_first_created_and_busy_leases_stay(env: Env) -> No
 
 async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
     """On SQLite: every statement of a claim is an index search, never a scan of the table; the due messages
-    come in claiming order from ix_outbox_due (no sort), expired leases through ix_outbox_lease (those few
-    are sorted), and the UPDATE finds the claimed rows by primary key (not every message of the account, or
+    come in claiming order from ix_outbox_due (no sort), expired leases through it too (status sending: those
+    few are sorted), and the UPDATE finds the claimed rows by primary key (not every message of the account, or
     every queued one, through another index)."""
     if not env.services.db.is_sqlite:
         return  # PostgreSQL's planner chooses by table statistics; the behaviour tests above run there too
@@ -105,3 +105,32 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
     assert len(in_order) == 2, found
     assert all("TEMP B-TREE" not in plan for plan in in_order), in_order
     assert "(id=?)" in found[-1] and "MULTI-INDEX" not in found[-1], found[-1]  # by primary key
+
+
+async def test_the_sending_window_counts_through_indexes(env: Env) -> None:
+    """On SQLite: the per-minute and per-day limits count sent and sending messages through ix_outbox_sent and
+    ix_outbox_due, not by reading every message of the account."""
+    if not env.services.db.is_sqlite:
+        return
+    now = env.clock()
+    ids = [await env.post(to=[f"r{i}@example.com"], **{"from": "me@example.com"}) for i in range(5)]
+    await _set(env, ids[0], status="sent", sent_at=now - timedelta(minutes=30))
+    await _set(env, ids[1], status="sent", sent_at=now - timedelta(seconds=30))
+    await _set(env, ids[2], status="sending", lease_owner="w", lease_expires_at=now + LEASE)
+    await _set(env, ids[3], status="sending", lease_owner="w", lease_expires_at=now - timedelta(seconds=1))
+    since = now - timedelta(minutes=1)
+
+    def work(connection: Connection) -> tuple[int, list[str]]:
+        compiled = queue._IN_WINDOW.compile(dialect=connection.dialect)
+        values = {"account": "default", "since": since, "now": now}
+        params = compiled.construct_params(values)
+        processors = compiled._bind_processors
+        ordered = [processors[k](params[k]) if k in processors else params[k] for k in compiled.positiontup or ()]
+        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), tuple(ordered)).all()
+        return queue.in_window(connection, "default", since, now), [str(row[-1]) for row in rows]
+
+    count, plan = await env.services.outbox.writes.transaction(work)
+    assert count == 2  # sent within the minute, and the one being sent under a live lease
+    assert not any(step.startswith("SCAN outbox_messages") for step in plan), plan
+    assert any("ix_outbox_sent (account_id=? AND sent_at>?)" in step for step in plan), plan
+    assert any("ix_outbox_due (account_id=? AND status=?)" in step for step in plan), plan

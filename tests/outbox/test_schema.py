@@ -19,3 +19,15 @@ async def test_migrated_database_matches_the_models(env: Env) -> None:
 
     async with env.services.db.engine.connect() as connection:
         assert await connection.run_sync(differences) == []
+
+
+async def test_the_sent_index_holds_sent_messages_only(env: Env) -> None:
+    """ix_outbox_sent is partial (compare_metadata does not compare an index's WHERE clause)."""
+    query = (
+        "SELECT sql FROM sqlite_master WHERE name = 'ix_outbox_sent'"
+        if env.services.db.is_sqlite
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_outbox_sent'"
+    )
+    async with env.services.db.engine.connect() as connection:
+        definition = (await connection.exec_driver_sql(query)).scalar_one()
+    assert "WHERE" in definition and "sent_at IS NOT NULL" in definition, definition

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text, TypeDecorator, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -170,10 +170,17 @@ class OutboxMessageRow(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     __table_args__ = (
-        # Claiming: due messages of an account in claiming order (one status at a time); expired leases.
+        # Claiming: due messages of an account in claiming order (one status at a time), expired leases too
+        # (status sending: the few being sent).
         Index("ix_outbox_due", "account_id", "status", "next_attempt_at", "created_at"),
-        Index("ix_outbox_lease", "status", "lease_expires_at"),
-        # Listing and the sending-rate window.
+        # Listing.
         Index("ix_outbox_created", "created_at"),
-        Index("ix_outbox_sent", "account_id", "sent_at"),
+        # The sending-rate window: sent messages only (an enqueue writes no entry).
+        Index(
+            "ix_outbox_sent",
+            "account_id",
+            "sent_at",
+            sqlite_where=text("sent_at IS NOT NULL"),
+            postgresql_where=text("sent_at IS NOT NULL"),
+        ),
     )

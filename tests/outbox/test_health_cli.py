@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 
+import httpx
 import pytest
 
 from ..smtp.servers import RunningServer
@@ -74,21 +76,41 @@ async def test_outbox_cli(env: Env, smtp: RunningServer, ca_file: str) -> None:
     assert code == 1 and "sent" in out
     code, out = await _cli("outbox", "show", "missing", env=cli_env)
     assert code == 1 and "No message" in out
-    # `mailgate worker` delivers the retried message (the server accepts it now), then stops on SIGTERM.
+    # `mailgate worker` delivers the retried message (the server accepts it now), with its own /metrics and
+    # /healthz (port 0: a free one, printed), then stops on SIGTERM.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailgate", "worker", env=cli_env,
+        sys.executable, "-m", "mailgate", "worker", "--metrics-port", "0", env=cli_env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    assert proc.stdout is not None
+    printed: list[str] = []
     try:
+        async with asyncio.timeout(30):
+            while not printed or "/metrics and /healthz of this worker:" not in printed[-1]:
+                printed.append((await proc.stdout.readline()).decode())
+                assert printed[-1], printed  # not the end of the output
+        url = printed[-1].split(": ", 1)[1].strip()
         for _ in range(600):
             if (await env.status(bad))["status"] == "sent":
                 break
             await asyncio.sleep(0.05)  # waiting for another process: polling its visible effect
+        async with httpx.AsyncClient(base_url=url) as client:
+            metrics = (await client.get("/metrics")).text.splitlines()
+            health = (await client.get("/healthz")).json()
     finally:
         proc.terminate()
         out_bytes, _ = await proc.communicate()
-    assert (await env.status(bad))["status"] == "sent", out_bytes.decode()
-    assert proc.returncode == 0, out_bytes.decode()
+    output = "".join(printed) + out_bytes.decode()
+    assert (await env.status(bad))["status"] == "sent", output
+    assert "mailgate_outbox_sent_total 1" in metrics and 'mailgate_outbox_messages{status="sent"} 2' in metrics
+    assert health["worker"] == "running" and health["database"] == "ok", health
+    assert proc.returncode == 0, output
+    # A port in use: said before the worker starts.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, out = await _cli("worker", "--metrics-port", str(taken.getsockname()[1]), env=cli_env)
+    assert code == 1 and "Cannot listen on 127.0.0.1:" in out and "--metrics-port" in out, out
     code, out = await _cli("outbox", "purge", "--older-than-days", "0", env=cli_env)
     assert code == 0 and "Deleted 2 message(s)." in out, out
     code, out = await _cli("outbox", "purge", "--status", "queued", env=cli_env)

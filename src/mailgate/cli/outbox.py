@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import socket
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
 from ..app import Services
+from ..errors import ConfigurationError
 from ..outbox import MessageView, Status, Worker
 from .common import DataDir, on_stop_signals, run_with_services
 
@@ -74,18 +79,86 @@ def outbox_purge(
     typer.echo(f"Deleted {count} message(s).")
 
 
-async def run_worker(services: Services) -> None:
-    """Deliver the outbox until SIGINT/SIGTERM (used by ``mailgate worker``)."""
+async def run_worker(services: Services, metrics: tuple[str, int] | None = None) -> None:
+    """Deliver the outbox until SIGINT/SIGTERM (used by ``mailgate worker``); with ``metrics`` (host, port),
+    serve this process's ``/metrics`` and ``/healthz`` there meanwhile."""
     worker = Worker(services.outbox, services.mailer)
-    on_stop_signals(worker.stop)
+    server = _health_server(services, *metrics) if metrics else None
+
+    def stop() -> None:
+        worker.stop()
+        if server is not None:
+            server.should_exit = True
+
+    on_stop_signals(stop)
     typer.echo(f"mailgate worker {worker.owner} delivering the outbox of {services.db!r}")
-    await worker.run()
+    if server is None:
+        await worker.run()
+        return
+    typer.echo(f"/metrics and /healthz of this worker: {server.url}")
+    serving = asyncio.create_task(server.serve(sockets=[server.listening]), name="worker-metrics")
+    try:
+        await worker.run()
+    finally:
+        server.should_exit = True
+        await serving
 
 
-def worker(data_dir: DataDir = None) -> None:
+class _HealthServer(Protocol):
+    """What run_worker uses of the server _health_server makes."""
+
+    url: str
+    listening: socket.socket
+    should_exit: bool
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None: ...
+
+
+def _health_server(services: Services, host: str, port: int) -> _HealthServer:
+    """uvicorn serving the worker's /metrics and /healthz, on a socket bound now (a port in use is an error
+    before the worker starts), leaving SIGINT and SIGTERM to the worker (on_stop_signals)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from ..web import health
+
+    try:
+        listening = socket.create_server((host, port))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot listen on {host}:{port} for the worker's /metrics: {exc.strerror or exc}.",
+            hint="Choose a free port with --metrics-port (each worker on a host needs its own).",
+        ) from exc
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.services = services
+    app.include_router(health.router)
+
+    class Server(uvicorn.Server):
+        def __init__(self) -> None:
+            super().__init__(uvicorn.Config(app, log_level="warning", access_log=False))
+            self.listening = listening
+            self.url = f"http://{host}:{listening.getsockname()[1]}/"
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server()
+
+
+def worker(
+    data_dir: DataDir = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's /metrics and /healthz (Prometheus) on this port.", min=0, max=65535),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of --metrics-port.")] = "127.0.0.1",
+) -> None:
     """Run only the delivery worker (scale-out: several workers share a PostgreSQL outbox)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_with_services(data_dir, run_worker)
+    metrics = (metrics_host, metrics_port) if metrics_port is not None else None
+    run_with_services(data_dir, lambda services: run_worker(services, metrics))
 
 
 def register(app: typer.Typer) -> None:

@@ -130,7 +130,6 @@ class GroupCommit:
         async with self.lock:
             result = await self._in_transaction(work, sync=sync)
             if not sync and self._db.is_sqlite:
-                self._wal_unsynced = True
                 self._sync_soon()
             return result
 
@@ -203,7 +202,9 @@ class GroupCommit:
         return counts
 
     def _sync_soon(self) -> None:
-        """SQLite: after a commit without a disk sync, sync the write-ahead log within SYNC_DELAY."""
+        """SQLite: after a commit without a disk sync (whichever connection made it), mark the write-ahead log
+        unsynced and sync it within SYNC_DELAY."""
+        self._wal_unsynced = True
         if self._sync_timer is None:
             self._sync_timer = asyncio.get_running_loop().call_later(SYNC_DELAY, self._start_sync)
 

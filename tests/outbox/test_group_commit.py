@@ -237,7 +237,7 @@ async def _trace(env: Env, group: GroupCommit) -> list[str]:
     (its trace), elsewhere through SQLAlchemy.  Call after a first write (which makes that connection)."""
     statements: list[str] = []
     if env.services.db.is_sqlite:
-        direct = group._direct.driver_connection
+        direct = group._direct.connection.driver_connection
         await asyncio.get_running_loop().run_in_executor(group._writer(), direct.set_trace_callback, statements.append)
     else:
 
@@ -459,7 +459,7 @@ async def test_sqlite_checkpoints_in_the_writer_thread(small: Small, monkeypatch
         assert await group.execute(insert(SMALL), {"id": i, "v": "x"}, sync=i % 2 == 0) == 1
         # The writer thread runs one job at a time: once this one has run, a checkpoint queued before is over.
         await loop.run_in_executor(group._writer(), lambda: None)
-    assert group._direct.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    assert group._direct.connection.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
     assert len(checkpoints) == 2 and all(name.startswith(THREAD_PREFIX) for name in checkpoints), checkpoints
 
 
@@ -515,6 +515,59 @@ async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
     finally:
         holder.close()
     assert len(through_sqlalchemy) == 1
+
+
+async def test_sqlite_unsynced_transaction_on_the_event_loops_thread_or_after_another_processs_lock(
+    small: Small,
+) -> None:
+    """A worker's claim (``sync=False``): on the event loop's thread, on the batches' connection (no hand-off
+    to the writer thread); when another process holds the write lock, rolled back and run again in the writer
+    thread once the lock is free, its writes made once."""
+    group = small.group
+    attempts: list[str] = []  # the threads the work ran on
+
+    def work(connection: Connection) -> str:
+        attempts.append(threading.current_thread().name)
+        connection.execute(insert(SMALL), [{"id": len(attempts) * 10 + i, "v": f"try{len(attempts)}"} for i in (1, 2)])
+        return str(connection.exec_driver_sql("PRAGMA synchronous").scalar())
+
+    loop_thread = threading.current_thread().name
+    assert await group.transaction(work, sync=False) == "1"  # NORMAL: the commit does not wait for the disk
+    assert attempts == [loop_thread]
+    assert group._direct is not None and group._direct.connection.driver_connection is not None
+
+    def failing(connection: Connection) -> None:
+        connection.execute(insert(SMALL), {"id": 99, "v": "rolled back"})
+        raise LookupError("work failed")
+
+    with pytest.raises(LookupError):
+        await group.transaction(failing, sync=False)
+
+    # Another process (another connection) holds the write lock for a while.
+    attempts.clear()
+    holder = sqlite3.connect(small.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO small VALUES (5, 'held')")
+    released: list[float] = []
+
+    def release() -> None:
+        holder.execute("COMMIT")
+        released.append(time.monotonic())
+
+    asyncio.get_running_loop().call_later(0.25, release)
+    try:
+        assert await group.transaction(work, sync=False) == "1"
+    finally:
+        holder.close()
+    assert released
+    assert attempts[0] == loop_thread and attempts[1].startswith(THREAD_PREFIX) and len(attempts) == 2
+    async with small.db.engine.connect() as reader:
+        stored = (await reader.execute(select(SMALL.c.id, SMALL.c.v).order_by(SMALL.c.id))).all()
+    # The first call's rows (11, 12), the other process's, and the last call's (21, 22) once: its first attempt,
+    # stopped by the lock at its first write, left nothing; the failing work's row was rolled back.
+    assert [tuple(row) for row in stored] == [(5, "held"), (11, "try1"), (12, "try1"), (21, "try2"), (22, "try2")]
+    # And the connection is fine for the batches after all that.
+    assert await group.execute(insert(SMALL), {"id": 30, "v": "after"}, sync=False) == 1
 
 
 # -- SQLite: one-row writes on the DBAPI cursor, as SQLAlchemy would write them ------------------------------------

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -79,10 +80,10 @@ class GroupCommit:
         self._lock: asyncio.Lock | None = None
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
-        #: The connection for batches written without SQLAlchemy (see _write_direct); whether a commit
-        #: since the write-ahead log was last synced is not on the disk yet; the log file last synced (its
-        #: inode: a new one needs its directory synced too).
-        self._direct: Any = None
+        #: The connection for batches written without SQLAlchemy (see _write_direct) and unsynced transactions;
+        #: whether a commit since the write-ahead log was last synced is not on the disk yet; the log file
+        #: last synced (its inode: a new one needs its directory synced too).
+        self._direct: Connection | None = None
         self._wal_unsynced = False
         self._wal_inode: int | None = None
         #: Commits of the writer's connection since the writer thread last checkpointed; whether it is to.
@@ -126,11 +127,20 @@ class GroupCommit:
 
         ``sync=False``: the commit does not wait for the disk, as for ``execute`` (a worker's claim: a power
         failure could only undo it, and a commit that syncs holds SQLite's write lock, which every other
-        writer waits for, through the disk sync)."""
+        writer waits for, through the disk sync).  On SQLite such work runs on the event loop's thread, on
+        the batches' connection, as a batch does: in the writer thread it took twice as long (each of its
+        statements handing the GIL back and forth with the event loop), and delivery records wait for it.
+        When another process holds the write lock, it runs again in the writer thread, which waits for the
+        lock: ``work`` must do database work only (the first attempt is rolled back)."""
         async with self.lock:
-            result = await self._in_transaction(work, sync=sync)
-            if not sync and self._db.is_sqlite:
-                self._sync_soon()
+            if sync or not self._db.is_sqlite:
+                return await self._in_transaction(work, sync=sync)
+            try:
+                result = self._transaction_direct(work)
+            except _Locked:
+                result = await self._in_transaction(work, sync=False)
+            self._sync_soon()
+            self._checkpoint_if_due()
             return result
 
     async def close(self) -> None:
@@ -194,12 +204,16 @@ class GroupCommit:
             counts = await loop.run_in_executor(self._writer(), self._write_direct, writes)  # waits for it
         if counts is not None and sync:
             await loop.run_in_executor(self._writer(), self._sync_wal)
-        if self._since_checkpoint >= CHECKPOINT_COMMITS and not self._checkpoint_queued:
-            # After this batch's sync: its callers do not wait for the checkpoint.
-            self._checkpoint_queued = True
-            checkpoint = loop.run_in_executor(self._writer(), self._checkpoint)
-            checkpoint.add_done_callback(self._checkpointed)
+        # After this batch's sync: its callers do not wait for the checkpoint.
+        self._checkpoint_if_due()
         return counts
+
+    def _checkpoint_if_due(self) -> None:
+        """SQLite: a checkpoint queued for the writer thread after CHECKPOINT_COMMITS commits of its connection."""
+        if self._since_checkpoint >= CHECKPOINT_COMMITS and not self._checkpoint_queued:
+            self._checkpoint_queued = True
+            checkpoint = asyncio.get_running_loop().run_in_executor(self._writer(), self._checkpoint)
+            checkpoint.add_done_callback(self._checkpointed)
 
     def _sync_soon(self) -> None:
         """SQLite: after a commit without a disk sync (whichever connection made it), mark the write-ahead log
@@ -270,17 +284,7 @@ class GroupCommit:
             if plan is None:
                 return None
             planned.append((plan.sql, plan.parameters(params)))
-        if self._direct is None:
-            self._direct = engine.raw_connection()
-            # Another process's write lock is waited for below, in short pauses, not in SQLite's busy handler,
-            # which sleeps 1 ms at least: longer than most commits hold the lock (one without a disk sync,
-            # a tenth of that).
-            self._direct.driver_connection.execute("PRAGMA busy_timeout=0")
-            # Commits write the log and release the lock; _sync_wal puts them on the disk, and the writer
-            # thread checkpoints (see CHECKPOINT_COMMITS).
-            self._direct.driver_connection.execute("PRAGMA synchronous=NORMAL")
-            self._direct.driver_connection.execute("PRAGMA wal_autocheckpoint=0")
-        connection = self._direct
+        connection = self._direct_connection().connection
         pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
         while True:
             try:
@@ -304,6 +308,38 @@ class GroupCommit:
         self._wal_unsynced = True
         self._since_checkpoint += 1
         return counts
+
+    def _transaction_direct(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in a transaction on the connection of _write_direct (the caller holds the lock), committed
+        with ``synchronous=NORMAL``.  Raises _Locked, having changed nothing, when another process holds the
+        write lock (the connection does not wait for it)."""
+        connection = self._direct_connection()
+        try:
+            with connection.begin():
+                result = work(connection)
+        except DBAPIError as exc:
+            if exc.orig is not None and _locked(exc.orig):
+                raise _Locked from exc
+            raise
+        self._wal_unsynced = True
+        self._since_checkpoint += 1
+        return result
+
+    def _direct_connection(self) -> Connection:
+        """SQLite: the connection of _write_direct and _transaction_direct, made on first use."""
+        if self._direct is None:
+            self._direct = self._engine().connect()
+            driver = self._direct.connection.driver_connection
+            assert driver is not None
+            # Another process's write lock is waited for in short pauses (_write_direct) or in the writer
+            # thread, not in SQLite's busy handler, which sleeps 1 ms at least: longer than most commits hold
+            # the lock (one without a disk sync, a tenth of that).
+            driver.execute("PRAGMA busy_timeout=0")
+            # Commits write the log and release the lock; _sync_wal puts them on the disk, and the writer
+            # thread checkpoints (see CHECKPOINT_COMMITS).
+            driver.execute("PRAGMA synchronous=NORMAL")
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+        return self._direct
 
     async def _in_transaction(self, work: Callable[[Connection], T], *, sync: bool) -> T:
         # The one way both batches and transaction() reach the database (the caller holds the lock).

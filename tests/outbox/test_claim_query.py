@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, event, update
+from sqlalchemy import Connection, update
 
 from mailgate.outbox import queue
 from mailgate.store.models import OutboxMessageRow
@@ -74,27 +74,30 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
         await session.execute(update(Row).values(status="sent", sent_at=env.clock()))
     for i in range(5):
         await env.post(to=[f"due{i}@example.com"], **{"from": "me@example.com"})
-    selects: list[tuple[str, Any]] = []
+    selects: list[str] = []
 
     def work(connection: Connection) -> list[queue.Claimed]:
-        def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        # What SQLite runs (the claim's statements go to the DBAPI cursor, not through SQLAlchemy's events),
+        # with the values in place of the parameters.
+        def seen(statement: str) -> None:
             if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
-                selects.append((statement, parameters))
+                selects.append(statement)
 
-        event.listen(connection, "before_cursor_execute", seen)
+        driver = connection.connection.driver_connection
+        driver.set_trace_callback(seen)
         try:
             return queue.claim(connection, account_id="default", owner="t", now=env.clock(), lease=LEASE, limit=3)
         finally:
-            event.remove(connection, "before_cursor_execute", seen)
+            driver.set_trace_callback(None)
 
     assert len(await env.services.outbox.writes.transaction(work)) == 3
     # The write lock taken first; queued, retrying, expired leases; the claim itself.
-    assert [statement.split()[0] for statement, _ in selects] == ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE"]
+    assert [statement.split()[0] for statement in selects] == ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE"]
 
     def plans(connection: Connection) -> list[str]:
         out = []
-        for statement, parameters in selects:
-            rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        for statement in selects:
+            rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
             out.append(" | ".join(str(row[-1]) for row in rows))
         return out
 

@@ -34,16 +34,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from ..store import Database
 from ..store.db import sqlite_pragmas
+from .cursor import Plan, plan
 
 __all__ = ["GroupCommit"]
 
@@ -280,10 +279,10 @@ class GroupCommit:
         engine = self._engine()
         planned = []
         for statement, params in writes:
-            plan = _plan(statement, engine.dialect, frozenset(params))
-            if plan is None:
+            found = _plan(statement, engine.dialect, frozenset(params))
+            if found is None:
                 return None
-            planned.append((plan.sql, plan.parameters(params)))
+            planned.append((found.sql(params), found.parameters(params)))
         connection = self._direct_connection().connection
         pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
         while True:
@@ -378,50 +377,16 @@ def _execute_all(writes: list[Write], connection: Connection) -> list[int]:
     ]
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A statement compiled once, executed on the DBAPI cursor: SQLAlchemy's execution layer (parameter
-    and result set-up, events) costs more than SQLite's work for these one-row writes.  Each slot is a
-    parameter in order: its key in the caller's parameters (or None: the statement's own value), that value,
-    and the column type's conversion (what SQLAlchemy would apply)."""
-
-    sql: str
-    slots: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]
-
-    def parameters(self, params: Mapping[str, Any]) -> list[Any]:
-        out = []
-        for key, value, convert in self.slots:
-            if key is not None:
-                value = params[key]
-            out.append(value if convert is None else convert(value))
-        return out
-
-
 @functools.lru_cache(maxsize=64)
-def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> _Plan | None:
-    """How to run ``statement`` with parameters ``keys`` on the cursor; None to leave it to SQLAlchemy (a
-    statement with defaults computed at execution, RETURNING, lists of values, or named parameters)."""
+def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan | None:
+    """How to run a batch's ``statement`` with parameters ``keys`` on the cursor (:mod:`.cursor`); None to
+    leave it to SQLAlchemy: RETURNING, lists of values, and what :func:`.cursor.plan` leaves to it."""
     # RETURNING: read from the statement (its public views of it, exported_columns and the compiler's
     # effective_returning, can be stale copies of the statement's it was generated from).
     if not isinstance(statement, UpdateBase) or statement._returning:
         return None
-    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
-    if (
-        not isinstance(compiled, SQLCompiler)
-        or compiled.positiontup is None
-        or compiled.insert_prefetch
-        or compiled.update_prefetch
-        or compiled.postfetch
-    ):
-        return None
-    slots = []
-    for name in compiled.positiontup:
-        bind = compiled.binds[name]
-        if bind.expanding or bind.callable is not None:
-            return None
-        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        slots.append((bind.key, None, convert) if bind.key in keys else (None, bind.effective_value, convert))
-    return _Plan(compiled.string, tuple(slots))
+    found = plan(statement, dialect, keys)
+    return None if found is None or found.expanding else found
 
 
 class _Locked(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -184,6 +185,37 @@ async def test_bundled_google_limit_is_100(env: Env) -> None:
     to = [f"r{i}@example.com" for i in range(101)]
     r = await env.api.post(MESSAGES, json={"from": "a@example.com", "to": to})
     assert r.status_code == 422 and "100" in r.json()["fields"]["recipients"]
+
+
+async def test_concurrent_requests_share_one_read_of_the_limits(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limits (sender, size, the provider's recipients) are re-read once a second; the requests that find
+    them due wait for one read, not one each, and one failed read fails only the requests that waited for it."""
+    outbox = env.services.outbox
+    real = outbox._read_limits
+    reads: list[bool] = []  # one per read, whether it failed
+    failing = [False]
+
+    async def counted() -> Limits:
+        reads.append(failing[0])
+        await asyncio.sleep(0.05)  # a slow database: the other requests arrive meanwhile
+        if failing[0]:
+            raise OSError("database gone")
+        return await real()
+
+    monkeypatch.setattr(outbox, "_read_limits", counted)
+    outbox._limits = None
+    statuses = await asyncio.gather(
+        *(env.api.post(MESSAGES, json={"from": "a@example.com", "to": [f"r{i}@example.com"]}) for i in range(8))
+    )
+    assert [r.status_code for r in statuses] == [202] * 8 and reads == [False]
+    assert (await env.api.post(MESSAGES, json={"from": "a@example.com", "to": ["s@example.com"]})).status_code == 202
+    assert reads == [False]  # within the second: no read at all
+
+    outbox._limits, failing[0] = None, True
+    results = await asyncio.gather(*(outbox.limits() for _ in range(3)), return_exceptions=True)
+    assert [type(r) for r in results] == [OSError] * 3 and reads == [False, True]
+    failing[0] = False
+    assert (await outbox.limits()).default_sender is not None and reads == [False, True, False]
 
 
 async def test_authentication_required(env: Env) -> None:

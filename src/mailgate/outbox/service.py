@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -169,6 +171,7 @@ class Outbox:
         #: Concurrent writes (enqueues, recorded attempts) share transactions.
         self.writes = GroupCommit(db)
         self._limits: tuple[float, Limits] | None = None
+        self._reading_limits: asyncio.Future[Limits] | None = None
 
     def __repr__(self) -> str:
         return f"Outbox({self.db!r}, worker={self.worker_state!r})"
@@ -188,13 +191,23 @@ class Outbox:
         return None
 
     async def limits(self) -> Limits:
-        """What a new message is checked against (re-read at most once a second: this is per request)."""
+        """What a new message is checked against (re-read at most once a second: this is per request).  The
+        requests that find it due share one read: each doing its own, 16 concurrent clients made 30 reads
+        of the configuration in a 4-second benchmark instead of 4."""
         now = time.monotonic()
         if self._limits is not None and now - self._limits[0] < LIMITS_TTL_SECONDS:
             return self._limits[1]
-        limits = await self._read_limits()
-        self._limits = (now, limits)
-        return limits
+        reading = self._reading_limits
+        if reading is None:
+            reading = self._reading_limits = asyncio.ensure_future(self._read_limits())
+            reading.add_done_callback(functools.partial(self._limits_read, now))
+        # Shielded: a request that goes away does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    def _limits_read(self, started: float, reading: asyncio.Future[Limits]) -> None:
+        self._reading_limits = None
+        if not reading.cancelled() and reading.exception() is None:
+            self._limits = (started, reading.result())
 
     async def _read_limits(self) -> Limits:
         server = await self.config.email_server()

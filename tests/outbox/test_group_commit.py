@@ -352,6 +352,27 @@ async def test_sqlite_syncs_the_log_soon_after_unsynced_writes(small: Small, mon
     assert syncs.paths[2:] == [wal, wal]
 
 
+async def test_sqlite_a_failed_sync_fails_its_batch_without_writing_it_again(
+    small: Small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writes are committed before the log is synced: when the sync fails (the disk), their callers get
+    that error, and the writes are not committed a second time one by one (as after a failed write)."""
+    group = small.group
+    await group.execute(insert(SMALL), {"id": 1, "v": "first"})  # the writer's own connection exists
+
+    def failing_sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(group, "_sync_wal", failing_sync)
+    results = await asyncio.gather(
+        *(group.execute(insert(SMALL), {"id": i, "v": f"w{i}"}) for i in range(2, 6)), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [OSError] * 4, results  # not IntegrityError: not written twice
+    monkeypatch.undo()
+    async with small.db.engine.connect() as reader:
+        assert (await reader.execute(select(SMALL.c.id).order_by(SMALL.c.id))).scalars().all() == [1, 2, 3, 4, 5]
+
+
 async def test_an_unsynced_transaction_does_not_wait_for_the_disk(
     env: Env, group: GroupCommit, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -165,6 +165,12 @@ class GroupCommit:
         writes = [write for write, _ in batch]
         try:
             counts = await self._write(writes, sync=sync)
+        except _SyncFailed as failed:
+            # Committed, maybe not on the disk: every caller says so (committing them again would apply them
+            # twice, or fail them as duplicates).
+            for _, future in batch:
+                future.set_exception(failed.error)
+            return
         except Exception as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -202,7 +208,10 @@ class GroupCommit:
         except _Locked:
             counts = await loop.run_in_executor(self._writer(), self._write_direct, writes)  # waits for it
         if counts is not None and sync:
-            await loop.run_in_executor(self._writer(), self._sync_wal)
+            try:
+                await loop.run_in_executor(self._writer(), self._sync_wal)
+            except OSError as exc:
+                raise _SyncFailed(exc) from exc
         # After this batch's sync: its callers do not wait for the checkpoint.
         self._checkpoint_if_due()
         return counts
@@ -387,6 +396,14 @@ def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan
         return None
     found = plan(statement, dialect, keys)
     return None if found is None or found.expanding else found
+
+
+class _SyncFailed(Exception):
+    """The write-ahead log could not be synced after a batch was committed (``error``: why)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Locked(Exception):

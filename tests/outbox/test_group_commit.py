@@ -484,6 +484,22 @@ async def test_sqlite_checkpoints_in_the_writer_thread(small: Small, monkeypatch
     assert len(checkpoints) == 2 and all(name.startswith(THREAD_PREFIX) for name in checkpoints), checkpoints
 
 
+def _hold_write_lock(small: Small, row_id: int, seconds: float) -> tuple[sqlite3.Connection, list[float]]:
+    """Another process (another connection) holds the write lock, having written row ``row_id`` ('held'),
+    for ``seconds``; then commits (the time it did is appended to the list).  Close the connection after."""
+    holder = sqlite3.connect(small.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO small VALUES (?, 'held')", (row_id,))
+    released: list[float] = []
+
+    def release() -> None:
+        holder.execute("COMMIT")
+        released.append(time.monotonic())
+
+    asyncio.get_running_loop().call_later(seconds, release)
+    return holder, released
+
+
 async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
     small: Small, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -497,17 +513,7 @@ async def test_sqlite_waits_for_another_processs_write_lock_in_short_pauses(
         return await run(work, sync=sync)
 
     monkeypatch.setattr(group, "_in_transaction", spy)
-    # Another process (another connection) holds the write lock for a while.
-    holder = sqlite3.connect(small.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    holder.execute("INSERT INTO small VALUES (2, 'held')")
-    released: list[float] = []
-
-    def release() -> None:
-        holder.execute("COMMIT")
-        released.append(time.monotonic())
-
-    asyncio.get_running_loop().call_later(0.25, release)
+    holder, released = _hold_write_lock(small, 2, 0.25)
     threads = _Threads(group, monkeypatch)
     try:
         assert await group.execute(insert(SMALL), {"id": 3, "v": "waited"}, sync=False) == 1
@@ -564,18 +570,8 @@ async def test_sqlite_unsynced_transaction_on_the_event_loops_thread_or_after_an
     with pytest.raises(LookupError):
         await group.transaction(failing, sync=False)
 
-    # Another process (another connection) holds the write lock for a while.
     attempts.clear()
-    holder = sqlite3.connect(small.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    holder.execute("INSERT INTO small VALUES (5, 'held')")
-    released: list[float] = []
-
-    def release() -> None:
-        holder.execute("COMMIT")
-        released.append(time.monotonic())
-
-    asyncio.get_running_loop().call_later(0.25, release)
+    holder, released = _hold_write_lock(small, 5, 0.25)
     try:
         assert await group.transaction(work, sync=False) == "1"
     finally:

@@ -10,9 +10,10 @@ must be on the disk then waits for a dedicated writer thread to sync the log.  S
 every other writer (another process too) waits for, is held for the writes, not through the disk sync, and
 SQLite's part of a batch (a few hundredths of a millisecond) does not pay for a hand-off to a thread and
 back (futex wake-ups, context switches, the GIL changing hands), which cost the worker a quarter of its CPU
-per message when each delivery's record went through the thread.  When another process holds the write
-lock, the writer thread waits for it instead of the event loop.  Elsewhere (PostgreSQL) batches run on the
-async engine.
+per message when each delivery's record went through the thread.  A worker's claim (``transaction(...,
+sync=False)``) runs there too, on the same connection.  Their statements go to the DBAPI cursor
+(:mod:`.cursor`).  When another process holds the write lock, the writer thread waits for it instead of
+the event loop.  Elsewhere (PostgreSQL) batches run on the async engine.
 
 Writes made with ``sync=False`` (a delivery's record, which its SMTP connection waits for before it hands
 over its next message) go first, and their commit does not wait for the disk: it is in the database, for

@@ -30,6 +30,7 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -269,12 +270,52 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
         assert [w.split()[0] for w in writes] == ["UPDATE", "INSERT", "INSERT", "INSERT"]
         assert kinds.count("COMMIT") == 2  # two batches
     else:
-        # PostgreSQL's asynchronous commit, for that transaction only (SET LOCAL).
+        # PostgreSQL's asynchronous commit, on the connection of the unsynced writes (set once, for its session).
         assert [w.split()[0] for w in writes] == ["SET", "UPDATE", "INSERT", "INSERT", "INSERT"]
-        assert writes[0] == "SET LOCAL synchronous_commit TO OFF"
+        assert writes[0] == "SET synchronous_commit TO OFF"
     rows = await _rows(env)
     assert [(row.status, row.last_error) for row in rows.values() if row.subject == "record me"] == [("sent", "r")]
     assert sorted(row.subject for row in rows.values()) == ["record me", "s0", "s1", "s2"]
+
+
+async def test_postgres_unsynced_writes_keep_a_connection_of_their_own(
+    env: Env, group: GroupCommit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL: the writes that do not wait for the disk share one connection, with asynchronous commit for
+    its session (no pool checkout, liveness ping and SET LOCAL for each); the others still wait for the
+    flush. A lost connection (the server restarted, or an administrator ended it) is replaced, and the work
+    run again, once: the write is made, once."""
+    if env.services.db.is_sqlite:
+        return  # SQLite: the unsynced writes are on the writer's own connection (the tests above)
+
+    def seen(connection: Connection) -> tuple[int, str]:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        return int(pid), str(connection.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+
+    first, setting = await group.transaction(seen, sync=False)
+    assert setting == "off"
+    statements = await _trace(env, group)
+    assert await group.transaction(seen, sync=False) == (first, "off")  # the same connection, kept
+    assert [s.split()[0].upper() for s in statements] == ["SELECT", "SHOW"]  # nothing else: no SET LOCAL
+    assert (await group.transaction(seen))[1] == "on"  # a write that waits for the disk: as ever
+    taken = str(uuid.uuid4())
+    await group.execute(INSERT, {**_row("taken", taken), "status": "sending", "lease_owner": "me"})
+    with pytest.raises(IntegrityError):  # a failed write leaves the connection as it is
+        await group.execute(INSERT, _row("duplicate", taken), sync=False)
+    assert (await group.transaction(seen, sync=False))[0] == first
+
+    # Another session ends the connection (what a server restart does to it).
+    async with env.services.db.engine.connect() as other:
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    record = queue.finish(taken, "me", {"status": "sent", "last_error": "after the reconnect"})
+    assert await group.execute(*record, sync=False) == 1
+    assert "the outbox's database connection was lost" in caplog.text  # and the record written on another
+    second, setting = await group.transaction(seen, sync=False)
+    assert second != first and setting == "off"
+    rows = await _rows(env)
+    assert [(row.status, row.last_error) for row in rows.values() if row.id == taken] == [
+        ("sent", "after the reconnect")
+    ]
 
 
 class _Syncs:

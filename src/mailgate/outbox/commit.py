@@ -28,6 +28,7 @@ accepted with 202) is on the disk when its caller resumes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -39,6 +40,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import UpdateBase
 
 from ..store import Database
@@ -78,6 +80,8 @@ class GroupCommit:
         self._pending: Batch = []
         self._unsynced: Batch = []
         self._lock: asyncio.Lock | None = None
+        #: PostgreSQL: the connection of the writes that do not wait for the disk (see _unsynced_postgres).
+        self._unsynced_connection: AsyncConnection | None = None
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         #: The connection for batches written without SQLAlchemy (see _write_direct) and unsynced transactions;
@@ -144,6 +148,7 @@ class GroupCommit:
             return result
 
     async def close(self) -> None:
+        await self._close_unsynced_connection()
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
@@ -353,15 +358,55 @@ class GroupCommit:
     async def _in_transaction(self, work: Callable[[Connection], T], *, sync: bool) -> T:
         # The one way both batches and transaction() reach the database (the caller holds the lock).
         if not self._db.is_sqlite:
+            if not sync:
+                return await self._unsynced_postgres(work)
             async with self._db.engine.begin() as connection:
-                if not sync:
-                    # This transaction's commit does not wait for the WAL flush (PostgreSQL's asynchronous
-                    # commit), for this transaction only.
-                    await connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 return await connection.run_sync(work)
         return await asyncio.get_running_loop().run_in_executor(
             self._writer(), functools.partial(_transaction, self._engine(), work, sync=sync)
         )
+
+    async def _unsynced_postgres(self, work: Callable[[Connection], T]) -> T:
+        """PostgreSQL: work whose commit does not wait for the WAL flush (asynchronous commit), on a connection
+        of its own kept open, set so for its whole session.  A connection from the pool for each batch cost two
+        more round trips to the server (the pool's liveness ping, and SET LOCAL): 0.87 -> 0.60 ms of a worker's
+        CPU per message.  When the connection was lost (the server restarted), another is opened and the work
+        run again, once: a delivery's record changes nothing the second time (its lease is gone), a claim's
+        update checks each row again."""
+        for attempt in range(2):
+            connection = self._unsynced_connection or await self._open_unsynced_connection()
+            try:
+                async with connection.begin():
+                    return await connection.run_sync(work)
+            except DBAPIError as exc:
+                if not (exc.connection_invalidated or connection.invalidated) or attempt:
+                    raise
+                reason = type(exc.orig).__name__
+                log.warning("the outbox's database connection was lost (%s): opening another", reason)
+                await self._close_unsynced_connection()
+            except asyncio.CancelledError:
+                # Cancelled with a statement maybe still under way: not used again.
+                await self._close_unsynced_connection()
+                raise
+        raise AssertionError("unreachable")
+
+    async def _open_unsynced_connection(self) -> AsyncConnection:
+        connection = await self._db.engine.connect()
+        try:
+            await connection.exec_driver_sql("SET synchronous_commit TO OFF")
+            await connection.commit()
+        except BaseException:
+            await connection.close()
+            raise
+        self._unsynced_connection = connection
+        return connection
+
+    async def _close_unsynced_connection(self) -> None:
+        connection, self._unsynced_connection = self._unsynced_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()  # not back in the pool with its session's setting
+                await connection.close()
 
     def _engine(self) -> Engine:
         if self._sync is None:

@@ -270,9 +270,9 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
         assert [w.split()[0] for w in writes] == ["UPDATE", "INSERT", "INSERT", "INSERT"]
         assert kinds.count("COMMIT") == 2  # two batches
     else:
-        # PostgreSQL's asynchronous commit, on the connection of the unsynced writes (set once, for its session).
+        # PostgreSQL's asynchronous commit, for that transaction only (SET LOCAL).
         assert [w.split()[0] for w in writes] == ["SET", "UPDATE", "INSERT", "INSERT", "INSERT"]
-        assert writes[0] == "SET synchronous_commit TO OFF"
+        assert writes[0] == "SET LOCAL synchronous_commit TO OFF"
     rows = await _rows(env)
     assert [(row.status, row.last_error) for row in rows.values() if row.subject == "record me"] == [("sent", "r")]
     assert sorted(row.subject for row in rows.values()) == ["record me", "s0", "s1", "s2"]
@@ -281,10 +281,10 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
 async def test_postgres_unsynced_writes_keep_a_connection_of_their_own(
     env: Env, group: GroupCommit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """PostgreSQL: the writes that do not wait for the disk share one connection, with asynchronous commit for
-    its session (no pool checkout, liveness ping and SET LOCAL for each); the others still wait for the
-    flush. A lost connection (the server restarted, or an administrator ended it) is replaced, and the work
-    run again, once: the write is made, once."""
+    """PostgreSQL: the writes that do not wait for the disk share one connection kept open (no pool checkout
+    and liveness ping for each), with asynchronous commit for each transaction only; the others still wait
+    for the flush. A lost connection (the server restarted, or an administrator ended it) is replaced, and
+    the work run again, once: the write is made, once."""
     if env.services.db.is_sqlite:
         return  # SQLite: the unsynced writes are on the writer's own connection (the tests above)
 
@@ -295,8 +295,23 @@ async def test_postgres_unsynced_writes_keep_a_connection_of_their_own(
     first, setting = await group.transaction(seen, sync=False)
     assert setting == "off"
     statements = await _trace(env, group)
-    assert await group.transaction(seen, sync=False) == (first, "off")  # the same connection, kept
-    assert [s.split()[0].upper() for s in statements] == ["SELECT", "SHOW"]  # nothing else: no SET LOCAL
+    checkouts: list[object] = []
+
+    def checked_out(*args: object) -> None:
+        checkouts.append(args)
+
+    pool = env.services.db.engine.sync_engine.pool
+    event.listen(pool, "checkout", checked_out)
+    try:
+        assert await group.transaction(seen, sync=False) == (first, "off")  # the same connection, kept
+        assert await group.transaction(seen, sync=False) == (first, "off")
+    finally:
+        event.remove(pool, "checkout", checked_out)
+    assert checkouts == []  # not taken from the pool each time (a liveness ping each)
+    # The setting for each transaction only.
+    assert (
+        statements == ["SET LOCAL synchronous_commit TO OFF", "SELECT pg_backend_pid()", "SHOW synchronous_commit"] * 2
+    )
     assert (await group.transaction(seen))[1] == "on"  # a write that waits for the disk: as ever
     taken = str(uuid.uuid4())
     await group.execute(INSERT, {**_row("taken", taken), "status": "sending", "lease_owner": "me"})

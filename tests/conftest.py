@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +17,28 @@ from mailgate.config import Settings
 from mailgate.web import create_app
 
 ADMIN_PASSWORD = "correct horse battery"
+
+
+@contextlib.asynccontextmanager
+async def throwaway_postgres_database() -> AsyncIterator[str]:
+    """A new, empty database on the PostgreSQL server of MAILGATE_TEST_POSTGRES_URL, dropped afterwards: a test
+    sees nothing another test (or anything else using that server) left behind."""
+    url = os.environ.get("MAILGATE_TEST_POSTGRES_URL", "")
+    require_component(bool(url), "PostgreSQL (MAILGATE_TEST_POSTGRES_URL)")
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"mailgate_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        base, _, _ = url.rpartition("/")
+        yield f"{base}/{name}"
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
 
 
 def require_component(available: bool, what: str) -> None:

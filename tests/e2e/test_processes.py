@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text
 
 from mailgate.app import build_services
 
-from ..conftest import require_component
+from ..conftest import throwaway_postgres_database
 from .harness import Harness
 
 
@@ -20,17 +18,8 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield ""
         return
-    url = os.environ.get("MAILGATE_TEST_POSTGRES_URL", "")
-    require_component(bool(url), "PostgreSQL (MAILGATE_TEST_POSTGRES_URL)")
-    yield url
-    # Leave the shared database empty for the next test.
-    from mailgate.store import Database
-
-    db = Database(url)
-    async with db.engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await db.close()
+    async with throwaway_postgres_database() as url:
+        yield url
 
 
 async def test_concurrent_processes_refresh_once_and_share_the_rotated_token(

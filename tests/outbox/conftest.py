@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,8 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 
 from mailgate.app import Services, build_services
 from mailgate.config import OutboxSettings, Settings
@@ -22,14 +19,13 @@ from mailgate.sandbox import Sandbox, SandboxConfig
 from mailgate.store.models import OutboxMessageRow
 from mailgate.web import create_app
 
-from ..conftest import ADMIN_PASSWORD, require_component
+from ..conftest import ADMIN_PASSWORD, throwaway_postgres_database
 from ..e2e.harness import Clock, Harness
 from ..smtp.conftest import ca, ca_file, server_context, start_server  # noqa: F401 - fixtures
 from ..smtp.servers import RunningServer
 from .servers import ScriptedMailbox
 
 API = "/ddenterpriseapi/v2"
-POSTGRES_URL = os.environ.get("MAILGATE_TEST_POSTGRES_URL", "")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -38,18 +34,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
         return
-    require_component(bool(POSTGRES_URL), "PostgreSQL (MAILGATE_TEST_POSTGRES_URL)")
-    name = f"mailgate_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        base, _, _ = POSTGRES_URL.rpartition("/")
-        yield f"{base}/{name}"
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    async with throwaway_postgres_database() as url:
+        yield url
 
 
 @dataclass

@@ -81,7 +81,7 @@ def test_rows_as_sqlalchemy_reads_them(connection: Connection, ids: list[int], s
     params: dict[str, Any] = {"ids": ids, "skip": skip, "since": since}
     plan = cursor.plan(QUERY, connection.dialect, frozenset(params))
     assert plan is not None and plan.expanding
-    sql = plan.sql(params)
+    sql, _ = plan.bind(params)
     # As many placeholders as values; an empty list is SQLite's empty IN ().
     assert sql.count("?") == len(ids) + len(skip) + 1 and "POSTCOMPILE" not in sql
 

@@ -297,7 +297,7 @@ class GroupCommit:
             found = _plan(statement, engine.dialect, frozenset(params))
             if found is None:
                 return None
-            planned.append((found.sql(params), found.parameters(params)))
+            planned.append(found.bind(params))
         connection = self._direct_connection().connection
         pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
         while True:
@@ -326,7 +326,7 @@ class GroupCommit:
     def _transaction_direct(self, work: Callable[[Connection], T]) -> T:
         """``work`` in a transaction on the connection of _write_direct (the caller holds the lock), committed
         with ``synchronous=NORMAL``.  Raises _Locked, having changed nothing, when another process holds the
-        write lock (the connection does not wait for it)."""
+        write lock (the connection does not wait for it).  The caller marks the log unsynced (_sync_soon)."""
         connection = self._direct_connection()
         try:
             with connection.begin():
@@ -335,7 +335,6 @@ class GroupCommit:
             if exc.orig is not None and _locked(exc.orig):
                 raise _Locked from exc
             raise
-        self._wal_unsynced = True
         self._since_checkpoint += 1
         return result
 

@@ -44,25 +44,23 @@ class Plan:
         """Whether a parameter is a list of values (the SQL depends on its length)."""
         return len(self.parts) > 1
 
-    def sql(self, params: Mapping[str, Any]) -> str:
-        if not self.expanding:
-            return self.parts[0]
-        out = [self.parts[0]]
-        lists = (v for k, v, _, many in self.slots if many for v in [params[k] if k is not None else v])
-        for values, part in zip(lists, self.parts[1:], strict=True):
-            out += [", ".join("?" * len(values)), part]
-        return "".join(out)
-
-    def parameters(self, params: Mapping[str, Any]) -> list[Any]:
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL of an execution with ``params`` (a placeholder for each value of a list) and its
+        parameters in order, converted."""
         out: list[Any] = []
+        lengths: list[int] = []  # of the lists, in order
         for key, value, convert, many in self.slots:
             if key is not None:
                 value = params[key]
             if many:
+                lengths.append(len(value))
                 out += value if convert is None else [convert(v) for v in value]
             else:
                 out.append(value if convert is None else convert(value))
-        return out
+        sql = [self.parts[0]]
+        for length, part in zip(lengths, self.parts[1:], strict=True):
+            sql += [", ".join("?" * length), part]
+        return "".join(sql), out
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         columns = self.columns
@@ -108,7 +106,7 @@ def execute(connection: Connection, statement: Executable, params: Mapping[str, 
     if found is None:
         result = connection.execute(statement, dict(params))
         return list(result) if result.returns_rows else []
-    sql, parameters = found.sql(params), found.parameters(params)
+    sql, parameters = found.bind(params)
     driver = connection.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()

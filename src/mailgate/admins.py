@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -15,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import NotFoundError, ValidationError
+from .singleflight import SingleFlight
 from .store import Database
 from .store.models import AdminUser, ApiKey
 
@@ -48,6 +50,8 @@ class Admins:
         self._verified: dict[str, float] = {}
         #: Incremented by every deletion: a verification that read the key before it must not cache it.
         self._deletions = 0
+        #: The database lookups of API keys under way, by SHA-256.
+        self._looking_up: SingleFlight[str, bool] = SingleFlight()
 
     async def ensure_admin(self, configured_password: str) -> str | None:
         """Set up user ``admin``.  ``MAILGATE_ADMIN_PASSWORD`` (re)sets its password at every start; without
@@ -109,19 +113,25 @@ class Admins:
         checked = self._verified.get(digest)
         if checked is not None and time.monotonic() - checked < API_KEY_CACHE_SECONDS:
             return True
-        deletions = self._deletions
-        async with self._db.session() as session:
-            row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()
-            if row is None or not hmac.compare_digest(row.key_hash, digest):
-                self._verified.pop(digest, None)
-                return False
-            now = datetime.now(UTC)
-            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-                row.last_used_at = now
-        if deletions != self._deletions:
-            return await self.verify_api_key(key)  # a key was deleted meanwhile: perhaps this one
-        self._verified[digest] = time.monotonic()
-        return True
+        # The requests that find the key due share one lookup: each doing its own, an application's 16
+        # concurrent connections made dozens of database sessions each time the cache ran out.
+        return await self._looking_up.run(digest, functools.partial(self._look_up, digest))
+
+    async def _look_up(self, digest: str) -> bool:
+        while True:
+            deletions = self._deletions
+            async with self._db.session() as session:
+                row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar_one_or_none()
+                if row is None or not hmac.compare_digest(row.key_hash, digest):
+                    self._verified.pop(digest, None)
+                    return False
+                now = datetime.now(UTC)
+                if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+                    row.last_used_at = now
+            if deletions == self._deletions:
+                self._verified[digest] = time.monotonic()
+                return True
+            # A key was deleted meanwhile (perhaps this one): read again, for every caller waiting.
 
     async def list_api_keys(self) -> list[dict[str, object]]:
         async with self._db.session() as session:

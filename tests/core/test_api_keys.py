@@ -4,6 +4,7 @@ working at once.  Both clocks (monotonic for the cache, UTC for last_used_at) ar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import types
 from collections.abc import AsyncIterator, Iterator
@@ -82,6 +83,36 @@ async def test_verified_key_is_trusted_for_a_while_without_the_database(
     clocks.advance(API_KEY_CACHE_SECONDS / 2)
     assert await services.admins.verify_api_key(key.key)
     assert "SELECT" in statements
+
+
+async def test_concurrent_verifications_share_one_lookup(
+    services: Services, clocks: Clocks, statements: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request of an application is verified: when the cache runs out, the requests in flight wait for
+    one database lookup, not one each; a failed lookup fails only those waiting for it."""
+    key = await services.admins.create_api_key("app")
+    real_session = services.db.session
+    sessions: list[bool] = []  # one per lookup, whether it failed
+    failing = [False]
+
+    @contextlib.asynccontextmanager
+    async def slow_session() -> AsyncIterator[Any]:
+        sessions.append(failing[0])
+        await asyncio.sleep(0.05)  # a slow database: the other requests arrive meanwhile
+        if failing[0]:
+            raise OSError("database gone")
+        async with real_session() as session:
+            yield session
+
+    monkeypatch.setattr(services.db, "session", slow_session)
+    assert await asyncio.gather(*(services.admins.verify_api_key(key.key) for _ in range(8))) == [True] * 8
+    assert sessions == [False] and statements.count("SELECT") == 1
+    clocks.advance(API_KEY_CACHE_SECONDS)
+    failing[0] = True
+    results = await asyncio.gather(*(services.admins.verify_api_key(key.key) for _ in range(3)), return_exceptions=True)
+    assert [type(r) for r in results] == [OSError] * 3 and sessions == [False, True]
+    failing[0] = False
+    assert await services.admins.verify_api_key(key.key) and sessions == [False, True, False]
 
 
 async def test_unknown_and_malformed_keys_are_refused_and_not_cached(

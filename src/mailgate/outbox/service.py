@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,6 +17,7 @@ from ..config import OutboxSettings
 from ..configure import ConfigService
 from ..errors import MailgateError, NotFoundError, ValidationError
 from ..providers import Catalogue
+from ..singleflight import SingleFlight
 from ..store import Database
 from ..store.models import OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
@@ -171,7 +170,7 @@ class Outbox:
         #: Concurrent writes (enqueues, recorded attempts) share transactions.
         self.writes = GroupCommit(db)
         self._limits: tuple[float, Limits] | None = None
-        self._reading_limits: asyncio.Future[Limits] | None = None
+        self._reading_limits: SingleFlight[None, Limits] = SingleFlight()
 
     def __repr__(self) -> str:
         return f"Outbox({self.db!r}, worker={self.worker_state!r})"
@@ -194,31 +193,23 @@ class Outbox:
         """What a new message is checked against (re-read at most once a second: this is per request).  The
         requests that find it due share one read: each doing its own, 16 concurrent clients made 32 reads
         of the configuration in one benchmark run of a few seconds, instead of one a second."""
-        now = time.monotonic()
-        if self._limits is not None and now - self._limits[0] < LIMITS_TTL_SECONDS:
+        if self._limits is not None and time.monotonic() - self._limits[0] < LIMITS_TTL_SECONDS:
             return self._limits[1]
-        reading = self._reading_limits
-        if reading is None:
-            reading = self._reading_limits = asyncio.ensure_future(self._read_limits())
-            reading.add_done_callback(functools.partial(self._limits_read, now))
-        # Shielded: a request that goes away does not cancel the others' read.
-        return await asyncio.shield(reading)
-
-    def _limits_read(self, started: float, reading: asyncio.Future[Limits]) -> None:
-        self._reading_limits = None
-        if not reading.cancelled() and reading.exception() is None:
-            self._limits = (started, reading.result())
+        return await self._reading_limits.run(None, self._read_limits)
 
     async def _read_limits(self) -> Limits:
+        started = time.monotonic()
         server = await self.config.email_server()
         sender = server.sender or server.username
         spec = await self.provider(server)
-        return Limits(
+        limits = Limits(
             default_sender=sender,
             max_bytes=self.settings.max_message_bytes,
             max_recipients=spec.max_recipients if spec else 0,
             provider=spec.label if spec else "",
         )
+        self._limits = (started, limits)
+        return limits
 
     # -- writing ---------------------------------------------------------------------------------------
 

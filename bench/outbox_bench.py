@@ -1,6 +1,6 @@
 """Outbox benchmark (not a test): the raw SMTP ceiling vs the full path API -> outbox -> SMTP.
 
-Run: ``.venv/bin/python bench/outbox_bench.py [--messages 2000] [--queued 10000] [--database-url URL]``
+Run: ``.venv/bin/python bench/outbox_bench.py [--messages 2000] [--queued 10000] [--rounds 3] [--database-url URL]``
 
 In one run, against the same sandbox XOAUTH2 SMTP sink on loopback (in a child process, so that its inbox
 does not count in this process's memory; the inbox in memory only, emptied before each phase):
@@ -8,11 +8,13 @@ does not count in this process's memory; the inbox in memory only, emptied befor
 1. ceiling: aiosmtplib sending pre-built messages, serialised to bytes beforehand (``sendmail``, not
    ``send_message``, which serialises each message again in the timed loop), over the pool's number of
    connections (3), each authenticated once with XOAUTH2 (on uvloop, like mailgate).  After a warm-up,
-   measured before, between and after the full-path runs; the ratio is against the median of the three;
+   measured first and after every full-path run;
 2. full path, as deployed: ``mailgate serve`` started as a process, 16 clients POSTing pre-built JSON
    requests over keep-alive HTTP/1.1 connections, until the sink has received the last message;
    (a) API and worker in the one ``serve`` process, (b) ``serve --no-worker`` plus a ``mailgate worker``
-   process.  Warmed up like the ceiling: count // 4 messages through the whole path first (the worker's
+   process; ``--rounds`` times each, taking turns.  Each run's ratio is against the mean of the ceilings
+   measured just before and just after it (the machine's speed drifts); the medians are printed.  Warmed up
+   like the ceiling: count // 4 messages through the whole path first (the worker's
    connections open), untimed; the time a cold process took to deliver its first message is printed.
    The CPU time each process (and the sink) spent per timed message is printed too;
 3. token endpoint calls per 1,000 messages: in-process, with mailgate's clock moved past the access
@@ -399,13 +401,19 @@ def _memory_child(conn: Any, facts: dict[str, Any], queued: int, data_dir: str, 
     conn.send(uvloop.run(memory(RemoteSandbox(facts), queued, Path(data_dir), database_url)))
 
 
+#: The full path's deployments: name, label, whether the worker runs in a process of its own.
+DEPLOYMENTS = (("serve", "serve (API + worker)", False), ("split", "serve --no-worker + worker", True))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--queued", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="full-path runs of each deployment (default 3)")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary directory")
     args = parser.parse_args()
     url, count = args.database_url, args.messages
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in DEPLOYMENTS}
     with tempfile.TemporaryDirectory() as tmp:
         parent, child = multiprocessing.get_context("spawn").Pipe()
         proc = multiprocessing.get_context("spawn").Process(target=_sandbox_child, args=(child,), daemon=True)
@@ -416,11 +424,15 @@ async def main() -> None:
             ceilings = [await ceiling(sandbox, count)]
             data = Path(tmp) / "data"
             key = await _prepare(sandbox, data, url)
-            one = await deployed(sandbox, count, data, url, key, split=False, first=0)
-            ceilings.append(await ceiling(sandbox, count))
-            two = await deployed(sandbox, count, data, url, key, split=True, first=count)
-            ceilings.append(await ceiling(sandbox, count))
-            # The machine's speed drifts: the ceiling is measured before, between and after the full path.
+            # The machine's speed drifts: the deployments take turns, and each run is compared with the
+            # ceiling measured just before and just after it.
+            for _ in range(args.rounds):
+                for name, _, split in DEPLOYMENTS:
+                    first = count * sum(len(r) for r in runs.values())  # every run has recipients of its own
+                    result = await deployed(sandbox, count, data, url, key, split=split, first=first)
+                    ceilings.append(await ceiling(sandbox, count))
+                    result["ratio"] = result["rate"] / statistics.mean(rate for rate, _ in ceilings[-2:])
+                    runs[name].append(result)
             raw = statistics.median(rate for rate, _ in ceilings)
             tokens = await token_calls(sandbox, count, Path(tmp) / "tokens", url)
             # Memory in a fresh process, so that the phases above do not count in its peak.
@@ -453,15 +465,8 @@ async def main() -> None:
         f"ceiling (raw aiosmtplib, {CONNECTIONS} conns):    {raw:8.0f} messages/s  (median of {spread})"
         f"  sink CPU ms/message {sink:.2f}"
     )
-    for label, result in (("serve (API + worker)", one), ("serve --no-worker + worker", two)):
-        cpu = " + ".join(f"{ms:.2f}" for ms in result["cpu_ms_per_message"])
-        rss = " + ".join(f"{mb:.0f}" for mb in result["peak_rss_mb"])
-        print(
-            f"full path, {label + ':':27}{result['rate']:8.0f} messages/s  ratio {result['rate'] / raw:5.2f}"
-            f"  CPU ms/message {cpu} (sink {result['sink_cpu_ms_per_message']:.2f})  peak RSS MB {rss}"
-            f"  token calls {result['refreshes']}  cold start: first delivery after"
-            f" {result['first_delivery_cold_seconds']:.2f} s"
-        )
+    for name, label, _ in DEPLOYMENTS:
+        print(_summary(label, runs[name]))
     print(
         f"token endpoint calls:                {tokens['token_calls_per_1000']:8.2f} per 1,000 messages "
         f"({tokens['refreshes']} for {count} messages; the token expired and the 3 connections re-authenticated)"
@@ -470,7 +475,25 @@ async def main() -> None:
     print(f"RSS (fresh process) at start:        {memory_result['rss_mb_started']:8.1f} MB")
     print(f"RSS after queueing {args.queued}:           {memory_result['rss_mb_after_queueing']:8.1f} MB")
     print(f"peak RSS, queueing + delivery:       {memory_result['peak_rss_mb']:8.1f} MB")
-    print(json.dumps({"ceiling": raw, "ceilings": ceilings, "serve": one, "split": two, **tokens, **memory_result}))
+    print(json.dumps({"ceiling": raw, "ceilings": ceilings, **runs, **tokens, **memory_result}))
+
+
+def _summary(label: str, results: list[dict[str, Any]]) -> str:
+    """One deployment's runs: medians, and each run's ratio to the ceilings measured around it."""
+    rate = statistics.median(r["rate"] for r in results)
+    ratio = statistics.median(r["ratio"] for r in results)
+    each = " / ".join(f"{r['ratio']:.2f}" for r in results)
+    processes = range(len(results[0]["cpu_ms_per_message"]))
+    cpu = " + ".join(f"{statistics.median(r['cpu_ms_per_message'][i] for r in results):.2f}" for i in processes)
+    rss = " + ".join(f"{max(r['peak_rss_mb'][i] for r in results):.0f}" for i in processes)
+    sink = statistics.median(r["sink_cpu_ms_per_message"] for r in results)
+    colds = [r["first_delivery_cold_seconds"] for r in results]
+    return (
+        f"full path, {label + ':':27}{rate:8.0f} messages/s  ratio {ratio:5.2f} (median; runs {each})"
+        f"  CPU ms/message {cpu} (sink {sink:.2f})  peak RSS MB {rss}"
+        f"  token calls {sum(r['refreshes'] for r in results)}  cold start: first delivery after"
+        f" {min(colds):.2f}-{max(colds):.2f} s"
+    )
 
 
 if __name__ == "__main__":

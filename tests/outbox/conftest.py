@@ -16,7 +16,7 @@ from mailgate.config import OutboxSettings, Settings
 from mailgate.configure import EmailServerUpdate
 from mailgate.outbox import Worker
 from mailgate.sandbox import Sandbox, SandboxConfig
-from mailgate.store.models import OutboxMessageRow
+from mailgate.store.models import OutboxBodyRow, OutboxMessageRow
 from mailgate.web import create_app
 
 from ..conftest import ADMIN_PASSWORD, throwaway_postgres_database
@@ -66,7 +66,7 @@ class Env:
     async def stored_raw(self, message_id: str) -> bytes:
         """The message as stored, to be sent."""
         async with self.services.db.session() as session:
-            row = await session.get(OutboxMessageRow, message_id)
+            row = await session.get(OutboxBodyRow, message_id)
             assert row is not None
             return row.raw
 

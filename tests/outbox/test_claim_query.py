@@ -22,9 +22,14 @@ async def _set(env: Env, message_id: str, **values: Any) -> None:
         await session.execute(update(Row).where(Row.id == message_id).values(**values))
 
 
-async def _claim(env: Env, now: datetime, limit: int, busy: tuple[str, ...] = ()) -> list[str]:
+async def _claim(
+    env: Env, now: datetime, limit: int, busy: tuple[str, ...] = (), max_bytes: int = 1 << 30
+) -> list[str]:
     def work(connection: Connection) -> list[queue.Claimed]:
-        return queue.claim(connection, account_id="default", owner="test", now=now, lease=LEASE, limit=limit, busy=busy)
+        return queue.claim(
+            connection, account_id="default", owner="test", now=now, lease=LEASE, limit=limit, busy=busy,
+            max_bytes=max_bytes,
+        )  # fmt: skip
 
     return [row.id for row in await env.services.outbox.writes.transaction(work)]
 
@@ -61,6 +66,31 @@ async def test_ties_go_to_the_first_created_and_busy_leases_stay(env: Env) -> No
     assert await _claim(env, now, limit=10, busy=(ids[0],)) == [ids[3], ids[2], ids[1]]
 
 
+async def test_a_claim_holds_its_bodies_under_a_byte_budget(env: Env) -> None:
+    """The bodies a claim reads into memory add up to at most max_bytes, in claiming order; the first in line is
+    claimed alone when it is larger (a worker must send it some time)."""
+    now = env.clock()
+    ids = [
+        await env.post(text=f"{'x' * 60 * (i + 1)}\n" * 100, to=[f"r{i}@example.com"], **{"from": "me@example.com"})
+        for i in range(4)
+    ]
+    sizes = {row_id: len(await env.stored_raw(row_id)) for row_id in ids}
+    assert sorted(sizes.values()) == [sizes[row_id] for row_id in ids]  # in claiming order, growing
+    assert await _claim(env, now, limit=10, max_bytes=sizes[ids[0]] + sizes[ids[1]]) == ids[:2]
+    assert await _claim(env, now, limit=10, max_bytes=sizes[ids[2]] - 1) == [ids[2]]  # larger, first in line
+    assert await _claim(env, now, limit=10, max_bytes=1) == [ids[3]]
+    claimed = await env.services.outbox.writes.transaction(
+        lambda connection: queue.claim(
+            connection, account_id="default", owner="t", now=now + 2 * LEASE, lease=LEASE, limit=10,
+            max_bytes=1 << 30,
+        )
+    )  # fmt: skip
+    # The leases ran out: claimed again, with their bodies as stored.
+    assert [(row.id, row.size, row.raw) for row in claimed] == [
+        (row_id, sizes[row_id], await env.stored_raw(row_id)) for row_id in ids
+    ]
+
+
 async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
     """On SQLite: every statement of a claim is an index search, never a scan of the table; the due messages
     come in claiming order from ix_outbox_due (no sort), expired leases through it too (status sending: those
@@ -86,13 +116,16 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
         driver = connection.connection.driver_connection
         driver.set_trace_callback(seen)
         try:
-            return queue.claim(connection, account_id="default", owner="t", now=env.clock(), lease=LEASE, limit=3)
+            return queue.claim(
+                connection, account_id="default", owner="t", now=env.clock(), lease=LEASE, limit=3, max_bytes=1 << 20
+            )
         finally:
             driver.set_trace_callback(None)
 
     assert len(await env.services.outbox.writes.transaction(work)) == 3
-    # The write lock taken first; queued, retrying, expired leases; the claim itself.
-    assert [statement.split()[0] for statement in selects] == ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE"]
+    # The write lock taken first; queued, retrying, expired leases; the claim itself; the claimed bodies.
+    kinds = ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE", "SELECT"]
+    assert [statement.split()[0] for statement in selects] == kinds
 
     def plans(connection: Connection) -> list[str]:
         out = []
@@ -102,6 +135,8 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
         return out
 
     found = await env.services.outbox.writes.transaction(plans)
+    bodies = found.pop()
+    assert bodies.startswith("SEARCH outbox_bodies USING INDEX") and "(id=?)" in bodies, bodies  # primary key
     for plan in found:
         assert "SEARCH outbox_messages USING INDEX" in plan and "SCAN outbox_messages" not in plan, plan
     in_order = [plan for plan in found if "USING INDEX ix_outbox_due (account_id=? AND status=? AND" in plan]

@@ -39,12 +39,13 @@ from sqlalchemy.exc import IntegrityError
 from mailgate.outbox import commit, queue
 from mailgate.outbox.commit import GroupCommit, _plan
 from mailgate.store import Database
-from mailgate.store.models import OutboxMessageRow
+from mailgate.store.models import OutboxBodyRow, OutboxMessageRow
 
 from .conftest import Env
 
 Row = OutboxMessageRow
 INSERT = insert(Row)
+BODY = insert(OutboxBodyRow)
 #: Rows with a given subject: their last_error set, attempts counted up.
 TOUCH = (
     update(Row)
@@ -66,7 +67,6 @@ def _row(subject: str, row_id: str | None = None) -> dict[str, Any]:
         "recipients": ["bob@example.com"],
         "subject": subject,
         "message_id": f"<{uuid.uuid4().hex}@example.com>",
-        "raw": b"Subject: x\r\n\r\nx\r\n",
         "size": 17,
         "attempts": 0,
         "next_attempt_at": now,
@@ -192,6 +192,27 @@ async def test_a_failing_write_fails_only_its_own_caller(
     assert rows[taken].subject == "original"
     [counted] = [row for row in rows.values() if row.subject == "counted"]
     assert counted.attempts == 1 and counted.last_error == "once"
+
+
+async def test_a_callers_writes_are_committed_together_or_not_at_all(env: Env, group: GroupCommit) -> None:
+    """execute_all: a message's row and its body.  When one of a caller's writes fails, none of its writes is
+    kept; the other callers of the batch keep theirs."""
+    taken = str(uuid.uuid4())
+    await group.execute(INSERT, _row("original", taken))
+    half, whole = _row("half"), _row("whole")
+    async with group.lock:  # both callers queue up behind it, for one batch
+        failing = asyncio.create_task(group.execute_all([(INSERT, half), (INSERT, _row("duplicate", taken))]))
+        fine = asyncio.create_task(
+            group.execute_all([(INSERT, whole), (insert(OutboxBodyRow), {"id": whole["id"], "raw": b"x"})])
+        )
+        await asyncio.sleep(0)
+    with pytest.raises(IntegrityError):
+        await failing
+    assert await fine == [1, 1]
+    rows = await _rows(env)
+    assert {row.subject for row in rows.values()} == {"original", "whole"}  # "half" rolled back with its pair
+    async with env.services.db.session() as session:
+        assert (await session.get(OutboxBodyRow, whole["id"])) is not None
 
 
 async def test_transaction_commits_or_rolls_back_its_work(env: Env, group: GroupCommit) -> None:
@@ -650,7 +671,6 @@ EVERY_KIND = {
     "attempts": 3,
     "recipients": ["bob@example.com", "zoë@exämple.com"],
     "recipient_results": {"bob@example.com": {"status": "sent", "code": 250, "reply": "OK ✓"}, "x": None},
-    "raw": b"Subject: \xff\x00binary\r\n\r\n\x00\r\n",
     "smtp_code": 250,
     "smtp_reply": "2.0.0 OK",
     "sent_at": datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=-5))),
@@ -678,15 +698,20 @@ async def test_cursor_writes_store_what_sqlalchemy_stores(env: Env, group: Group
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement)
 
+    body = b"Subject: \xff\x00binary\r\n\r\n\x00\r\n"
     event.listen(Engine, "before_cursor_execute", seen)
     try:
-        assert await group.execute(INSERT, fast) == 1
+        assert await group.execute_all([(INSERT, fast), (BODY, {"id": fast["id"], "raw": body})]) == [1, 1]
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
     async with env.services.db.session() as session:
         await session.execute(INSERT, slow)
+        await session.execute(BODY, {"id": slow["id"], "raw": body})
     rows = {row.subject: row for row in (await _rows(env)).values()}
     assert _columns(rows["fast"]) == _columns(rows["slow"])
+    async with env.services.db.session() as session:
+        bodies = {row.id: row.raw for row in (await session.execute(select(OutboxBodyRow))).scalars()}
+    assert bodies == {fast["id"]: body, slow["id"]: body}
     assert rows["fast"].sent_at == EVERY_KIND["sent_at"] and rows["fast"].sent_at.tzinfo is not None
     if env.services.db.is_sqlite:
         assert not [s for s in sent if s.startswith("INSERT")], sent  # not through SQLAlchemy's execution

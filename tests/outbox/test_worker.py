@@ -198,7 +198,9 @@ async def test_expired_lease_returns_message_to_the_queue(env: Env, smtp: Runnin
     # A worker claims the message and dies before recording anything.
     now, lease = env.clock(), timedelta(seconds=120)
     [row] = await env.services.outbox.writes.transaction(
-        lambda c: queue.claim(c, account_id="default", owner="dead-worker", now=now, lease=lease, limit=10)
+        lambda c: queue.claim(
+            c, account_id="default", owner="dead-worker", now=now, lease=lease, limit=10, max_bytes=1 << 20
+        )
     )
     assert row.id == message_id and (await env.status(message_id))["status"] == "sending"
     assert await env.worker.drain() == 0  # leased to the other worker

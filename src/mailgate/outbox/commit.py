@@ -34,7 +34,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -68,12 +68,13 @@ CHECKPOINT_COMMITS = 100
 
 #: A statement and its parameters; the caller gets the number of rows it changed.
 Write = tuple[Executable, Mapping[str, Any]]
-#: A batch of writes with their callers' futures.
-Batch = list[tuple[Write, asyncio.Future[int]]]
+#: A batch: each caller's writes, with the future of their row counts.
+Batch = list[tuple[list[Write], asyncio.Future[list[int]]]]
 
 
 class GroupCommit:
-    """Runs ``await group.execute(statement, params)`` writes in shared transactions, one batch at a time."""
+    """Runs ``await group.execute(statement, params)`` writes (or ``execute_all``: a caller's several writes,
+    all or none) in shared transactions, one batch at a time."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -109,8 +110,13 @@ class GroupCommit:
 
         ``sync=False``: committed ahead of the writes waiting for the disk, without waiting for it; on the disk
         within SYNC_DELAY seconds (see the module's documentation)."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        (self._pending if sync else self._unsynced).append(((statement, params), future))
+        return (await self.execute_all([(statement, params)], sync=sync))[0]
+
+    async def execute_all(self, writes: Sequence[Write], *, sync: bool = True) -> list[int]:
+        """Several writes, in order, all committed or none (in the transaction of a batch, as for ``execute``);
+        the number of rows each changed."""
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        (self._pending if sync else self._unsynced).append((list(writes), future))
         while not future.done():
             async with self.lock:
                 if future.done():
@@ -168,7 +174,7 @@ class GroupCommit:
             self._sync = None
 
     async def _commit(self, batch: Batch, *, sync: bool) -> None:
-        writes = [write for write, _ in batch]
+        writes = [write for item, _ in batch for write in item]
         try:
             counts = await self._write(writes, sync=sync)
         except _SyncFailed as failed:
@@ -181,8 +187,8 @@ class GroupCommit:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
                 return
-            # One of them failed (e.g. a duplicate Idempotency-Key): commit each on its own, so that only
-            # that one fails.
+            # One of them failed (e.g. a duplicate Idempotency-Key): commit each caller's writes on their own,
+            # so that only that caller fails.
             for item in batch:
                 await self._commit([item], sync=sync)
             return
@@ -191,8 +197,9 @@ class GroupCommit:
                 if not future.done():
                     future.set_exception(exc)
             raise
-        for (_, future), count in zip(batch, counts, strict=True):
-            future.set_result(count)
+        each = iter(counts)
+        for own, future in batch:
+            future.set_result([next(each) for _ in own])
 
     async def _write(self, writes: list[Write], *, sync: bool) -> list[int]:
         """A batch's writes in one transaction; their row counts."""

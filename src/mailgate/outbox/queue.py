@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Connection, Integer, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..store.models import OutboxMessageRow, UtcDateTime
+from ..store.models import OutboxBodyRow, OutboxMessageRow, UtcDateTime
 from .cursor import execute
 from .policy import CLAIMABLE, Status
 
@@ -42,20 +42,22 @@ _BUSY: BindParameter[list[str]] = bindparam("busy", expanding=True)
 
 @dataclass(frozen=True)
 class Claimed:
-    """A message claimed for sending: what the worker needs of its row (read without the ORM)."""
+    """A message claimed for sending: what the worker needs of its row and its body (read without the ORM)."""
 
     id: str
     sender: str
     recipients: list[str]
-    raw: bytes = field(repr=False)
+    size: int
     attempts: int
     recipient_results: dict[str, Any]
     next_attempt_at: datetime
     created_at: datetime
     deadline_at: datetime
+    raw: bytes = field(repr=False)
 
 
-_CLAIMED = [Row.__table__.c[f.name] for f in fields(Claimed)]
+#: The row's columns a claim returns, in field order (the body is read from its own table).
+_CLAIMED = [Row.__table__.c[f.name] for f in fields(Claimed) if f.name != "raw"]
 
 
 def claim(
@@ -66,9 +68,12 @@ def claim(
     now: datetime,
     lease: timedelta,
     limit: int,
+    max_bytes: int,
     busy: Collection[str] = (),
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``.
+    """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``, their bodies
+    read into memory: together at most ``max_bytes``, except the first in line, always claimed (alone when it
+    is larger).
 
     ``busy``: ids the caller is still working on (never taken back from it, even with an expired lease).
     Synchronous, on a Core connection: run it through ``Outbox.writes.transaction``.  On SQLite its
@@ -87,11 +92,20 @@ def claim(
     for query in _DUE:
         found += execute(connection, query, params)
     found.sort(key=lambda row: (row[1], row[2]))  # next_attempt_at, created_at
-    ids = [row[0] for row in found[:limit]]
+    ids: list[str] = []
+    total = 0
+    for row_id, _, _, size in found[:limit]:
+        total += size
+        if ids and total > max_bytes:
+            break
+        ids.append(row_id)
     if not ids:
         return []
     rows = execute(connection, _CLAIM, {**params, "ids": ids, "owner": owner, "until": now + lease})
-    claimed = [Claimed(*row) for row in rows]  # _CLAIMED: the columns in field order
+    if not rows:
+        return []
+    bodies: dict[str, bytes] = {row[0]: row[1] for row in execute(connection, _BODIES, {"ids": [r[0] for r in rows]})}
+    claimed = [Claimed(*(*row, bodies[row[0]])) for row in rows]  # _CLAIMED: the columns in field order, then raw
     claimed.sort(key=lambda r: (r.next_attempt_at, r.created_at))
     return claimed
 
@@ -104,7 +118,7 @@ _ORDER = (Row.next_attempt_at, Row.created_at)
 #: (then merged): one query with OR between the kinds reads every message of the account, the sent history
 #: too, and sorts them.  FOR UPDATE SKIP LOCKED: on PostgreSQL only.
 _DUE = [
-    select(Row.id, *_ORDER)
+    select(Row.id, *_ORDER, Row.size)
     .where(Row.account_id == bindparam("account"), kind)
     .order_by(*_ORDER)
     .limit(bindparam("limit", type_=Integer()))
@@ -126,6 +140,7 @@ _CLAIM = (
     )
     .returning(*_CLAIMED)
 )
+_BODIES = select(OutboxBodyRow.id, OutboxBodyRow.raw).where(OutboxBodyRow.id.in_(bindparam("ids", expanding=True)))
 
 
 def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:

@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import defer
 
 from ..config import OutboxSettings
 from ..configure import ConfigService
@@ -19,7 +18,7 @@ from ..errors import MailgateError, NotFoundError, ValidationError
 from ..providers import Catalogue
 from ..singleflight import SingleFlight
 from ..store import Database
-from ..store.models import OutboxMessageRow
+from ..store.models import OutboxBodyRow, OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import EmailServerConfig, ProviderSpec
 from .commit import GroupCommit
@@ -33,6 +32,7 @@ __all__ = ["MessageConflictError", "MessageView", "Outbox"]
 
 Row = OutboxMessageRow
 _INSERT = insert(Row)
+_INSERT_BODY = insert(OutboxBodyRow)
 #: How long the sender and limits read for new messages are reused.
 LIMITS_TTL_SECONDS = 1.0
 
@@ -227,15 +227,15 @@ class Outbox:
             if earlier is not None:
                 return earlier, False
         now = self.clock()
+        row_id = str(uuid.uuid4())
         values: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
+            "id": row_id,
             "account_id": account_id,
             "status": Status.QUEUED.value,
             "sender": message.sender,
             "recipients": list(message.recipients),
             "subject": message.subject,
             "message_id": message.message_id,
-            "raw": message.raw,
             "size": len(message.raw),
             "attempts": 0,
             "next_attempt_at": now,
@@ -251,7 +251,8 @@ class Outbox:
         }
 
         try:
-            await self.writes.execute(_INSERT, values)
+            # The row, then its body (which refers to it): both or neither.
+            await self.writes.execute_all([(_INSERT, values), (_INSERT_BODY, {"id": row_id, "raw": message.raw})])
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -306,6 +307,7 @@ class Outbox:
             raise ValidationError({"status": f"must be among {', '.join(sorted(allowed))}"})
         cutoff = self.clock() - older_than
         async with self.db.session() as session:
+            # Their bodies go with them (ON DELETE CASCADE: SQLite enforces it on mailgate's connections).
             result = await session.execute(delete(Row).where(Row.status.in_(list(statuses)), Row.updated_at <= cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -313,7 +315,7 @@ class Outbox:
 
     async def get(self, message_id: str) -> MessageView:
         async with self.db.session() as session:
-            row = await session.get(Row, message_id, options=[defer(Row.raw)])
+            row = await session.get(Row, message_id)
         if row is None:
             raise NotFoundError(f"No message {message_id}.", hint="Check the id returned when it was queued.")
         return MessageView.of(row)
@@ -330,12 +332,7 @@ class Outbox:
             total = (await session.execute(select(func.count()).select_from(Row).where(*where))).scalar_one()
             rows = (
                 await session.execute(
-                    select(Row)
-                    .options(defer(Row.raw))
-                    .where(*where)
-                    .order_by(Row.created_at.desc(), Row.id)
-                    .limit(limit)
-                    .offset(offset)
+                    select(Row).where(*where).order_by(Row.created_at.desc(), Row.id).limit(limit).offset(offset)
                 )
             ).scalars()
             return [MessageView.of(r) for r in rows], int(total)

@@ -44,6 +44,9 @@ ConnectionFactory = Callable[[EmailServerConfig], SmtpConnection]
 #: Messages claimed per connection at a time: enough to keep connections busy, few enough to finish well
 #: within the lease.
 PER_CONNECTION_BATCH = 25
+#: The bodies a batch holds in memory, in bytes, waiting for a connection (plus one message: the first in
+#: line is claimed even when larger); a batch of large messages is claimed a few at a time.
+BATCH_BYTES = 16 * 1024 * 1024
 #: A cycle keeps refilling its connections for at most this long, then re-reads the configuration.
 REFILL_SECONDS = 5.0
 
@@ -254,7 +257,8 @@ class Worker:
         a cycle still ends after REFILL_SECONDS so that configuration changes are noticed.
         """
         async with batch.lock:
-            if len(batch.rows) > batch.size // 3:
+            held = sum(row.size for row in batch.rows)
+            if len(batch.rows) > batch.size // 3 or held >= BATCH_BYTES:
                 return True
             if batch.exhausted or self._stopping or batch.hold is not None or batch.unreachable is not None:
                 return bool(batch.rows)
@@ -275,6 +279,7 @@ class Worker:
                     now=now,
                     lease=lease,
                     limit=limit,
+                    max_bytes=BATCH_BYTES - held,
                     busy=busy,
                 )
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ..errors import ConfigurationError
 
-__all__ = ["Database", "sqlite_pragmas"]
+__all__ = ["Database", "alembic_config", "sqlite_pragmas"]
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -29,6 +29,14 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration for mailgate's migrations, run on ``connection``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("mailgate.store") / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
 
 
 class Database:
@@ -50,14 +58,11 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
-    async def migrate(self) -> None:
-        """Apply every Alembic migration not yet applied (idempotent, safe on every start)."""
+    async def migrate(self, revision: str = "head") -> None:
+        """Apply every Alembic migration not yet applied (idempotent, safe on every start); up to ``revision``."""
 
         def upgrade(conn: Connection) -> None:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(resources.files("mailgate.store") / "migrations"))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(alembic_config(conn), revision)
 
         try:
             async with self.engine.begin() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text, TypeDecorator, text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -17,6 +17,7 @@ __all__ = [
     "OAuthAccountRow",
     "OAuthConfigRow",
     "OAuthStateRow",
+    "OutboxBodyRow",
     "OutboxMessageRow",
     "UtcDateTime",
     "utcnow",
@@ -134,7 +135,7 @@ class OAuthStateRow(Base):
 
 
 class OutboxMessageRow(Base):
-    """One message of the outbox (see ``mailgate.outbox``).  ``raw`` is the RFC 5322 message: never log it.
+    """One message of the outbox (see ``mailgate.outbox``); its RFC 5322 bytes are its :class:`OutboxBodyRow`.
 
     ``status``: queued, sending (claimed under a lease), sent, retrying, held (waiting for the administrator:
     consent or server configuration), failed.  ``recipient_results`` maps each envelope recipient to
@@ -149,7 +150,7 @@ class OutboxMessageRow(Base):
     recipients: Mapped[list[str]] = mapped_column(JSON)
     subject: Mapped[str] = mapped_column(String(255), default="")
     message_id: Mapped[str] = mapped_column(String(998))
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The body's size in bytes.
     size: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -184,3 +185,16 @@ class OutboxMessageRow(Base):
             postgresql_where=text("sent_at IS NOT NULL"),
         ),
     )
+
+
+class OutboxBodyRow(Base):
+    """The RFC 5322 bytes of an outbox message (``raw``: never log it), written once with the message.
+
+    Apart from the message's row, which changes at every claim and result: SQLite writes a changed row whole,
+    so a body kept in it (up to the size limit, 25 MB by default) was copied into the write-ahead log at each
+    change, holding the database's write lock meanwhile, and read into memory with every claim.
+    """
+
+    __tablename__ = "outbox_bodies"
+    id: Mapped[str] = mapped_column(String(36), ForeignKey("outbox_messages.id", ondelete="CASCADE"), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -39,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from mailgate.outbox import commit, queue
 from mailgate.outbox.commit import GroupCommit, _plan
 from mailgate.store import Database
+from mailgate.store import db as store_db
 from mailgate.store.models import OutboxBodyRow, OutboxMessageRow
 
 from .conftest import Env
@@ -559,6 +561,46 @@ async def test_sqlite_checkpoints_in_the_writer_thread(small: Small, monkeypatch
         await loop.run_in_executor(group._writer(), lambda: None)
     assert group._direct.connection.driver_connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
     assert len(checkpoints) == 2 and all(name.startswith(THREAD_PREFIX) for name in checkpoints), checkpoints
+
+
+BLOBS = Table("blobs", MetaData(), Column("id", Integer, primary_key=True), Column("data", LargeBinary))
+
+
+async def test_sqlite_checkpoints_after_large_bodies_and_cuts_the_log_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies of CHECKPOINT_BYTES since the last checkpoint queue one, however few the commits; then the
+    write-ahead log starts over and SQLite cuts its file back to WAL_SIZE_LIMIT."""
+    monkeypatch.setattr(commit, "CHECKPOINT_BYTES", 1024 * 1024)
+    monkeypatch.setattr(store_db, "WAL_SIZE_LIMIT", 256 * 1024)
+    path = tmp_path / "blobs.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(BLOBS.metadata.create_all)
+    group = GroupCommit(db)
+    checkpoints: list[int] = []
+    real = group._checkpoint
+
+    def spy() -> None:
+        checkpoints.append(os.path.getsize(f"{path}-wal"))
+        real()
+
+    monkeypatch.setattr(group, "_checkpoint", spy)
+    loop = asyncio.get_running_loop()
+    bodies = {i: os.urandom(400 * 1024) for i in range(3)}
+    try:
+        for i, body in bodies.items():
+            assert await group.execute(insert(BLOBS), {"id": i, "data": body}) == 1
+            await loop.run_in_executor(group._writer(), lambda: None)  # a checkpoint queued meanwhile is over
+        assert len(checkpoints) == 1 and checkpoints[0] > 1024 * 1024, checkpoints  # after 3 commits, not 100
+        assert await group.execute(insert(BLOBS), {"id": 9, "data": b"x"}) == 1  # the log starts over
+        assert os.path.getsize(f"{path}-wal") <= 256 * 1024
+        async with db.engine.connect() as reader:
+            stored = {row.id: row.data for row in await reader.execute(select(BLOBS))}
+        assert stored == {**bodies, 9: b"x"}
+    finally:
+        await group.close()
+        await db.engine.dispose()
 
 
 def _hold_write_lock(small: Small, row_id: int, seconds: float) -> tuple[sqlite3.Connection, list[float]]:

@@ -65,6 +65,9 @@ BUSY_LIMIT = 30.0
 #: the writer's connection (SQLite's own automatic checkpoint, every 1,000 pages, would run in the commit
 #: that crosses the line: on the event loop's thread, with two disk syncs).
 CHECKPOINT_COMMITS = 100
+#: ... or once message bodies of this many bytes were written since the last one (a hundred commits of large
+#: messages would grow the log by gigabytes; after a checkpoint SQLite truncates it, see store.db.WAL_SIZE_LIMIT).
+CHECKPOINT_BYTES = 32 * 1024 * 1024
 
 #: A statement and its parameters; the caller gets the number of rows it changed.
 Write = tuple[Executable, Mapping[str, Any]]
@@ -91,8 +94,10 @@ class GroupCommit:
         self._direct: Connection | None = None
         self._wal_unsynced = False
         self._wal_inode: int | None = None
-        #: Commits of the writer's connection since the writer thread last checkpointed; whether it is to.
+        #: Commits of the writer's connection since the writer thread last checkpointed, and the bytes of the
+        #: bodies they wrote; whether a checkpoint is queued.
         self._since_checkpoint = 0
+        self._bytes_since_checkpoint = 0
         self._checkpoint_queued = False
         #: SQLite: the coming sync of the write-ahead log, after writes committed without one.
         self._sync_timer: asyncio.TimerHandle | None = None
@@ -230,8 +235,10 @@ class GroupCommit:
         return counts
 
     def _checkpoint_if_due(self) -> None:
-        """SQLite: a checkpoint queued for the writer thread after CHECKPOINT_COMMITS commits of its connection."""
-        if self._since_checkpoint >= CHECKPOINT_COMMITS and not self._checkpoint_queued:
+        """SQLite: a checkpoint queued for the writer thread after CHECKPOINT_COMMITS commits of its connection,
+        or CHECKPOINT_BYTES of bodies."""
+        due = self._since_checkpoint >= CHECKPOINT_COMMITS or self._bytes_since_checkpoint >= CHECKPOINT_BYTES
+        if due and not self._checkpoint_queued:
             self._checkpoint_queued = True
             checkpoint = asyncio.get_running_loop().run_in_executor(self._writer(), self._checkpoint)
             checkpoint.add_done_callback(self._checkpointed)
@@ -280,7 +287,7 @@ class GroupCommit:
     def _checkpoint(self) -> None:
         """In the writer thread: copy the write-ahead log's pages into the database, without waiting for
         (or blocking) anyone (PASSIVE; it syncs the log first, and the database after)."""
-        self._since_checkpoint = 0
+        self._since_checkpoint = self._bytes_since_checkpoint = 0
         with self._engine().connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -300,11 +307,14 @@ class GroupCommit:
         (the writer thread), or with ``wait=False`` (the event loop's thread) raises _Locked."""
         engine = self._engine()
         planned = []
+        size = 0
         for statement, params in writes:
             found = _plan(statement, engine.dialect, frozenset(params))
             if found is None:
                 return None
             planned.append(found.bind(params))
+            for key in found.blobs:
+                size += len(params[key])
         connection = self._direct_connection().connection
         pause, deadline = BUSY_PAUSE, time.monotonic() + BUSY_LIMIT
         while True:
@@ -328,6 +338,7 @@ class GroupCommit:
                 return None
         self._wal_unsynced = True
         self._since_checkpoint += 1
+        self._bytes_since_checkpoint += size
         return counts
 
     def _transaction_direct(self, work: Callable[[Connection], T]) -> T:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Dialect, Executable
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
-from sqlalchemy.sql.sqltypes import TupleType
+from sqlalchemy.sql.sqltypes import LargeBinary, TupleType
 
 __all__ = ["Plan", "execute", "plan"]
 
@@ -38,6 +38,8 @@ class Plan:
     slots: tuple[tuple[str | None, Any, Convert | None, bool], ...]
     #: The conversions of the columns the statement returns (None: the driver's value as it is).
     columns: tuple[Convert | None, ...]
+    #: The caller's parameters of a binary type (a message's body): what makes a write large.
+    blobs: tuple[str, ...] = ()
 
     @property
     def expanding(self) -> bool:
@@ -85,6 +87,7 @@ def plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan 
         return None
     pieces = _EXPANDING.split(compiled.string)  # text, name, text, name, ..., text
     slots = []
+    blobs = []
     for name in compiled.positiontup:
         bind = compiled.binds[name]
         if bind.callable is not None or (bind.expanding and isinstance(bind.type, TupleType)):
@@ -92,11 +95,13 @@ def plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan 
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         mine = bind.key in keys
         slots.append((bind.key if mine else None, None if mine else bind.effective_value, convert, bind.expanding))
+        if mine and not bind.expanding and isinstance(bind.type, LargeBinary):
+            blobs.append(bind.key)
     if [name for name in compiled.positiontup if compiled.binds[name].expanding] != pieces[1::2]:
         return None  # not rendered as expected: SQLAlchemy knows best
     # The returned columns' types, as the compiler resolved them for SQLAlchemy's own result processing.
     columns = tuple(e.type.dialect_impl(dialect).result_processor(dialect, None) for e in compiled._result_columns)
-    return Plan(tuple(pieces[0::2]), tuple(slots), columns)
+    return Plan(tuple(pieces[0::2]), tuple(slots), columns, tuple(blobs))
 
 
 def execute(connection: Connection, statement: Executable, params: Mapping[str, Any]) -> list[Sequence[Any]]:

@@ -18,6 +18,10 @@ from ..errors import ConfigurationError
 __all__ = ["Database", "alembic_config", "sqlite_pragmas"]
 
 
+#: SQLite: the write-ahead log's size (bytes) after a checkpoint (SQLite's journal_size_limit).
+WAL_SIZE_LIMIT = 32 * 1024 * 1024
+
+
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the worker read while the web server writes; busy_timeout waits instead of failing at once.
     cur = dbapi_conn.cursor()
@@ -27,6 +31,9 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # return; only delivery records and claims do not wait for that (see outbox.commit).
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # After a checkpoint the write-ahead log starts over, and is cut back to this size: a burst of large
+    # messages would leave it as large as the burst, for good.
+    cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

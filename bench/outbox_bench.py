@@ -19,7 +19,10 @@ does not count in this process's memory; the inbox in memory only, emptied befor
    The CPU time each process (and the sink) spent per timed message is printed too;
 3. token endpoint calls per 1,000 messages: in-process, with mailgate's clock moved past the access
    token's lifetime mid-run and the pooled connections dropped, so all 3 must authenticate again;
-4. peak RSS of a fresh process that queues ``--queued`` messages through the API and delivers them all.
+4. peak RSS of a fresh process that queues ``--queued`` messages through the API and delivers them all;
+5. large messages: a fresh process queues ``--large`` messages with a ``--large-mb`` MB attachment, then
+   delivers them while a client queues a small message every 50 ms: peak RSS, the largest the SQLite
+   write-ahead log got, and the slowest of those small requests.
 
 Prints messages/second of 1 and 2 and their ratio; shared machines are noisy, so compare ratios.
 """
@@ -42,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -401,6 +405,60 @@ def _memory_child(conn: Any, facts: dict[str, Any], queued: int, data_dir: str, 
     conn.send(uvloop.run(memory(RemoteSandbox(facts), queued, Path(data_dir), database_url)))
 
 
+async def large_messages(sandbox: RemoteSandbox, count: int, mb: float, data_dir: Path, url: str) -> dict[str, Any]:
+    """In a fresh process: queue ``count`` messages with an ``mb`` MB attachment, then deliver them while a
+    client queues a small message every 50 ms."""
+    services, api, _, _ = await _setup(sandbox, data_dir, url)
+    wal = data_dir / "mailgate.db-wal"
+    try:
+        attachment = base64.b64encode(os.urandom(int(mb * 1024 * 1024))).decode()
+        pdf = {"filename": "report.pdf", "content_type": "application/pdf", "content_base64": attachment}
+        body = {"to": ["big@example.com"], "subject": "large", "text": "Attached.", "attachments": [pdf]}
+        for _ in range(count):
+            r = await api.post(f"{API}/email/messages", json=body)
+            assert r.status_code == 202, r.text
+        rss_queued = _peak_rss_mb()
+        worker = Worker(services.outbox, services.mailer)
+        task = asyncio.create_task(worker.run())
+        start = time.perf_counter()
+        slowest = largest_wal = 0.0
+        small = {"to": ["small@example.com"], "subject": "small", "text": TEXT}
+        while (await services.outbox.counts())["sent"] < count:
+            posted = time.perf_counter()
+            r = await api.post(f"{API}/email/messages", json=small)
+            assert r.status_code == 202, r.text
+            slowest = max(slowest, time.perf_counter() - posted)
+            largest_wal = max(largest_wal, wal.stat().st_size if wal.exists() else 0)
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        worker.stop()
+        await task
+        await api.aclose()
+    finally:
+        await services.aclose()
+    return {
+        "large_rss_mb_after_queueing": rss_queued,
+        "large_peak_rss_mb": _peak_rss_mb(),
+        "large_seconds": elapsed,
+        "large_wal_mb": largest_wal / 1e6,
+        "large_slowest_post_ms": slowest * 1000,
+    }
+
+
+def _large_child(conn: Any, facts: dict[str, Any], count: int, mb: float, data_dir: str, url: str) -> None:
+    conn.send(uvloop.run(large_messages(RemoteSandbox(facts), count, mb, Path(data_dir), url)))
+
+
+def _in_child(target: Callable[..., None], *args: Any) -> dict[str, Any]:
+    """What ``target(connection, *args)`` sends back, run in a fresh process (its memory its own)."""
+    mine, theirs = multiprocessing.get_context("spawn").Pipe()
+    child = multiprocessing.get_context("spawn").Process(target=target, args=(theirs, *args))
+    child.start()
+    result: dict[str, Any] = mine.recv()
+    child.join()
+    return result
+
+
 #: The full path's deployments: name, label, whether the worker runs in a process of its own.
 DEPLOYMENTS = (("serve", "serve (API + worker)", False), ("split", "serve --no-worker + worker", True))
 
@@ -411,6 +469,8 @@ async def main() -> None:
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="full-path runs of each deployment (default 3)")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary directory")
+    parser.add_argument("--large", type=int, default=40, help="large messages queued then delivered (0: none)")
+    parser.add_argument("--large-mb", type=float, default=5.0, help="their attachment's size in MB (default 5)")
     args = parser.parse_args()
     url, count = args.database_url, args.messages
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in DEPLOYMENTS}
@@ -436,7 +496,6 @@ async def main() -> None:
             raw = statistics.median(rate for rate, _ in ceilings)
             tokens = await token_calls(sandbox, count, Path(tmp) / "tokens", url)
             # Memory in a fresh process, so that the phases above do not count in its peak.
-            mine, theirs = multiprocessing.get_context("spawn").Pipe()
             facts = {
                 "base_url": sandbox.base_url,
                 "smtp_port": sandbox.smtp_port,
@@ -444,16 +503,15 @@ async def main() -> None:
                 "providers": sandbox.providers,
                 "pid": sandbox.pid,
             }
+            # PostgreSQL: the same database, so the same secret key (it decrypts the stored settings).
             if url.startswith("postgresql"):
                 await _reset_postgres(url)
-            child_proc = multiprocessing.get_context("spawn").Process(
-                # PostgreSQL: the same database, so the same secret key (it decrypts the stored settings).
-                target=_memory_child,
-                args=(theirs, facts, args.queued, str(Path(tmp) / "memory"), url),
-            )
-            child_proc.start()
-            memory_result = mine.recv()
-            child_proc.join()
+            memory_result = _in_child(_memory_child, facts, args.queued, str(Path(tmp) / "memory"), url)
+            large: dict[str, Any] = {}
+            if args.large:
+                if url.startswith("postgresql"):
+                    await _reset_postgres(url)
+                large = _in_child(_large_child, facts, args.large, args.large_mb, str(Path(tmp) / "large"), url)
         finally:
             proc.terminate()
             proc.join()
@@ -475,7 +533,14 @@ async def main() -> None:
     print(f"RSS (fresh process) at start:        {memory_result['rss_mb_started']:8.1f} MB")
     print(f"RSS after queueing {args.queued}:           {memory_result['rss_mb_after_queueing']:8.1f} MB")
     print(f"peak RSS, queueing + delivery:       {memory_result['peak_rss_mb']:8.1f} MB")
-    print(json.dumps({"ceiling": raw, "ceilings": ceilings, **runs, **tokens, **memory_result}))
+    if large:
+        wal = f", write-ahead log at most {large['large_wal_mb']:.0f} MB" if not url.startswith("postgresql") else ""
+        print(
+            f"{args.large} messages of {args.large_mb:g} MB:            delivered in {large['large_seconds']:.1f} s;"
+            f" peak RSS {large['large_peak_rss_mb']:.0f} MB (after queueing {large['large_rss_mb_after_queueing']:.0f})"
+            f"{wal}; slowest small POST meanwhile {large['large_slowest_post_ms']:.0f} ms"
+        )
+    print(json.dumps({"ceiling": raw, "ceilings": ceilings, **runs, **tokens, **memory_result, **large}))
 
 
 def _summary(label: str, results: list[dict[str, Any]]) -> str:

@@ -6,11 +6,14 @@ import asyncio
 import base64
 import email
 import email.policy
+import time
+import uuid
 
 import httpx
 import pytest
 
 from mailgate.outbox import Limits, MessageRequest, from_request
+from mailgate.outbox.service import new_message_id
 
 from .conftest import API, Env, EnvFactory
 
@@ -241,3 +244,17 @@ async def test_list_filter_paginate_and_retry(env: Env) -> None:
     # A queued message may be "retried" (it stays due now); unknown ids are 404.
     assert (await env.api.post(f"{MESSAGES}/{ids[0]}/retry")).json()["status"] == "queued"
     assert (await env.api.post(f"{MESSAGES}/nope/retry")).status_code == 404
+
+
+def test_message_ids_are_uuid7_in_the_order_they_were_made() -> None:
+    """Time-ordered ids: new rows go at the end of the primary-key indexes (see new_message_id)."""
+    burst = [new_message_id() for _ in range(10_000)]
+    assert len(set(burst)) == len(burst)
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in burst)
+    # The first 48 bits (12 hex digits, "01a2215b-803b"): the time in milliseconds, never going back.
+    stamps = [made[:13] for made in burst]
+    assert stamps == sorted(stamps)
+    before = time.time_ns() // 1_000_000
+    made = new_message_id()
+    after = time.time_ns() // 1_000_000
+    assert before <= uuid.UUID(made).int >> 80 <= after

@@ -6,8 +6,11 @@ from __future__ import annotations
 import email
 import email.policy
 from datetime import timedelta
+from typing import Any
 
-from mailgate.outbox import queue
+import pytest
+
+from mailgate.outbox import queue, worker
 from mailgate.store.models import OutboxMessageRow
 
 from ..smtp.servers import RunningServer
@@ -43,6 +46,30 @@ async def test_delivers_over_reused_connections(env: Env, smtp: RunningServer, c
     await env.post(to=["late@example.com"])
     assert await env.worker.drain() == 1
     assert len(box.sasl_commands) <= 3
+
+
+async def test_a_batch_of_large_messages_is_claimed_a_few_at_a_time(
+    env: Env, smtp: RunningServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bodies a worker holds waiting for a connection stay under BATCH_BYTES (plus one message): large
+    messages are claimed a few at a time, not 25 per connection."""
+    await use_server(env, smtp, ca_file)
+    ids = [await env.post(to=[f"r{i}@example.com"], text=f"{i}{'x' * 900}\n" * 40) for i in range(12)]
+    size = len(await env.stored_raw(ids[0]))
+    monkeypatch.setattr(worker, "BATCH_BYTES", 3 * size)
+    claims: list[tuple[int, int]] = []  # (max_bytes, bytes claimed)
+    real = queue.claim
+
+    def claim(*args: Any, max_bytes: int, **kwargs: Any) -> list[queue.Claimed]:
+        claimed = real(*args, max_bytes=max_bytes, **kwargs)
+        claims.append((max_bytes, sum(row.size for row in claimed)))
+        return claimed
+
+    monkeypatch.setattr(queue, "claim", claim)
+    assert await env.worker.drain() == 12
+    assert len(_mailbox(smtp).messages) == 12
+    assert all(0 < limit <= 3 * size and got <= max(limit, size + 100) for limit, got in claims if got), claims
+    assert len([got for _, got in claims if got]) >= 4, claims  # 12 messages, at most 3 at a time
 
 
 async def test_transient_replies_retry_with_backoff_and_keep_the_message_id(

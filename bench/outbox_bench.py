@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -213,33 +213,46 @@ async def _setup(sandbox: RemoteSandbox, data_dir: Path, database_url: str) -> t
     return services, api, clock, key.key
 
 
+@contextlib.asynccontextmanager
+async def _delivering(services: Any) -> AsyncIterator[Worker]:
+    """A worker delivering the outbox of ``services`` in this process, stopped (its connections closed) on exit."""
+    worker = Worker(services.outbox, services.mailer)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await task
+
+
+async def _until_sent(services: Any, count: int) -> None:
+    while (await services.outbox.counts())["sent"] < count:  # noqa: ASYNC110 - polling the database
+        await asyncio.sleep(0.05)
+
+
 async def token_calls(sandbox: RemoteSandbox, count: int, data_dir: Path, database_url: str) -> dict[str, Any]:
     """In-process: token endpoint calls while ``count`` messages go out, the access token expiring mid-run."""
     services, api, clock, _ = await _setup(sandbox, data_dir, database_url)
     try:
         before = (await sandbox.stats())["token_requests"].get("refresh_token", 0)
-        worker = Worker(services.outbox, services.mailer)
-        task = asyncio.create_task(worker.run())
-        pending = iter(range(count))
+        async with _delivering(services) as worker:
+            pending = iter(range(count))
 
-        async def client() -> None:
-            for i in pending:
-                body = {"to": [f"r{i}@example.com"], "subject": f"bench {i}", "text": TEXT}
-                r = await api.post(f"{API}/email/messages", json=body)
-                assert r.status_code == 202, r.text
-                if i == count // 2:
-                    # The access token expires and the provider closes the sessions: every pooled
-                    # connection must authenticate again, and exactly one refresh should serve them all.
-                    clock.advance(3600)
-                    for conn in next(iter(worker._lanes.values())).pool:
-                        await conn.close()
+            async def client() -> None:
+                for i in pending:
+                    body = {"to": [f"r{i}@example.com"], "subject": f"bench {i}", "text": TEXT}
+                    r = await api.post(f"{API}/email/messages", json=body)
+                    assert r.status_code == 202, r.text
+                    if i == count // 2:
+                        # The access token expires and the provider closes the sessions: every pooled
+                        # connection must authenticate again, and exactly one refresh should serve them all.
+                        clock.advance(3600)
+                        for conn in next(iter(worker._lanes.values())).pool:
+                            await conn.close()
 
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
-        while (await services.outbox.counts())["sent"] < count:  # noqa: ASYNC110 - polling the database
-            await asyncio.sleep(0.05)
-        refreshes = (await sandbox.stats())["token_requests"].get("refresh_token", 0) - before
-        worker.stop()
-        await task
+            await asyncio.gather(*(client() for _ in range(CLIENTS)))
+            await _until_sent(services, count)
+            refreshes = (await sandbox.stats())["token_requests"].get("refresh_token", 0) - before
         await api.aclose()
         return {"token_calls_per_1000": refreshes * 1000 / count, "refreshes": refreshes}
     finally:
@@ -382,14 +395,10 @@ async def memory(sandbox: RemoteSandbox, queued: int, data_dir: Path, database_u
 
         await asyncio.gather(*(client() for _ in range(16)))
         rss_queued = _peak_rss_mb()
-        worker = Worker(services.outbox, services.mailer)
-        task = asyncio.create_task(worker.run())
-        start = time.perf_counter()
-        while (await services.outbox.counts())["sent"] < queued:  # noqa: ASYNC110 - polling the database
-            await asyncio.sleep(0.05)
-        drain_rate = queued / (time.perf_counter() - start)
-        worker.stop()
-        await task
+        async with _delivering(services):
+            start = time.perf_counter()
+            await _until_sent(services, queued)
+            drain_rate = queued / (time.perf_counter() - start)
         await api.aclose()
     finally:
         await services.aclose()
@@ -418,21 +427,18 @@ async def large_messages(sandbox: RemoteSandbox, count: int, mb: float, data_dir
             r = await api.post(f"{API}/email/messages", json=body)
             assert r.status_code == 202, r.text
         rss_queued = _peak_rss_mb()
-        worker = Worker(services.outbox, services.mailer)
-        task = asyncio.create_task(worker.run())
-        start = time.perf_counter()
         slowest = largest_wal = 0.0
         small = {"to": ["small@example.com"], "subject": "small", "text": TEXT}
-        while (await services.outbox.counts())["sent"] < count:
-            posted = time.perf_counter()
-            r = await api.post(f"{API}/email/messages", json=small)
-            assert r.status_code == 202, r.text
-            slowest = max(slowest, time.perf_counter() - posted)
-            largest_wal = max(largest_wal, wal.stat().st_size if wal.exists() else 0)
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - start
-        worker.stop()
-        await task
+        async with _delivering(services):
+            start = time.perf_counter()
+            while (await services.outbox.counts())["sent"] < count:
+                posted = time.perf_counter()
+                r = await api.post(f"{API}/email/messages", json=small)
+                assert r.status_code == 202, r.text
+                slowest = max(slowest, time.perf_counter() - posted)
+                largest_wal = max(largest_wal, wal.stat().st_size if wal.exists() else 0)
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - start
         await api.aclose()
     finally:
         await services.aclose()

@@ -217,6 +217,53 @@ async def test_a_callers_writes_are_committed_together_or_not_at_all(env: Env, g
         assert (await session.get(OutboxBodyRow, whole["id"])) is not None
 
 
+async def test_a_batch_of_new_messages_is_one_executemany_per_table(env: Env, group: GroupCommit) -> None:
+    """The API's new messages (a row, then its body) through SQLAlchemy: one executemany per table (on
+    PostgreSQL one round trip each, instead of one per row), the rows before the bodies that refer to them;
+    each caller still gets its own counts."""
+    await group.execute(INSERT, _row("first"))
+    seen: list[tuple[str, int, bool]] = []  # (statement's first words, parameter sets, executemany)
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        seen.append((" ".join(statement.split()[:3]), len(params) if many else 1, many))
+
+    rows = [_row(f"m{i}") for i in range(5)]
+    event.listen(Engine, "before_cursor_execute", on_execute)  # every engine: SQLite's writer has its own
+    try:
+        async with group.lock:  # the five queue up behind it, for one batch
+            calls = [
+                asyncio.create_task(group.execute_all([(INSERT, row), (BODY, {"id": row["id"], "raw": b"x" * i})]))
+                for i, row in enumerate(rows)
+            ]
+            await asyncio.sleep(0)
+        if env.services.db.is_sqlite:
+            # SQLite's batches go to the writer's own cursor (_write_direct): run this one through SQLAlchemy.
+            result = await group._in_transaction(
+                functools.partial(commit._execute_all, [[(INSERT, _row("n0"))], [(INSERT, _row("n1"))]]), sync=True
+            )
+            assert result == [1, 1]
+        assert await asyncio.gather(*calls) == [[1, 1]] * 5
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+
+    inserts = [s for s in seen if s[0].startswith("INSERT")]
+    if env.services.db.is_sqlite:
+        assert inserts == [("INSERT INTO outbox_messages", 2, True)]
+    else:
+        assert inserts == [("INSERT INTO outbox_messages", 5, True), ("INSERT INTO outbox_bodies", 5, True)]
+    async with env.services.db.session() as session:
+        bodies = {b.id: b.raw for b in (await session.execute(select(OutboxBodyRow))).scalars()}
+    assert {row["id"]: bodies[row["id"]] for row in rows} == {row["id"]: b"x" * i for i, row in enumerate(rows)}
+
+
+def test_only_plain_inserts_go_as_executemany() -> None:
+    assert commit._plain_insert(INSERT) and commit._plain_insert(BODY)
+    assert not commit._plain_insert(INSERT.returning(Row.id))
+    assert not commit._plain_insert(postgresql.insert(Row).on_conflict_do_nothing())
+    assert not commit._plain_insert(insert(Row).values(subject="fixed"))
+    assert not commit._plain_insert(TOUCH)
+
+
 async def test_transaction_commits_or_rolls_back_its_work(env: Env, group: GroupCommit) -> None:
     def work(connection: Connection) -> str:
         connection.execute(INSERT, _row("in a transaction"))
@@ -293,8 +340,9 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
         assert [w.split()[0] for w in writes] == ["UPDATE", "INSERT", "INSERT", "INSERT"]
         assert kinds.count("COMMIT") == 2  # two batches
     else:
-        # PostgreSQL's asynchronous commit, for that transaction only (SET LOCAL).
-        assert [w.split()[0] for w in writes] == ["SET", "UPDATE", "INSERT", "INSERT", "INSERT"]
+        # PostgreSQL's asynchronous commit, for that transaction only (SET LOCAL).  The synced batch's three
+        # inserts go as one executemany (test_a_batch_of_new_messages_is_one_executemany_per_table).
+        assert [w.split()[0] for w in writes] == ["SET", "UPDATE", "INSERT"]
         assert writes[0] == "SET LOCAL synchronous_commit TO OFF"
     rows = await _rows(env)
     assert [(row.status, row.last_error) for row in rows.values() if row.subject == "record me"] == [("sent", "r")]

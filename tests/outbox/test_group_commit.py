@@ -303,9 +303,11 @@ async def test_close_releases_the_writer_thread(env: Env, group: GroupCommit) ->
 # -- delivery records: committed first, without waiting for the disk ----------------------------------------------
 
 
-async def _trace(env: Env, group: GroupCommit) -> list[str]:
+async def _trace(env: Env, group: GroupCommit, monkeypatch: pytest.MonkeyPatch | None = None) -> list[str]:
     """The statements the group's batches run from now on: on SQLite on the writer thread's own connection
-    (its trace), elsewhere through SQLAlchemy.  Call after a first write (which makes that connection)."""
+    (its trace), elsewhere through SQLAlchemy, and with ``monkeypatch`` the batches of records sent as one
+    query (:mod:`mailgate.outbox.pgwrite`; each of its statements, the query in ``queries``).  Call after a
+    first write (which makes that connection)."""
     statements: list[str] = []
     if env.services.db.is_sqlite:
         direct = group._direct.connection.driver_connection
@@ -316,13 +318,31 @@ async def _trace(env: Env, group: GroupCommit) -> list[str]:
             statements.append(statement)
 
         event.listen(env.services.db.engine.sync_engine, "before_cursor_execute", seen)
+        if monkeypatch is not None:
+            import psycopg
+
+            execute = psycopg.AsyncClientCursor.execute
+
+            async def traced(cursor: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+                queries.append(query)
+                statements.extend(query.split(";\n"))
+                return await execute(cursor, query, *args, **kwargs)
+
+            monkeypatch.setattr(psycopg.AsyncClientCursor, "execute", traced)
     return statements
 
 
-async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: Env, group: GroupCommit) -> None:
+#: The queries of pgwrite seen by _trace.
+queries: list[str] = []
+
+
+async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(
+    env: Env, group: GroupCommit, monkeypatch: pytest.MonkeyPatch
+) -> None:
     leased = {**_row("record me"), "status": "sending", "lease_owner": "me"}
     await group.execute(INSERT, leased)
-    statements = await _trace(env, group)
+    queries.clear()
+    statements = await _trace(env, group, monkeypatch)
 
     # While a batch commits (the lock held), writes of both kinds queue; the unsynced one (a delivery's
     # record, as the worker writes it), queued last, is committed first, in a batch of its own.
@@ -344,9 +364,60 @@ async def test_unsynced_writes_commit_first_without_waiting_for_the_disk(env: En
         # inserts go as one executemany (test_a_batch_of_new_messages_is_one_executemany_per_table).
         assert [w.split()[0] for w in writes] == ["SET", "UPDATE", "INSERT"]
         assert writes[0] == "SET LOCAL synchronous_commit TO OFF"
+        # The record's batch in one query, one round trip (mailgate.outbox.pgwrite).
+        [query] = queries
+        assert [q.split()[0] for q in query.split(";\n")] == ["BEGIN", "SET", "UPDATE", "COMMIT"]
     rows = await _rows(env)
     assert [(row.status, row.last_error) for row in rows.values() if row.subject == "record me"] == [("sent", "r")]
     assert sorted(row.subject for row in rows.values()) == ["record me", "s0", "s1", "s2"]
+
+
+#: Text that quoting must keep as it is (quotes, backslashes, SQL, placeholders, non-ASCII).
+AWKWARD = "it's \\ a 'quoted' \"test\"; DROP TABLE outbox_messages; -- ü 𝄞 %s %(x)s ?"
+
+
+async def test_records_in_a_batch_keep_their_values_and_row_counts(env: Env, group: GroupCommit) -> None:
+    """A batch of delivery records (on PostgreSQL one query, see mailgate.outbox.pgwrite): each caller gets its
+    own row count (0: the lease is another's), values are stored exactly, and a failing write fails only its
+    caller, the others' records kept and the connection usable for a claim's transaction afterwards."""
+    rows = [{**_row(f"r{i}"), "status": "sending", "lease_owner": "me" if i < 3 else "other"} for i in range(4)]
+    for row in rows:
+        await group.execute(INSERT, row)
+    results = {"a@example.com": {"status": "failed", "code": 550, "reply": AWKWARD}}
+    records = [
+        queue.finish(row["id"], "me", {"status": "sent", "last_error": f"{AWKWARD} {i}", "recipient_results": results})
+        for i, row in enumerate(rows)
+    ]
+    async with group.lock:  # the four queue up behind it, for one batch
+        calls = [asyncio.create_task(group.execute(*record, sync=False)) for record in records]
+        await asyncio.sleep(0)
+    assert await asyncio.gather(*calls) == [1, 1, 1, 0]
+    stored = await _rows(env)
+    for i, row in enumerate(rows[:3]):
+        assert (stored[row["id"]].status, stored[row["id"]].last_error) == ("sent", f"{AWKWARD} {i}")
+        assert stored[row["id"]].recipient_results == results
+    assert stored[rows[3]["id"]].status == "sending"
+
+    # One caller's write fails (a duplicate): its batch is rolled back, then each caller committed alone.
+    late = {**_row("late"), "status": "sending", "lease_owner": "me"}
+    await group.execute(INSERT, late)
+    async with group.lock:
+        failing = asyncio.create_task(group.execute(INSERT, _row("duplicate", rows[0]["id"]), sync=False))
+        fine = asyncio.create_task(group.execute(*queue.finish(late["id"], "me", {"status": "sent"}), sync=False))
+        await asyncio.sleep(0)
+    with pytest.raises(IntegrityError):
+        await failing
+    assert await fine == 1
+    assert (await _rows(env))[late["id"]].status == "sent"
+
+    # The connection is back to SQLAlchemy's transactions: work that fails is rolled back as a whole.
+    def fails_after_writing(connection: Connection) -> None:
+        connection.execute(update(Row).where(Row.id == rows[3]["id"]).values(last_error="not kept"))
+        raise RuntimeError("after the write")
+
+    with pytest.raises(RuntimeError):
+        await group.transaction(fails_after_writing, sync=False)
+    assert (await _rows(env))[rows[3]["id"]].last_error == ""
 
 
 async def test_postgres_unsynced_writes_keep_a_connection_of_their_own(

@@ -34,7 +34,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from sqlalchemy.sql.dml import Insert, UpdateBase
 
 from ..store import Database
 from ..store.db import sqlite_pragmas
+from . import pgwrite
 from .cursor import Plan, plan
 
 __all__ = ["GroupCommit"]
@@ -214,6 +215,8 @@ class GroupCommit:
                     self._sync_soon()
                 return counts
             sync = True  # through SQLAlchemy's connections, which always sync
+        elif not sync and (statements := pgwrite.planned([w for item in items for w in item], self._dialect())):
+            return await self._on_unsynced_connection(functools.partial(_run_planned, statements))
         return await self._in_transaction(functools.partial(_execute_all, items), sync=sync)
 
     async def _write_sqlite(self, writes: list[Write], *, sync: bool) -> list[int] | None:
@@ -385,19 +388,28 @@ class GroupCommit:
     async def _unsynced_postgres(self, work: Callable[[Connection], T]) -> T:
         """PostgreSQL: work whose commit does not wait for the WAL flush (asynchronous commit, for its own
         transaction: SET LOCAL, so that no other transaction is ever affected, even through a pooler such as
-        PgBouncer in transaction mode), on a connection of its own kept open.  A connection from the pool for
-        each cost the pool's liveness ping, another round trip to the server: 0.87 -> 0.70 ms of a worker's CPU
-        per message.  When the connection was lost (the server restarted), another is opened and the work run
+        PgBouncer in transaction mode), on the connection of _on_unsynced_connection."""
+
+        async def attempt(connection: AsyncConnection) -> T:
+            async with connection.begin():
+                await connection.exec_driver_sql(pgwrite.ASYNC_COMMIT)
+                return await connection.run_sync(work)
+
+        return await self._on_unsynced_connection(attempt)
+
+    async def _on_unsynced_connection(self, attempt: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """PostgreSQL: ``attempt`` on a connection of its own kept open for the writes that do not wait for the
+        disk (claims, and records: see :mod:`.pgwrite`).  A connection from the pool for each cost the
+        pool's liveness ping, another round trip to the server: 0.87 -> 0.70 ms of a worker's CPU per
+        message.  When the connection was lost (the server restarted), another is opened and the work run
         again, once: a delivery's record changes nothing the second time (its lease is gone), a claim's update
         checks each row again."""
-        for attempt in range(2):
+        for tried in range(2):
             connection = self._unsynced_connection or await self._open_unsynced_connection()
             try:
-                async with connection.begin():
-                    await connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                    return await connection.run_sync(work)
+                return await attempt(connection)
             except DBAPIError as exc:
-                if not (exc.connection_invalidated or connection.invalidated) or attempt:
+                if not (exc.connection_invalidated or connection.invalidated) or tried:
                     raise
                 reason = type(exc.orig).__name__
                 log.warning("the outbox's database connection was lost (%s): opening another", reason)
@@ -418,6 +430,9 @@ class GroupCommit:
             with contextlib.suppress(Exception):
                 await connection.invalidate()  # maybe mid-statement: not back in the pool
                 await connection.close()
+
+    def _dialect(self) -> Dialect:
+        return self._db.engine.dialect
 
     def _engine(self) -> Engine:
         if self._sync is None:
@@ -445,6 +460,12 @@ def _execute_all(items: list[list[Write]], connection: Connection) -> list[int]:
         for item in items
         for statement, params in item
     ]
+
+
+async def _run_planned(statements: list[pgwrite.Statement], connection: AsyncConnection) -> list[int]:
+    """PostgreSQL: the writes of a batch that does not wait for the disk, in one round trip (:mod:`.pgwrite`)."""
+    raw = await connection.get_raw_connection()
+    return await pgwrite.run(raw.driver_connection, statements)
 
 
 def _insert_many(items: list[list[Write]], connection: Connection) -> list[int]:

@@ -8,6 +8,7 @@ database's single write lock, so a row claimed meanwhile by another process is n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
@@ -21,7 +22,17 @@ from ..store.models import OutboxBodyRow, OutboxMessageRow, UtcDateTime
 from .cursor import execute
 from .policy import CLAIMABLE, Status
 
-__all__ = ["Claimed", "claim", "count_by_status", "finish", "hold_account", "in_window", "release_held", "requeue"]
+__all__ = [
+    "Claimed",
+    "claim",
+    "count_by_status",
+    "finish",
+    "hold_account",
+    "in_window",
+    "release_held",
+    "requeue",
+    "with_bodies",
+]
 
 Row = OutboxMessageRow
 
@@ -70,10 +81,11 @@ def claim(
     limit: int,
     max_bytes: int,
     busy: Collection[str] = (),
+    bodies: bool = True,
 ) -> list[Claimed]:
     """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``, their bodies
     read into memory: together at most ``max_bytes``, except the first in line, always claimed (alone when it
-    is larger).
+    is larger).  ``bodies=False``: each ``raw`` left empty, for :func:`with_bodies` after the transaction.
 
     ``busy``: ids the caller is still working on (never taken back from it, even with an expired lease).
     Synchronous, on a Core connection: run it through ``Outbox.writes.transaction``.  On SQLite its
@@ -104,10 +116,17 @@ def claim(
     rows = execute(connection, _CLAIM, {**params, "ids": ids, "owner": owner, "until": now + lease})
     if not rows:
         return []
-    bodies: dict[str, bytes] = {row[0]: row[1] for row in execute(connection, _BODIES, {"ids": [r[0] for r in rows]})}
-    claimed = [Claimed(*(*row, bodies[row[0]])) for row in rows]  # _CLAIMED: the columns in field order, then raw
+    claimed = [Claimed(*(*row, b"")) for row in rows]  # _CLAIMED: the columns in field order, then raw
     claimed.sort(key=lambda r: (r.next_attempt_at, r.created_at))
-    return claimed
+    return with_bodies(connection, claimed) if bodies else claimed
+
+
+def with_bodies(connection: Connection, claimed: list[Claimed]) -> list[Claimed]:
+    """``claimed`` with their bodies read (a claimed message's body does not change: no lock needed)."""
+    if not claimed:
+        return claimed
+    bodies: dict[str, bytes] = {r[0]: r[1] for r in execute(connection, _BODIES, {"ids": [row.id for row in claimed]})}
+    return [dataclasses.replace(row, raw=bodies[row.id]) for row in claimed]
 
 
 # The statements of a claim, built once (building one costs more than running it), with parameters account,

@@ -269,6 +269,10 @@ class Worker:
             lease = timedelta(seconds=self.outbox.settings.lease_seconds)
             room = batch.size - len(batch.rows)
             busy = frozenset(batch.busy)  # read in the writer thread: a copy
+            # PostgreSQL: the bodies are read after the claim's transaction, which holds the outbox's write
+            # lock (the API's inserts wait for it) and, read in it, megabytes of them held it for up to 0.4 s.
+            # SQLite reads them from the file within the claim, faster than a transaction of their own.
+            in_claim = self.outbox.db.is_sqlite
 
             def claim(connection: Connection) -> list[Claimed]:
                 limit = min(room, _allowance(connection, lane.account_id, now, batch.spec))
@@ -281,11 +285,16 @@ class Worker:
                     limit=limit,
                     max_bytes=BATCH_BYTES - held,
                     busy=busy,
+                    bodies=in_claim,
                 )
 
             # Not waiting for the disk: a power failure could only undo the claim (see GroupCommit), and
             # a synced claim would hold SQLite's write lock, which the API's inserts wait for, through the sync.
             rows = await self.outbox.writes.transaction(claim, sync=False)
+            if not in_claim and rows:
+                # Should this fail, the messages go back to the queue when their lease runs out.
+                async with self.outbox.db.engine.connect() as connection:
+                    rows = await connection.run_sync(queue.with_bodies, rows)
             batch.rows.extend(rows)
             batch.busy.update(row.id for row in rows)
             batch.claimed += len(rows)

@@ -119,7 +119,8 @@ def _serialise(message: EmailMessage) -> bytes:
     fields after it would end up in the body.  Refuse such a message rather than store it.
     """
     raw = message.as_bytes(policy=_WIRE)
-    head = raw.split(b"\r\n\r\n", 1)[0]
+    end = raw.find(b"\r\n\r\n")
+    head = raw if end < 0 else raw[:end]  # not split(): that would copy the body too
     fields = sum(1 for line in head.split(b"\r\n") if line and line[:1] not in (b" ", b"\t"))
     if fields != len(message.keys()):
         raise ValidationError(
@@ -178,6 +179,7 @@ def _from_any_request(request: MessageRequest, limits: Limits) -> NewMessage:
             continue
         total += len(data)
         attachments.append(Attachment(filename=item.filename, content_type=item.content_type, data=data))
+        del data
     try:
         message = build_message(
             sender=sender or "nobody@invalid.invalid",
@@ -198,6 +200,7 @@ def _from_any_request(request: MessageRequest, limits: Limits) -> NewMessage:
     if errors:
         raise ValidationError(errors)
     assert message is not None and sender
+    del attachments  # the message holds them, encoded: the decoded copies go before it is serialised
     _limit_errors((), total, limits)  # refuse oversized attachments before serialising them
     # build_message parsed every address (parse_mailbox keeps its answers): no need to read the headers back.
     recipients = _unique([parse_mailbox(value).addr_spec for value in (*request.to, *request.cc, *request.bcc)])

@@ -117,6 +117,9 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
     limits = await outbox.limits()
     body = await _read_body(request, limits.max_bytes)
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    # What Idempotency-Key compares; hashed in parts (joined, a large body would be copied once more).
+    digest = hashlib.sha256(media.encode() + b"\0")
+    digest.update(body)
     if media == "message/rfc822":
         message = from_raw(body, limits)
     elif media in ("application/json", ""):
@@ -124,6 +127,7 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
             parsed = MessageIn.model_validate_json(body or b"null")
         except PydanticValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+        del body  # parsed: not needed while the message is composed (a large one takes several copies)
         message = from_request(parsed.to_request(), limits)
     else:
         raise UnsupportedMediaTypeError(
@@ -132,8 +136,7 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
         )
     if idempotency_key is not None and not idempotency_key.strip():
         raise ValidationError({"Idempotency-Key": "must not be empty"})
-    digest = hashlib.sha256(media.encode() + b"\0" + body).hexdigest()
-    view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest)
+    view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest.hexdigest())
     location = f"{services.settings.api_prefix}/email/messages/{view.id}"
     headers = {"Location": location}
     if not created:

@@ -38,7 +38,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from mailgate.outbox import commit, queue
-from mailgate.outbox.commit import GroupCommit, _plan
+from mailgate.outbox.commit import GroupCommit
+from mailgate.outbox.cursor import write_plan
 from mailgate.store import Database
 from mailgate.store import db as store_db
 from mailgate.store.models import OutboxBodyRow, OutboxMessageRow
@@ -895,14 +896,14 @@ async def test_cursor_writes_store_what_sqlalchemy_stores(env: Env, group: Group
 def test_cursor_plans_only_for_plain_one_row_writes() -> None:
     dialect = sqlite.dialect()
     keys = frozenset(_row("x"))
-    assert _plan(INSERT, dialect, keys) is not None
-    assert _plan(*_finish_plan_args(dialect)) is not None
+    assert write_plan(INSERT, dialect, keys) is not None
+    assert write_plan(*_finish_plan_args(dialect)) is not None
     # Left to SQLAlchemy: a column default to compute (attempts), RETURNING, a list of values, other databases.
-    assert _plan(INSERT, dialect, keys - {"attempts"}) is None
-    assert _plan(INSERT.returning(Row.id), dialect, keys) is None
+    assert write_plan(INSERT, dialect, keys - {"attempts"}) is None
+    assert write_plan(INSERT.returning(Row.id), dialect, keys) is None
     in_list = update(Row).where(Row.id.in_(bindparam("ids", expanding=True))).values(status="held")
-    assert _plan(in_list, dialect, frozenset({"ids"})) is None
-    assert _plan(INSERT, postgresql.psycopg.dialect(), keys) is None
+    assert write_plan(in_list, dialect, frozenset({"ids"})) is None
+    assert write_plan(INSERT, postgresql.psycopg.dialect(), keys) is None
 
 
 def _finish_plan_args(dialect: Any) -> tuple[Executable, Any, frozenset[str]]:

@@ -38,15 +38,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import Insert, UpdateBase
+from sqlalchemy.sql.dml import Insert
 
 from ..store import Database
 from ..store.db import sqlite_pragmas
 from . import pgwrite
-from .cursor import Plan, plan
+from .cursor import write_plan
 
 __all__ = ["GroupCommit"]
 
@@ -208,14 +208,15 @@ class GroupCommit:
 
     async def _write(self, items: list[list[Write]], *, sync: bool) -> list[int]:
         """A batch's writes (each caller's, in order) in one transaction; their row counts."""
+        writes = [write for item in items for write in item]
         if self._db.is_sqlite:
-            counts = await self._write_sqlite([write for item in items for write in item], sync=sync)
+            counts = await self._write_sqlite(writes, sync=sync)
             if counts is not None:
                 if not sync:
                     self._sync_soon()
                 return counts
             sync = True  # through SQLAlchemy's connections, which always sync
-        elif not sync and (statements := pgwrite.planned([w for item in items for w in item], self._dialect())):
+        elif not sync and (statements := pgwrite.planned(writes, self._db.engine.dialect)):
             return await self._on_unsynced_connection(functools.partial(_run_planned, statements))
         return await self._in_transaction(functools.partial(_execute_all, items), sync=sync)
 
@@ -311,7 +312,7 @@ class GroupCommit:
         planned = []
         size = 0
         for statement, params in writes:
-            found = _plan(statement, engine.dialect, frozenset(params))
+            found = write_plan(statement, engine.dialect, frozenset(params))
             if found is None:
                 return None
             planned.append(found.bind(params))
@@ -431,9 +432,6 @@ class GroupCommit:
                 await connection.invalidate()  # maybe mid-statement: not back in the pool
                 await connection.close()
 
-    def _dialect(self) -> Dialect:
-        return self._db.engine.dialect
-
     def _engine(self) -> Engine:
         if self._sync is None:
             self._sync = create_engine(self._db.engine.url.set(drivername="sqlite"))
@@ -495,18 +493,6 @@ def _plain_insert(statement: Executable) -> bool:
         and not statement._values
         and not statement._multi_values
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan | None:
-    """How to run a batch's ``statement`` with parameters ``keys`` on the cursor (:mod:`.cursor`); None to
-    leave it to SQLAlchemy: RETURNING, lists of values, and what :func:`.cursor.plan` leaves to it."""
-    # RETURNING: read from the statement (its public views of it, exported_columns and the compiler's
-    # effective_returning, can be stale copies of the statement's it was generated from).
-    if not isinstance(statement, UpdateBase) or statement._returning:
-        return None
-    found = plan(statement, dialect, keys)
-    return None if found is None or found.expanding else found
 
 
 class _SyncFailed(Exception):

@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Executable
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.sqltypes import LargeBinary, TupleType
 
-__all__ = ["Plan", "execute", "plan"]
+__all__ = ["Plan", "execute", "plan", "write_plan"]
 
 Convert = Callable[[Any], Any]
 #: Where SQLAlchemy's compiler leaves an expanding parameter's list to be rendered at execution.
@@ -102,6 +103,19 @@ def plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan 
     # The returned columns' types, as the compiler resolved them for SQLAlchemy's own result processing.
     columns = tuple(e.type.dialect_impl(dialect).result_processor(dialect, None) for e in compiled._result_columns)
     return Plan(tuple(pieces[0::2]), tuple(slots), columns, tuple(blobs))
+
+
+@functools.lru_cache(maxsize=64)
+def write_plan(statement: Executable, dialect: Dialect, keys: frozenset[str]) -> Plan | None:
+    """The plan of a write run in a batch (GroupCommit's on SQLite, :mod:`.pgwrite`'s on PostgreSQL): its
+    row count is all it gives back; None to leave it to SQLAlchemy: RETURNING, lists of values, and what
+    :func:`plan` leaves to it."""
+    # RETURNING: read from the statement (its public views of it, exported_columns and the compiler's
+    # effective_returning, can be stale copies of the statement's it was generated from).
+    if not isinstance(statement, UpdateBase) or statement._returning:
+        return None
+    found = plan(statement, dialect, keys)
+    return None if found is None or found.expanding else found
 
 
 def execute(connection: Connection, statement: Executable, params: Mapping[str, Any]) -> list[Sequence[Any]]:

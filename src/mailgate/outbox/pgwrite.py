@@ -3,7 +3,7 @@
 Through SQLAlchemy and psycopg's server-side binding, such a batch cost a round trip for each of BEGIN, SET
 LOCAL, every statement and COMMIT, each with psycopg's and SQLAlchemy's work around it: a worker on
 PostgreSQL spent 40% of its CPU recording deliveries.  Here the statements are compiled once (positional,
-:func:`.cursor.plan`, with the column types' conversions as SQLAlchemy applies them), their values rendered
+:func:`.cursor.write_plan`, with the column types' conversions as SQLAlchemy applies them), their values rendered
 into the SQL by psycopg's client-side binding (its quoting, the escaping libpq does for the connection), and
 the batch sent as one query: ``BEGIN; SET LOCAL synchronous_commit TO OFF; ...; COMMIT``.
 """
@@ -16,9 +16,8 @@ from typing import Any, cast
 
 from sqlalchemy import Dialect, Executable
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.dml import UpdateBase
 
-from .cursor import plan
+from .cursor import write_plan
 
 __all__ = ["ASYNC_COMMIT", "planned", "run"]
 
@@ -34,10 +33,8 @@ def planned(writes: Sequence[tuple[Executable, Mapping[str, Any]]], dialect: Dia
     out = []
     positional = _positional(dialect)
     for statement, params in writes:
-        if not isinstance(statement, UpdateBase) or statement._returning:
-            return None
-        found = plan(statement, positional, frozenset(params))
-        if found is None or found.expanding:
+        found = write_plan(statement, positional, frozenset(params))
+        if found is None:
             return None
         out.append(found.bind(params))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -26,6 +27,7 @@ async def throwaway_postgres_database() -> AsyncIterator[str]:
     url = os.environ.get("MAILGATE_TEST_POSTGRES_URL", "")
     require_component(bool(url), "PostgreSQL (MAILGATE_TEST_POSTGRES_URL)")
     from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
     from sqlalchemy.ext.asyncio import create_async_engine
 
     name = f"mailgate_test_{uuid.uuid4().hex[:12]}"
@@ -35,8 +37,17 @@ async def throwaway_postgres_database() -> AsyncIterator[str]:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
         base, _, _ = url.rpartition("/")
         yield f"{base}/{name}"
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(20):
+            try:
+                async with admin.connect() as conn:
+                    await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except ProgrammingError as exc:
+                # FORCE may not end an autovacuum worker (the server's own role) busy in the database right
+                # then ("must be a member of the role whose process is being terminated"): it is soon done.
+                if getattr(exc.orig, "sqlstate", None) != "42501" or attempt == 19:  # insufficient_privilege
+                    raise
+                await asyncio.sleep(0.1)
     finally:
         await admin.dispose()
 

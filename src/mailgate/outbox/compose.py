@@ -9,11 +9,11 @@ build_message is serialised to; every other request builds that message.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email
 import email.utils
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -130,6 +130,62 @@ def _serialise(message: EmailMessage) -> bytes:
     return raw
 
 
+_WHITESPACE = re.compile(r"\s")
+#: What the email package puts on a line of base64 (policy.max_line_length 78 // 4 * 3 bytes: 76 characters).
+_LINE_BYTES = 57
+_BLOCK_LINES = 1024
+
+
+def _decode_base64(text: str) -> bytes:
+    """``text`` decoded as base64 (whitespace ignored); binascii.Error or ValueError when it is not base64."""
+    if _WHITESPACE.search(text) is not None:
+        text = "".join(text.split())
+    # An ASCII str is read in place (base64.b64decode would copy it to bytes first).
+    return binascii.a2b_base64(text, strict_mode=True)
+
+
+def _wrapped_base64(data: bytes) -> bytearray:
+    """``data`` in base64 as the email package writes an attachment's body (lines of 76 characters, each
+    ending in CRLF), written into one buffer of the right size."""
+    lines, rest = divmod(len(data), _LINE_BYTES)
+    size = lines * 78 + ((rest + 2) // 3 * 4 + 2 if rest else 0)
+    out = bytearray(size)
+    at = 0
+    block = _LINE_BYTES * _BLOCK_LINES
+    for start in range(0, len(data), block):
+        encoded = binascii.b2a_base64(data[start : start + block], newline=False)
+        lines_of_block = b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+        out[at : at + len(lines_of_block)] = lines_of_block
+        at += len(lines_of_block)
+    assert at == size
+    return out
+
+
+def _serialise_with(message: EmailMessage, encoded: Sequence[bytearray]) -> bytes:
+    """_serialise for a message whose attachments (each part with an attachment disposition, in order) were
+    built empty: each one's body is written from ``encoded`` (_wrapped_base64), in the place a unique
+    placeholder took in the written message."""
+    parts = [part for part in message.walk() if part.get_content_disposition() == "attachment"]
+    if len(parts) != len(encoded):
+        raise AssertionError(f"{len(parts)} attachment parts for {len(encoded)} attachments")
+    placeholders: list[bytes] = []
+    for part in parts:
+        placeholder = f"mailgate-attachment-{secrets.token_hex(16)}"
+        part.set_payload(placeholder)
+        placeholders.append(placeholder.encode())
+    raw = _serialise(message)
+    pieces: list[bytes | bytearray] = []
+    at = 0
+    for mark, body in zip(placeholders, encoded, strict=True):
+        found = raw.find(mark, at)
+        if found < 0 or raw.find(mark, found + len(mark)) >= 0:
+            raise AssertionError("an attachment's placeholder is not in the written message once")
+        pieces += [raw[at:found], body]
+        at = found + len(mark)
+    pieces.append(raw[at:])
+    return b"".join(pieces)
+
+
 def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
     """Build and check the message of a JSON request.  Raises ValidationError naming each bad field."""
     new = _from_simple_request(request, limits)
@@ -169,16 +225,20 @@ def _from_any_request(request: MessageRequest, limits: Limits) -> NewMessage:
     sender = request.sender if request.sender is not None else limits.default_sender
     if not sender:
         errors["from"] = "is required: no sender is configured on the Email server page"
+    # Each attachment is built with no data, then its base64 put in the written message's place for it
+    # (_serialise_with): the email package's base64 and its writer would take several copies of a large file.
     attachments: list[Attachment] = []
+    encoded: list[bytearray] = []
     total = 0
     for i, item in enumerate(request.attachments):
         try:
-            data = base64.b64decode("".join(item.content_base64.split()), validate=True)
+            data = _decode_base64(item.content_base64)
         except (binascii.Error, ValueError):
             errors[f"attachments[{i}].content_base64"] = "is not valid base64"
             continue
         total += len(data)
-        attachments.append(Attachment(filename=item.filename, content_type=item.content_type, data=data))
+        attachments.append(Attachment(filename=item.filename, content_type=item.content_type, data=b""))
+        encoded.append(_wrapped_base64(data))
         del data
     try:
         message = build_message(
@@ -200,12 +260,11 @@ def _from_any_request(request: MessageRequest, limits: Limits) -> NewMessage:
     if errors:
         raise ValidationError(errors)
     assert message is not None and sender
-    del attachments  # the message holds them, encoded: the decoded copies go before it is serialised
     _limit_errors((), total, limits)  # refuse oversized attachments before serialising them
     # build_message parsed every address (parse_mailbox keeps its answers): no need to read the headers back.
     recipients = _unique([parse_mailbox(value).addr_spec for value in (*request.to, *request.cc, *request.bcc)])
     del message["Bcc"]  # the Bcc recipients are in the envelope only (RFC 5322 s3.6.3)
-    raw = _serialise(message)
+    raw = _serialise_with(message, encoded)
     _limit_errors(recipients, len(raw), limits)
     return NewMessage(
         sender=parse_mailbox(sender).addr_spec,

@@ -32,6 +32,10 @@ class OutboxSettings:
     poll_seconds: float = 1.0
     #: SMTP connections per account when the provider sets no ``max_connections``.
     default_connections: int = 3
+    #: Request bodies over 1 MiB that the messages API holds at once (received, being composed and stored),
+    #: in bytes; further large requests wait their turn, unread.  Composing one takes about five times its
+    #: size at its peak.
+    upload_memory_bytes: int = 100 * 1024 * 1024
 
     _ENV = {  # noqa: RUF012 - a class constant, not a field (no annotation)
         "MAILGATE_OUTBOX_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
@@ -41,6 +45,7 @@ class OutboxSettings:
         "MAILGATE_OUTBOX_LEASE_SECONDS": ("lease_seconds", float),
         "MAILGATE_OUTBOX_POLL_SECONDS": ("poll_seconds", float),
         "MAILGATE_OUTBOX_CONNECTIONS": ("default_connections", int),
+        "MAILGATE_OUTBOX_UPLOAD_MEMORY_BYTES": ("upload_memory_bytes", int),
     }
 
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from ..budget import ByteBudget
 from ..config import OutboxSettings
 from ..configure import ConfigService
 from ..errors import MailgateError, NotFoundError, ValidationError
@@ -181,6 +182,8 @@ class Outbox:
         self.doorbell = Doorbell(db)
         #: Concurrent writes (enqueues, recorded attempts) share transactions.
         self.writes = GroupCommit(db)
+        #: The bytes of large new messages held at once (see OutboxSettings.upload_memory_bytes).
+        self.intake = ByteBudget(settings.upload_memory_bytes)
         self._limits: tuple[float, Limits] | None = None
         self._reading_limits: SingleFlight[None, Limits] = SingleFlight()
 

@@ -6,6 +6,7 @@ makes a repeated request return the message of the first one (and refuses the ke
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from ..app import Services
+from ..budget import ByteBudget
 from ..errors import MailgateError, ValidationError
 from ..outbox import AttachmentRequest, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
 from .deps import AdminDep, ServicesDep
@@ -25,6 +27,8 @@ __all__ = ["MAX_IDEMPOTENCY_KEY", "queue_message", "router"]
 router = APIRouter(prefix="/email/messages", tags=["messages"])
 #: The longest Idempotency-Key accepted (a longer one is a 422).
 MAX_IDEMPOTENCY_KEY = 255
+#: Bodies up to this size are read at once; larger ones wait for room in the outbox's intake (ByteBudget).
+SMALL_REQUEST = 1024 * 1024
 
 
 class UnsupportedMediaTypeError(MailgateError):
@@ -80,13 +84,19 @@ _POST_DOC: dict[str, Any] = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, held: contextlib.AsyncExitStack, intake: ByteBudget) -> bytes:
+    """The request's body, read once its bytes fit in ``intake`` (held until ``held`` closes) unless it is
+    small: a large body that must wait is left unread meanwhile (in the client and the socket's buffers)."""
     # JSON carries attachments in base64 (4/3 of their size) plus the text: allow for that, refuse more
     # before reading it all into memory.
     ceiling = limit * 4 // 3 + 1024 * 1024
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > ceiling:
         raise MessageTooLargeError({"message": f"the request is {int(declared):,} bytes; the limit is {limit:,}"})
+    reserved = declared.isdigit() and int(declared) <= SMALL_REQUEST
+    if not reserved and declared.isdigit():
+        await held.enter_async_context(intake.reserve(int(declared)))
+        reserved = True
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -94,6 +104,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if size > ceiling:
             raise MessageTooLargeError({"message": f"the request is over the limit of {limit:,} bytes"})
         chunks.append(chunk)
+        if not reserved and size > SMALL_REQUEST:
+            # Of unknown length (chunked) and not small: room for the largest request.
+            await held.enter_async_context(intake.reserve(ceiling))
+            reserved = True
     return b"".join(chunks)
 
 
@@ -115,28 +129,29 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
     """
     outbox = services.outbox
     limits = await outbox.limits()
-    body = await _read_body(request, limits.max_bytes)
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    # What Idempotency-Key compares; hashed in parts (joined, a large body would be copied once more).
-    digest = hashlib.sha256(media.encode() + b"\0")
-    digest.update(body)
-    if media == "message/rfc822":
-        message = from_raw(body, limits)
-    elif media in ("application/json", ""):
-        try:
-            parsed = MessageIn.model_validate_json(body or b"null")
-        except PydanticValidationError as exc:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
-        del body  # parsed: not needed while the message is composed (a large one takes several copies)
-        message = from_request(parsed.to_request(), limits)
-    else:
-        raise UnsupportedMediaTypeError(
-            f"Content-Type {media!r} is not accepted.",
-            hint="Send application/json, or a whole message as message/rfc822.",
-        )
-    if idempotency_key is not None and not idempotency_key.strip():
-        raise ValidationError({"Idempotency-Key": "must not be empty"})
-    view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest.hexdigest())
+    async with contextlib.AsyncExitStack() as held:  # a large body's share of the outbox's intake
+        body = await _read_body(request, limits.max_bytes, held, outbox.intake)
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        # What Idempotency-Key compares; hashed in parts (joined, a large body would be copied once more).
+        digest = hashlib.sha256(media.encode() + b"\0")
+        digest.update(body)
+        if media == "message/rfc822":
+            message = from_raw(body, limits)
+        elif media in ("application/json", ""):
+            try:
+                parsed = MessageIn.model_validate_json(body or b"null")
+            except PydanticValidationError as exc:
+                raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+            del body  # parsed: not needed while the message is composed (a large one takes several copies)
+            message = from_request(parsed.to_request(), limits)
+        else:
+            raise UnsupportedMediaTypeError(
+                f"Content-Type {media!r} is not accepted.",
+                hint="Send application/json, or a whole message as message/rfc822.",
+            )
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise ValidationError({"Idempotency-Key": "must not be empty"})
+        view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest.hexdigest())
     location = f"{services.settings.api_prefix}/email/messages/{view.id}"
     headers = {"Location": location}
     if not created:

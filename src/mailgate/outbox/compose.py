@@ -286,13 +286,48 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
     """Check a raw RFC 5322 message (``Content-Type: message/rfc822``).
 
     From defaults to the configured sender; Date and Message-ID are added when missing; the envelope
-    recipients are To, Cc and Bcc, and Bcc is removed from the header (RFC 5322 s3.6.3).
+    recipients are To, Cc and Bcc, and Bcc is removed from the header (RFC 5322 s3.6.3).  The header section is
+    parsed and written again; the body is kept as it came, its line ends made CRLF.
     """
     _limit_errors((), len(body), limits)
+    found = _HEADER_END.search(body)
+    if found is not None:
+        head = body[: found.start() + 1]  # through the line end of the last field
+        message = email.message_from_bytes(head + b"\r\n", _class=EmailMessage, policy=POLICY)
+        # The header section as the parser sees it ends at the same empty line (else: _from_parsed_raw).
+        if message.get_payload() == "" and b"\r" not in head.replace(b"\r\n", b""):
+            if not message.keys():
+                raise ValidationError({"body": _NOT_A_MESSAGE})
+            sender, recipients = _checked_header(message, limits)
+            start = found.end()
+            rest: bytes | memoryview = memoryview(body)[start:]  # not copied when its line ends are CRLF
+            if not body.count(b"\n", start) == body.count(b"\r\n", start) == body.count(b"\r", start):
+                # Every line end (CRLF, LF or a lone CR) made CRLF, as the email package writes a message's lines.
+                rest = body[start:].replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+            raw = b"".join([_serialise(message), rest])  # the header section written ends with the empty line
+            return _new_raw(message, sender, recipients, raw, limits)
+    return _from_parsed_raw(body, limits)
+
+
+#: The empty line that ends a header section (after an LF or CRLF line end).
+_HEADER_END = re.compile(rb"\n\r?\n")
+_NOT_A_MESSAGE = "is not an RFC 5322 message (header fields, an empty line, the body)"
+
+
+def _from_parsed_raw(body: bytes, limits: Limits) -> NewMessage:
+    """from_raw for a message whose header section does not end where an empty line is found (a line that
+    is not a field, or lone CR line ends): the whole message parsed and written again, as the parser sees it."""
     message = email.message_from_bytes(body, _class=EmailMessage, policy=POLICY)
-    errors: dict[str, str] = {}
     if not message.keys() or (not message.get_payload() and b"\n\n" not in body.replace(b"\r\n", b"\n")):
-        raise ValidationError({"body": "is not an RFC 5322 message (header fields, an empty line, the body)"})
+        raise ValidationError({"body": _NOT_A_MESSAGE})
+    sender, recipients = _checked_header(message, limits)
+    return _new_raw(message, sender, recipients, _serialise(message), limits)
+
+
+def _checked_header(message: EmailMessage, limits: Limits) -> tuple[str, list[str]]:
+    """Check the address fields and line breaks of a raw message's header; set From (the configured sender),
+    Date and Message-ID when missing and remove Bcc.  The sender and the recipients (To, Cc, Bcc)."""
+    errors: dict[str, str] = {}
     recipients: list[str] = []
     wanted = {"from", "to", "cc", "bcc", "reply-to", "sender"}
     for name, value in message.raw_items():
@@ -336,7 +371,10 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
     sender = _addresses(message, "From")[0]
     if "Message-ID" not in message:
         message["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or "mailgate.invalid")
-    raw = _serialise(message)
+    return sender, recipients
+
+
+def _new_raw(message: EmailMessage, sender: str, recipients: list[str], raw: bytes, limits: Limits) -> NewMessage:
     unique = _unique(recipients)
     _limit_errors(unique, len(raw), limits)
     return NewMessage(

@@ -118,3 +118,47 @@ def test_parse_mailbox() -> None:
     assert (address.display_name, address.username, address.domain) == ("Ana Núñez", "ana", "example.com")
     with pytest.raises(ValueError, match="line breaks"):
         parse_mailbox("a@example.com\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "display_name", "username", "domain"),
+    [
+        ("user@bücher.de", "", "user", "xn--bcher-kva.de"),
+        ("Jörg Müller <Jorg@BÜCHER.de>", "Jörg Müller", "Jorg", "xn--bcher-kva.de"),
+        # IDNA 2008 (as registries and browsers): not strasse.de, another domain, as Python's "idna" codec has it.
+        ("info@straße.de", "", "info", "xn--strae-oqa.de"),
+        ("a@例え.テスト", "", "a", "xn--r8jz45g.xn--zckzah"),
+        ("user@xn--bcher-kva.de", "", "user", "xn--bcher-kva.de"),
+    ],
+)
+def test_an_internationalised_domain_goes_in_ascii(value: str, display_name: str, username: str, domain: str) -> None:
+    address = parse_mailbox(value)
+    assert (address.display_name, address.username, address.domain) == (display_name, username, domain)
+
+
+def test_internationalised_domains_in_the_message_and_its_header() -> None:
+    message = build_message(
+        sender="Ana <ana@bücher.de>", to=["Jörg <jorg@straße.de>"], cc=["c@例え.テスト"], subject="s", text="t"
+    )
+    raw = message.as_bytes()
+    assert b"From: Ana <ana@xn--bcher-kva.de>" in raw
+    assert b"To: =?utf-8?q?J=C3=B6rg?= <jorg@xn--strae-oqa.de>" in raw
+    assert b"Cc: c@xn--r8jz45g.xn--zckzah" in raw
+    assert b"@xn--bcher-kva.de>" in message["Message-ID"].encode()
+    assert raw.isascii()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("jörg@example.com", "outside ASCII before the @"),
+        ("user@-bücher.de", "not a valid internationalised domain name"),
+        ("user@bü☃cher.de", "not a valid internationalised domain name"),
+    ],
+)
+def test_addresses_that_cannot_go_in_ascii_are_refused(value: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_mailbox(value)
+    with pytest.raises(ValidationError) as refused:
+        build_message(sender="a@example.com", to=[value], subject="s", text="t")
+    assert says in refused.value.errors["to[0]"]

@@ -18,6 +18,7 @@ message would be serialised to, directly (tests/outbox/test_compose_direct.py co
 from __future__ import annotations
 
 import email.contentmanager
+import email.errors
 import email.headerregistry
 import email.message
 import email.policy
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address, BaseHeader, Group
 from typing import Any
+
+import idna
 
 from ..errors import ValidationError
 
@@ -329,12 +332,35 @@ def _parse_mailbox(value: str) -> email.headerregistry.Address:
     except Exception as exc:  # the parser raises assorted errors on garbage
         raise ValueError(f"is not a valid address ({type(exc).__name__})") from exc
     addresses: tuple[email.headerregistry.Address, ...] = getattr(header, "addresses", ())
+    if len(addresses) == 1 and any(isinstance(d, email.errors.NonASCIILocalPartDefect) for d in header.defects):
+        raise ValueError(
+            "has characters outside ASCII before the @: mailgate sends addresses in ASCII (SMTPUTF8 is not "
+            "supported); use the mailbox's ASCII address or alias"
+        )
     if header.defects or len(addresses) != 1:
         raise ValueError("must be exactly one valid address, like name@example.com")
     address = addresses[0]
     if not address.username or not address.domain or "." not in address.domain.strip("."):
         raise ValueError("must be a full address, like name@example.com")
+    if not address.domain.isascii():
+        # An internationalised domain name goes in its ASCII form (RFC 5890 A-labels: bücher.de is
+        # xn--bcher-kva.de), in the envelope and the header alike: every server takes it.  In a header the
+        # email package would write the Unicode form as an RFC 2047 encoded word, which is not allowed there.
+        domain = _a_labels(address.domain)
+        if domain is None:
+            raise ValueError(f"has a domain that is not a valid internationalised domain name ({address.domain})")
+        address = email.headerregistry.Address(address.display_name, address.username, domain)
     return address
+
+
+def _a_labels(domain: str) -> str | None:
+    """``domain`` in ASCII (IDNA 2008 with the UTS 46 mapping, as browsers and registries use: straße.de is
+    xn--strae-oqa.de, not strasse.de as Python's own "idna" codec, IDNA 2003, has it); None if it is not a
+    valid domain name."""
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return None
 
 
 _RAW_DATA_MANAGER = email.contentmanager.raw_data_manager

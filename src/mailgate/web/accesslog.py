@@ -87,6 +87,8 @@ def _quoted(path: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _status_line(status: int) -> str:
+    if status == 499:  # not in the HTTP registry: nginx's code for a client that went away (errors.py)
+        return "499 Client Closed Request"
     try:
         return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:

@@ -6,10 +6,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from ..errors import MailgateError
 
-__all__ = ["install_error_handlers", "mailgate_error_response", "validation_error_response"]
+__all__ = [
+    "CLIENT_CLOSED_REQUEST",
+    "client_gone_response",
+    "install_error_handlers",
+    "mailgate_error_response",
+    "validation_error_response",
+]
+
+#: What the access log says of a request whose client went away before sending all of it (nginx's 499).
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _field_name(loc: tuple[object, ...]) -> str:
@@ -20,6 +31,12 @@ def _field_name(loc: tuple[object, ...]) -> str:
 def mailgate_error_response(exc: MailgateError) -> JSONResponse:
     """The answer to a domain error: its HTTP status and ``{error, message, hint, ...}``."""
     return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+
+def client_gone_response() -> Response:
+    """The answer to a request whose client disconnected before its body was read: nobody receives it
+    (nothing was stored), but the access log says what happened instead of a 500 and a traceback."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def validation_error_response(exc: RequestValidationError) -> JSONResponse:
@@ -54,6 +71,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        return client_gone_response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

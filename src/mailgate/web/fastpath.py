@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..app import Services
 from ..errors import MailgateError
 from .deps import bearer_token
-from .errors import mailgate_error_response, validation_error_response
+from .errors import client_gone_response, mailgate_error_response, validation_error_response
 from .messages_api import MAX_IDEMPOTENCY_KEY, queue_message
 
 __all__ = ["QueueFastPath"]
@@ -46,10 +47,13 @@ class QueueFastPath:
         ):
             await self.app(scope, receive, send)
             return
+        response: Response
         try:
             response = await queue_message(Request(scope, receive), self.services, idempotency_key)
         except MailgateError as exc:
             response = mailgate_error_response(exc)
         except RequestValidationError as exc:
             response = validation_error_response(exc)
+        except ClientDisconnect:
+            response = client_gone_response()
         await response(scope, receive, send)

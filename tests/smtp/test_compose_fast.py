@@ -11,6 +11,7 @@ import copy
 import email
 import email._header_value_parser
 import email.contentmanager
+import email.errors
 import email.policy
 import email.utils
 import pickle
@@ -30,6 +31,7 @@ from email.headerregistry import (
 from email.message import EmailMessage
 from typing import Any, cast
 
+import idna
 import pytest
 
 from mailgate.errors import ValidationError
@@ -79,7 +81,18 @@ CASES: dict[str, dict[str, Any]] = {
 
 def _address(value: str) -> Address:
     address: Address = STDLIB.header_factory("To", value).addresses[0]
-    return address
+    return _ascii_domain(address)
+
+
+def _ascii_domain(address: Address) -> Address:
+    """``address`` with its domain in ASCII, as mailgate writes it (IDNA 2008 A-labels, UTS 46 mapping)."""
+    if address.domain.isascii():
+        return address
+    try:
+        domain = idna.encode(address.domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise ValueError(compose.BAD_DOMAIN_NAME.format(address.domain)) from None
+    return Address(address.display_name, address.username, domain)
 
 
 def reference_message(
@@ -425,12 +438,14 @@ def reference_mailbox(value: str) -> Address:
     except Exception as exc:
         raise ValueError(f"is not a valid address ({type(exc).__name__})") from exc
     addresses = getattr(header, "addresses", ())
+    if len(addresses) == 1 and any(isinstance(d, email.errors.NonASCIILocalPartDefect) for d in header.defects):
+        raise ValueError(compose.NON_ASCII_LOCAL_PART)  # mailgate sends addresses in ASCII
     if header.defects or len(addresses) != 1:
         raise ValueError("must be exactly one valid address, like name@example.com")
     address: Address = addresses[0]
     if not address.username or not address.domain or "." not in address.domain.strip("."):
         raise ValueError("must be a full address, like name@example.com")
-    return address
+    return _ascii_domain(address)
 
 
 def outcome(function: Callable[[], Any]) -> Any:

@@ -333,10 +333,7 @@ def _parse_mailbox(value: str) -> email.headerregistry.Address:
         raise ValueError(f"is not a valid address ({type(exc).__name__})") from exc
     addresses: tuple[email.headerregistry.Address, ...] = getattr(header, "addresses", ())
     if len(addresses) == 1 and any(isinstance(d, email.errors.NonASCIILocalPartDefect) for d in header.defects):
-        raise ValueError(
-            "has characters outside ASCII before the @: mailgate sends addresses in ASCII (SMTPUTF8 is not "
-            "supported); use the mailbox's ASCII address or alias"
-        )
+        raise ValueError(NON_ASCII_LOCAL_PART)
     if header.defects or len(addresses) != 1:
         raise ValueError("must be exactly one valid address, like name@example.com")
     address = addresses[0]
@@ -348,9 +345,17 @@ def _parse_mailbox(value: str) -> email.headerregistry.Address:
         # email package would write the Unicode form as an RFC 2047 encoded word, which is not allowed there.
         domain = _a_labels(address.domain)
         if domain is None:
-            raise ValueError(f"has a domain that is not a valid internationalised domain name ({address.domain})")
+            raise ValueError(BAD_DOMAIN_NAME.format(address.domain))
         address = email.headerregistry.Address(address.display_name, address.username, domain)
     return address
+
+
+#: Why parse_mailbox refuses an address it cannot write in ASCII.
+NON_ASCII_LOCAL_PART = (
+    "has characters outside ASCII before the @: mailgate sends addresses in ASCII (SMTPUTF8 is not supported); "
+    "use the mailbox's ASCII address or alias"
+)
+BAD_DOMAIN_NAME = "has a domain that is not a valid internationalised domain name ({})"
 
 
 def _a_labels(domain: str) -> str | None:

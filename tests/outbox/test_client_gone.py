@@ -22,19 +22,9 @@ from ..conftest import ADMIN_PASSWORD
 from .conftest import API, Env, EnvFactory
 
 
-@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
-@pytest.mark.parametrize("auth", ["api key", "basic"])
-async def test_a_client_gone_mid_body_is_a_499_and_changes_nothing(
-    make_env: EnvFactory, auth: str, large: bool
-) -> None:
-    env: Env = await make_env()
-    if auth == "api key":
-        token = (await env.services.admins.create_api_key("gone")).key
-        authorization = f"Bearer {token}"
-    else:
-        authorization = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
-    declared = 5 * 1024 * 1024 if large else 5000
-    scope: dict[str, Any] = {
+def post_scope(authorization: str, declared: int) -> dict[str, Any]:
+    """The ASGI scope of ``POST .../email/messages`` with JSON of ``declared`` bytes (Content-Length)."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -53,6 +43,21 @@ async def test_a_client_gone_mid_body_is_a_499_and_changes_nothing(
         "client": ("127.0.0.1", 5555),
         "server": ("127.0.0.1", 8080),
     }
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+@pytest.mark.parametrize("auth", ["api key", "basic"])
+async def test_a_client_gone_mid_body_is_a_499_and_changes_nothing(
+    make_env: EnvFactory, auth: str, large: bool
+) -> None:
+    env: Env = await make_env()
+    if auth == "api key":
+        token = (await env.services.admins.create_api_key("gone")).key
+        authorization = f"Bearer {token}"
+    else:
+        authorization = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+    declared = 5 * 1024 * 1024 if large else 5000
+    scope = post_scope(authorization, declared)
     incoming: list[Message] = [
         {"type": "http.request", "body": b'{"to": ["bob@example.com"], "text": "', "more_body": True},
         {"type": "http.disconnect"},

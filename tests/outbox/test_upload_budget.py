@@ -13,12 +13,15 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from starlette.types import Message
 
 from mailgate.budget import ByteBudget
 from mailgate.config import OutboxSettings
 from mailgate.errors import ConfigurationError
+from mailgate.web import create_app, messages_api
 
 from .conftest import API, Env, EnvFactory
+from .test_client_gone import post_scope
 
 MESSAGES = f"{API}/email/messages"
 BUDGET = 3 * 1024 * 1024
@@ -126,3 +129,49 @@ def test_the_budget_is_configured_from_the_environment() -> None:
     assert settings.upload_memory_bytes == 50 * 1024 * 1024
     with pytest.raises(ConfigurationError, match="MAILGATE_OUTBOX_UPLOAD_MEMORY_BYTES"):
         OutboxSettings.from_env({"MAILGATE_OUTBOX_UPLOAD_MEMORY_BYTES": "lots"})
+
+
+async def test_a_large_body_that_stalls_is_refused_and_gives_its_bytes_back(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages_api, "BODY_IDLE_SECONDS", 0.2)
+    env: Env = await make_env(upload_memory_bytes=BUDGET)
+    token = (await env.services.admins.create_api_key("stalls")).key
+    first = b'{"to": ["bob@example.com"], "text": "'
+    incoming: list[Message] = [{"type": "http.request", "body": first, "more_body": True}]
+
+    async def receive() -> Message:
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.Event().wait()  # the sender has gone silent (no FIN: nothing says it left)
+        raise AssertionError("unreachable")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await create_app(env.services)(post_scope(f"Bearer {token}", 2 * 1024 * 1024), receive, send)
+    assert sent[0]["status"] == 408
+    answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert answer["error"] == "request_timeout" and "nothing was stored" in answer["message"]
+    assert env.services.outbox.intake.reserved == 0
+    assert await env.stored_count() == 0
+
+
+async def test_a_large_body_that_keeps_coming_slowly_is_not_cut_off(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages_api, "BODY_IDLE_SECONDS", 0.3)
+    env: Env = await make_env(upload_memory_bytes=BUDGET)
+    body = large_body()
+
+    class Slow(Upload):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for chunk in self.chunks:
+                await asyncio.sleep(0.1)  # the whole body takes longer than the idle limit
+                yield chunk
+
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    r = await env.api.post(MESSAGES, content=Slow(body), headers=headers)
+    assert r.status_code == 202, r.text

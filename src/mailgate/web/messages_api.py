@@ -6,6 +6,7 @@ makes a repeated request return the message of the first one (and refuses the ke
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from typing import Annotated, Any
@@ -29,11 +30,19 @@ router = APIRouter(prefix="/email/messages", tags=["messages"])
 MAX_IDEMPOTENCY_KEY = 255
 #: Bodies up to this size are read at once; larger ones wait for room in the outbox's intake (ByteBudget).
 SMALL_REQUEST = 1024 * 1024
+#: A large body must keep coming while it holds its share of the intake: one that stalls this long between two
+#: of its chunks is refused (408), so that a sender gone silent does not keep the others waiting for good.
+BODY_IDLE_SECONDS = 30.0
 
 
 class UnsupportedMediaTypeError(MailgateError):
     http_status = 415
     code = "unsupported_media_type"
+
+
+class BodyStalledError(MailgateError):
+    http_status = 408
+    code = "request_timeout"
 
 
 class AttachmentIn(BaseModel):
@@ -93,21 +102,37 @@ async def _read_body(request: Request, limit: int, held: contextlib.AsyncExitSta
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > ceiling:
         raise MessageTooLargeError({"message": f"the request is {int(declared):,} bytes; the limit is {limit:,}"})
-    reserved = declared.isdigit() and int(declared) <= SMALL_REQUEST
-    if not reserved and declared.isdigit():
+    small = declared.isdigit() and int(declared) <= SMALL_REQUEST
+    holding = False  # a share of the intake
+    if not small and declared.isdigit():
         await held.enter_async_context(intake.reserve(int(declared)))
-        reserved = True
+        holding = True
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            if holding:
+                async with asyncio.timeout(BODY_IDLE_SECONDS):
+                    chunk = await anext(stream)
+            else:
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BodyStalledError(
+                f"The request's body stopped coming for {BODY_IDLE_SECONDS:.0f} s after {size:,} bytes; nothing was "
+                "stored.",
+                hint="Send the request again.",
+            ) from None
         size += len(chunk)
         if size > ceiling:
             raise MessageTooLargeError({"message": f"the request is over the limit of {limit:,} bytes"})
         chunks.append(chunk)
-        if not reserved and size > SMALL_REQUEST:
+        if not small and not holding and size > SMALL_REQUEST:
             # Of unknown length (chunked) and not small: room for the largest request.
             await held.enter_async_context(intake.reserve(ceiling))
-            reserved = True
+            holding = True
     return b"".join(chunks)
 
 

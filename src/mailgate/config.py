@@ -36,6 +36,8 @@ class OutboxSettings:
     #: in bytes; further large requests wait their turn, unread.  Composing one takes about five times its
     #: size at its peak.
     upload_memory_bytes: int = 100 * 1024 * 1024
+    #: Sent messages (their rows and bodies) are deleted this many days after they were sent, by the worker.
+    keep_sent_days: float = 30.0
 
     _ENV = {  # noqa: RUF012 - a class constant, not a field (no annotation)
         "MAILGATE_OUTBOX_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
@@ -46,6 +48,7 @@ class OutboxSettings:
         "MAILGATE_OUTBOX_POLL_SECONDS": ("poll_seconds", float),
         "MAILGATE_OUTBOX_CONNECTIONS": ("default_connections", int),
         "MAILGATE_OUTBOX_UPLOAD_MEMORY_BYTES": ("upload_memory_bytes", int),
+        "MAILGATE_OUTBOX_KEEP_SENT_DAYS": ("keep_sent_days", float),
     }
 
     @classmethod

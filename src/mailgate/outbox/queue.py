@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import BindParameter, Connection, Integer, Update, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store.models import OutboxBodyRow, OutboxMessageRow, UtcDateTime
@@ -26,6 +26,7 @@ __all__ = [
     "Claimed",
     "claim",
     "count_by_status",
+    "delete_sent_before",
     "finish",
     "hold_account",
     "in_window",
@@ -216,6 +217,30 @@ async def has_held(session: AsyncSession, account_id: str) -> bool:
         select(Row.id).where(Row.account_id == account_id, Row.status == Status.HELD.value).limit(1)
     )
     return found.first() is not None
+
+
+def delete_sent_before(connection: Connection, *, account_id: str, cutoff: datetime, limit: int) -> int:
+    """Delete up to ``limit`` messages of ``account_id`` sent before ``cutoff``, with their bodies; how many."""
+    params = {"account": account_id, "cutoff": cutoff, "limit": limit}
+    ids = [row[0] for row in connection.execute(_SENT_BEFORE, params)]
+    if ids:
+        connection.execute(delete(OutboxBodyRow).where(OutboxBodyRow.id.in_(ids)))
+        connection.execute(delete(Row).where(Row.id.in_(ids)))
+    return len(ids)
+
+
+# Oldest first, through ix_outbox_sent (account, sent_at; sent messages only).
+_SENT_BEFORE = (
+    select(Row.id)
+    .where(
+        Row.account_id == bindparam("account"),
+        Row.sent_at.is_not(None),
+        Row.sent_at <= bindparam("cutoff", type_=UtcDateTime()),
+        Row.status == Status.SENT.value,
+    )
+    .order_by(Row.sent_at)
+    .limit(bindparam("limit", type_=Integer()))
+)
 
 
 def in_window(connection: Connection, account_id: str, since: datetime, now: datetime) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -23,6 +24,7 @@ from ..store import Database
 from ..store.models import OutboxBodyRow, OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import EmailServerConfig, ProviderSpec
+from . import queue
 from .commit import GroupCommit
 from .compose import Limits, NewMessage
 from .doorbell import Doorbell
@@ -37,6 +39,8 @@ _INSERT = insert(Row)
 _INSERT_BODY = insert(OutboxBodyRow)
 #: How long the sender and limits read for new messages are reused.
 LIMITS_TTL_SECONDS = 1.0
+#: Sent messages deleted per transaction by expire_sent.
+EXPIRE_CHUNK = 200
 
 
 class MessageConflictError(MailgateError):
@@ -325,6 +329,21 @@ class Outbox:
             # Their bodies go with them (ON DELETE CASCADE: SQLite enforces it on mailgate's connections).
             result = await session.execute(delete(Row).where(Row.status.in_(list(statuses)), Row.updated_at <= cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def expire_sent(self, account_id: str = DEFAULT_ACCOUNT, *, chunk: int = EXPIRE_CHUNK) -> int:
+        """Delete the account's messages sent more than ``keep_sent_days`` ago (rows and bodies); how many.
+
+        A chunk per transaction, in turn with the other writes: deleting thousands at once would hold the
+        outbox's write lock, which the API's inserts and the worker's records wait for.  Not synced: a power
+        failure could only bring some back, to be deleted again."""
+        cutoff = self.clock() - timedelta(days=self.settings.keep_sent_days)
+        work = functools.partial(queue.delete_sent_before, account_id=account_id, cutoff=cutoff, limit=chunk)
+        total = 0
+        while True:
+            deleted = await self.writes.transaction(work, sync=False)
+            total += deleted
+            if deleted < chunk:
+                return total
 
     # -- reading ---------------------------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ PER_CONNECTION_BATCH = 25
 BATCH_BYTES = 16 * 1024 * 1024
 #: A cycle keeps refilling its connections for at most this long, then re-reads the configuration.
 REFILL_SECONDS = 5.0
+#: How often a running worker deletes the messages sent longer ago than MAILGATE_OUTBOX_KEEP_SENT_DAYS.
+HOUSEKEEPING_SECONDS = 3600.0
 
 
 @dataclass
@@ -104,6 +106,8 @@ class Worker:
         self._recorder = Recorder(outbox, self.owner, random_source)
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
+        #: When :meth:`housekeeping` is next due (time.monotonic()); at once when the worker starts.
+        self._housekeeping_due = 0.0
 
     def __repr__(self) -> str:
         return f"Worker(owner={self.owner!r}, state={self.outbox.worker_state!r})"
@@ -128,6 +132,9 @@ class Worker:
                 except Exception as exc:  # database down, a bug: keep the worker alive, say so
                     log.exception("outbox worker cycle failed: %s", type(exc).__name__)
                     done = 0
+                if time.monotonic() >= self._housekeeping_due:
+                    self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
+                    await self.housekeeping()
                 if done == 0 and not self._stopping:
                     await self.outbox.doorbell.wait(settings.poll_seconds)
         except Exception as exc:
@@ -137,6 +144,22 @@ class Worker:
             if self.outbox.worker_state == "running":
                 self.outbox.worker_state = "stopped"
             await self.close()
+
+    async def housekeeping(self) -> int:
+        """Delete the messages sent more than ``keep_sent_days`` ago (every HOUSEKEEPING_SECONDS while the
+        worker runs); how many.  A failure is logged and left for the next time."""
+        deleted = 0
+        for lane in self._lanes.values():
+            try:
+                deleted += await self.outbox.expire_sent(lane.account_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not delete the old sent messages of %s: %s", lane.account_id, exc)
+        if deleted:
+            days = self.outbox.settings.keep_sent_days
+            log.info("deleted %d message(s) sent over %g day(s) ago (MAILGATE_OUTBOX_KEEP_SENT_DAYS)", deleted, days)
+        return deleted
 
     def stop(self) -> None:
         """Finish the current cycle, then return from :meth:`run`."""

@@ -33,7 +33,7 @@ class OutboxSettings:
     #: SMTP connections per account when the provider sets no ``max_connections``.
     default_connections: int = 3
     #: Request bodies over 1 MiB that the messages API holds at once (received, being composed and stored),
-    #: in bytes; further large requests wait their turn, unread.  Composing one takes about five times its
+    #: in bytes; further large requests wait their turn, unread.  Composing one takes about three times its
     #: size at its peak.
     upload_memory_bytes: int = 100 * 1024 * 1024
     #: Sent messages (their rows and bodies) are deleted this many days after they were sent, by the worker.

@@ -133,6 +133,7 @@ def _serialise(message: EmailMessage) -> bytes:
 _WHITESPACE = re.compile(r"\s")
 #: What the email package puts on a line of base64 (policy.max_line_length 78 // 4 * 3 bytes: 76 characters).
 _LINE_BYTES = 57
+_LINE_CHARS = _LINE_BYTES // 3 * 4
 _BLOCK_LINES = 1024
 
 
@@ -148,13 +149,14 @@ def _wrapped_base64(data: bytes) -> bytearray:
     """``data`` in base64 as the email package writes an attachment's body (lines of 76 characters, each
     ending in CRLF), written into one buffer of the right size."""
     lines, rest = divmod(len(data), _LINE_BYTES)
-    size = lines * 78 + ((rest + 2) // 3 * 4 + 2 if rest else 0)
+    size = lines * (_LINE_CHARS + 2) + ((rest + 2) // 3 * 4 + 2 if rest else 0)  # each line and its CRLF
     out = bytearray(size)
     at = 0
     block = _LINE_BYTES * _BLOCK_LINES
     for start in range(0, len(data), block):
         encoded = binascii.b2a_base64(data[start : start + block], newline=False)
-        lines_of_block = b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+        lines_of_block = b"\r\n".join([encoded[i : i + _LINE_CHARS] for i in range(0, len(encoded), _LINE_CHARS)])
+        lines_of_block += b"\r\n"
         out[at : at + len(lines_of_block)] = lines_of_block
         at += len(lines_of_block)
     assert at == size

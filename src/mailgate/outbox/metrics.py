@@ -30,9 +30,9 @@ class OutboxMetrics:
         self.latency_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
-    def render(self, by_status: Mapping[str, int], token_refreshes: int, intake: ByteBudget | None = None) -> str:
-        """The ``/metrics`` text: gauges from the database, counters of this process (and with ``intake``, the
-        large requests it holds and those waiting for room in it)."""
+    def render(self, by_status: Mapping[str, int], token_refreshes: int, intake: ByteBudget) -> str:
+        """The ``/metrics`` text: gauges from the database, counters of this process, and the large API requests
+        ``intake`` holds and those waiting for room in it."""
         out = [
             "# HELP mailgate_outbox_messages Messages in the outbox by status (all processes).",
             "# TYPE mailgate_outbox_messages gauge",
@@ -51,15 +51,14 @@ class OutboxMetrics:
                 f"# TYPE mailgate_outbox_{name}_total counter",
                 f"mailgate_outbox_{name}_total {value}",
             ]
-        if intake is not None:
-            out += [
-                "# HELP mailgate_outbox_upload_bytes Bytes of large API requests held now (of the upload budget).",
-                "# TYPE mailgate_outbox_upload_bytes gauge",
-                f"mailgate_outbox_upload_bytes {intake.reserved}",
-                "# HELP mailgate_outbox_uploads_waiting Large API requests waiting for room in the upload budget.",
-                "# TYPE mailgate_outbox_uploads_waiting gauge",
-                f"mailgate_outbox_uploads_waiting {intake.waiting}",
-            ]
+        out += [
+            "# HELP mailgate_outbox_upload_bytes Bytes of large API requests held now (of the upload budget).",
+            "# TYPE mailgate_outbox_upload_bytes gauge",
+            f"mailgate_outbox_upload_bytes {intake.reserved}",
+            "# HELP mailgate_outbox_uploads_waiting Large API requests waiting for room in the upload budget.",
+            "# TYPE mailgate_outbox_uploads_waiting gauge",
+            f"mailgate_outbox_uploads_waiting {intake.waiting}",
+        ]
         out += [
             "# HELP mailgate_token_refreshes_total Refresh-token grants sent to the token endpoint by this process.",
             "# TYPE mailgate_token_refreshes_total counter",

@@ -22,6 +22,7 @@ from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import CLIENT_CLOSED_REQUEST
 from .logfilter import redact_url
 
 __all__ = ["FLUSH_SECONDS", "AccessLog"]
@@ -87,8 +88,8 @@ def _quoted(path: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _status_line(status: int) -> str:
-    if status == 499:  # not in the HTTP registry: nginx's code for a client that went away (errors.py)
-        return "499 Client Closed Request"
+    if status == CLIENT_CLOSED_REQUEST:  # not in the HTTP registry: nginx's code for a client that went away
+        return f"{status} Client Closed Request"
     try:
         return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:

@@ -99,13 +99,14 @@ async def _read_body(request: Request, limit: int, held: contextlib.AsyncExitSta
     # JSON carries attachments in base64 (4/3 of their size) plus the text: allow for that, refuse more
     # before reading it all into memory.
     ceiling = limit * 4 // 3 + 1024 * 1024
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > ceiling:
-        raise MessageTooLargeError({"message": f"the request is {int(declared):,} bytes; the limit is {limit:,}"})
-    small = declared.isdigit() and int(declared) <= SMALL_REQUEST
+    header = request.headers.get("content-length", "")
+    declared = int(header) if header.isdigit() else None
+    if declared is not None and declared > ceiling:
+        raise MessageTooLargeError({"message": f"the request is {declared:,} bytes; the limit is {limit:,}"})
+    small = declared is not None and declared <= SMALL_REQUEST
     holding = False  # a share of the intake
-    if not small and declared.isdigit():
-        await held.enter_async_context(intake.reserve(int(declared)))
+    if declared is not None and not small:
+        await held.enter_async_context(intake.reserve(declared))
         holding = True
     chunks: list[bytes] = []
     size = 0

@@ -30,6 +30,7 @@ from ..smtp.transport import NextMessage
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
+from .journal import DeliveryJournal, journal_directory
 from .policy import Outcome, Status, Verdict, classify
 from .queue import Claimed
 from .record import Recorder, pending_recipients
@@ -103,7 +104,7 @@ class Worker:
         self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._factory = connection_factory or (lambda server: SmtpConnection(server, mailer.token_source(server)))
-        self._recorder = Recorder(outbox, self.owner, random_source)
+        self._recorder = Recorder(outbox, self.owner, random_source, _journal(outbox, self.owner))
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
         #: When :meth:`housekeeping` is next due (time.monotonic()); at once when the worker starts.
@@ -177,9 +178,10 @@ class Worker:
         return total
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection; record what the delivery journal holds and delete it."""
         for lane in self._lanes.values():
             await self._close_pool(lane)
+        await self._recorder.close()
 
     async def _close_pool(self, lane: _Lane) -> None:
         pool, lane.pool = lane.pool, []
@@ -264,6 +266,8 @@ class Worker:
         if batch.prefetch is not None:
             # What it claimed after the connections stopped is given back just below.
             outcomes.extend(await asyncio.gather(batch.prefetch, return_exceptions=True))
+        # The cycle's results in the outbox when it ends (the API shows them sent).
+        outcomes.extend(await asyncio.gather(self._recorder.fold(), return_exceptions=True))
         # Claimed, untried messages go back to the queue now (not when their lease runs out), even after a
         # failure to record a result: the database may well be back.
         await self._settle_untried(lane, batch, fingerprint)
@@ -311,6 +315,10 @@ class Worker:
                     bodies=in_claim,
                 )
 
+            # The results in the delivery journal first: this worker's (the sending limits count them), and
+            # those of a worker that died (its messages must not be claimed again when their lease runs out).
+            await self._recorder.fold()
+            await self._recorder.recover()
             # Not waiting for the disk: a power failure could only undo the claim (see GroupCommit), and
             # a synced claim would hold SQLite's write lock, which the API's inserts wait for, through the sync.
             rows = await self.outbox.writes.transaction(claim, sync=False)
@@ -418,6 +426,15 @@ class Worker:
     async def _record_sent(self, batch: _Batch, row: Row, result: SendResult) -> None:
         await self._recorder.sent(row, result)
         batch.busy.discard(row.id)
+
+
+def _journal(outbox: Outbox, owner: str) -> DeliveryJournal | None:
+    """The worker's delivery journal on SQLite (beside the database file); None on PostgreSQL, whose workers
+    may run on other hosts, which could not replay it."""
+    if not outbox.db.is_sqlite:
+        return None
+    directory = journal_directory(outbox.db.engine.url.database or "")
+    return DeliveryJournal(directory, owner) if directory is not None else None
 
 
 def _allowance(connection: Connection, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:

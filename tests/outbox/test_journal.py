@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from mailgate.outbox import journal as journal_module
 from mailgate.outbox import record
 from mailgate.outbox.journal import DeliveryJournal, Entry, journal_directory
 from mailgate.outbox.policy import Status
@@ -39,23 +40,55 @@ def test_an_entry_is_one_line_and_reads_back_the_same() -> None:
     assert Entry.parse(line) == entry
 
 
-def test_files_are_sealed_then_discarded_and_a_live_writer_s_are_not_orphans(tmp_path: Path) -> None:
+def _ids(path: Path) -> list[str]:
+    return [Entry.parse(line).message_id for line in path.read_bytes().splitlines()]
+
+
+def test_folded_lines_stay_until_the_file_is_worth_emptying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "TRUNCATE_BYTES", 3 * len(_entry("m1").line()))
     directory = tmp_path / "outbox.db-deliveries"
     journal = DeliveryJournal(directory, "host:1:abc")
-    other = DeliveryJournal(directory, "host:2:def")
     journal.append(_entry("m1"))
     journal.append(_entry("m2"))
-    [(path, _)] = sealed = journal.seal()
-    assert [Entry.parse(line).message_id for line in path.read_bytes().splitlines()] == ["m1", "m2"]
+    [path] = journal.paths
     assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(directory.stat().st_mode & 0o777) == "0o700"
-    journal.append(_entry("m3"))  # a new file
-    assert len(list(directory.iterdir())) == 2
-    # Locked by their (live) writer: not another worker's to replay.
-    assert list(other.orphans()) == []
-    journal.discard(sealed)
-    assert not path.exists() and len(list(directory.iterdir())) == 1
+    journal.folded(journal.mark())
+    assert _ids(path) == ["m1", "m2"]  # small: kept (replaying them would change nothing)
+    journal.append(_entry("m3"))
+    mark = journal.mark()
+    journal.append(_entry("m4"))  # while the fold commits
+    journal.folded(mark)
+    assert _ids(path) == ["m1", "m2", "m3", "m4"]  # m4 is not folded: the file is kept whole
+    journal.folded(journal.mark())
+    assert path.read_bytes() == b""  # everything folded, and large enough: emptied
+    journal.append(_entry("m5"))
+    assert _ids(path) == ["m5"] and journal.paths == [path]
     journal.close()
     assert list(directory.iterdir()) == []
+
+
+def test_a_file_that_never_gets_quiet_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "ROTATE_BYTES", 2 * len(_entry("m1").line()))
+    journal = DeliveryJournal(tmp_path / "j", "host:1:abc")
+    journal.append(_entry("m1"))
+    journal.append(_entry("m2"))
+    [first] = journal.paths
+    mark = journal.mark()  # full: later lines go to a new file
+    journal.append(_entry("m3"))
+    [_, second] = journal.paths
+    assert _ids(first) == ["m1", "m2"] and _ids(second) == ["m3"]
+    journal.folded(mark)
+    assert not first.exists() and journal.paths == [second]
+    journal.close()
+
+
+def test_a_live_writer_s_files_are_not_orphans(tmp_path: Path) -> None:
+    directory = tmp_path / "outbox.db-deliveries"
+    journal = DeliveryJournal(directory, "host:1:abc")
+    journal.append(_entry("m1"))
+    # Locked by their (live) writer: not another worker's to replay.
+    assert list(DeliveryJournal(directory, "host:2:def").orphans()) == []
+    journal.close()
 
 
 def test_the_files_of_a_writer_that_died_are_orphans(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -63,10 +96,11 @@ def test_the_files_of_a_writer_that_died_are_orphans(tmp_path: Path, caplog: pyt
     dead = DeliveryJournal(directory, "host:1:abc")
     dead.append(_entry("m1"))
     dead.append(_entry("m2"))
-    [(path, fd)] = dead.seal()
+    [path] = dead.paths
     with path.open("ab") as file:
         file.write(b'{"id": "m3", "own')  # a line cut short by a power failure
-    os.close(fd)  # the process is gone: the kernel releases its lock
+    assert dead._current is not None
+    os.close(dead._current.fd)  # the process is gone: the kernel releases its lock
     survivor = DeliveryJournal(directory, "host:2:def")
     with caplog.at_level(logging.WARNING):
         [orphan] = list(survivor.orphans())
@@ -117,9 +151,10 @@ async def test_sqlite_results_go_through_the_journal_and_are_folded_by_the_end_o
     monkeypatch.setattr(DeliveryJournal, "append", spy)
     assert await env.worker.drain() == MESSAGES
     assert sorted(appended) == sorted(ids)
-    assert {(await env.status(i))["status"] for i in ids} == {"sent"}
+    assert {(await env.status(i))["status"] for i in ids} == {"sent"}  # folded by the end of the cycle
     assert env.services.outbox.metrics.sent == MESSAGES
-    assert list(_journals(env).iterdir()) == []  # folded: nothing left
+    await env.worker.close()
+    assert list(_journals(env).iterdir()) == []  # deleted when the worker stops
 
 
 @SQLITE_ONLY
@@ -150,7 +185,6 @@ async def test_results_that_cannot_be_folded_stay_in_the_journal_until_they_can(
     assert await env.worker.drain() == 0  # folded before the claim: nothing to send again
     assert {(await env.status(i))["status"] for i in ids} == {"sent"}
     assert len(box.messages) == MESSAGES
-    assert list(_journals(env).iterdir()) == []
 
 
 @SQLITE_ONLY
@@ -182,9 +216,9 @@ async def test_another_worker_replays_the_journal_of_a_worker_that_died(
     assert path.exists()
 
     # It dies: its file descriptors closed by the kernel, its lock with them.
-    assert journal._fd is not None
-    os.close(journal._fd)
-    journal._fd = None
+    assert journal._current is not None
+    os.close(journal._current.fd)
+    journal._current = None
     env.clock.advance(env.settings.outbox.lease_seconds + 1)
     with caplog.at_level(logging.WARNING):
         assert await survivor.drain() == 0  # replayed before claiming: nothing is sent twice
@@ -199,7 +233,7 @@ async def test_another_worker_replays_the_journal_of_a_worker_that_died(
 def test_a_journal_file_is_locked_by_its_writer(tmp_path: Path) -> None:
     journal = DeliveryJournal(tmp_path / "j", "w")
     journal.append(_entry())
-    [(path, _)] = journal.seal()
+    [path] = journal.paths
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(BlockingIOError):

@@ -7,7 +7,8 @@ cost the worker about a fifth of its CPU per message (a transaction each: the ro
 written to the write-ahead log), and the commit waited behind the API's batches, so the worker fell behind
 while messages were being queued.  Appending a line to this journal is one ``write`` system call; it is in
 the operating system's hands at once (kept if mailgate is killed), and the worker folds the lines into the
-outbox in one transaction a few hundredths of a second later, or before its next claim.
+outbox in one transaction a few hundredths of a second later, or before its next claim.  Folded lines stay
+in the file until it is worth emptying (TRUNCATE_BYTES): replaying them changes nothing.
 
 Each worker holds an exclusive ``flock`` on its files while it runs.  A file nobody holds belongs to a
 worker that died before folding it: the next claim of any worker on the same database replays it first
@@ -31,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DeliveryJournal", "Entry", "Orphan", "journal_directory"]
+__all__ = ["DeliveryJournal", "Entry", "Mark", "Orphan", "journal_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ class Orphan:
 
     def discard(self) -> None:
         """Delete the file (its entries are in the outbox now) and release it."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(self.fd)
+        _delete(self.path, self.fd)
 
     def release(self) -> None:
         """Keep the file for a later replay (the replay failed)."""
@@ -88,55 +87,84 @@ def journal_directory(database_file: str) -> Path | None:
     return Path(f"{database_file}-deliveries")
 
 
+@dataclass(eq=False)
+class _File:
+    """A journal file this worker writes (locked), and how many bytes it holds."""
+
+    path: Path
+    fd: int
+    size: int = 0
+
+
+#: The lines folded into the outbox stay in the file until it holds this many bytes: replaying them changes
+#: nothing, and emptying the file at every fold cost a system call or two each time.
+TRUNCATE_BYTES = 64 * 1024
+#: When results keep arriving while a fold commits (the file is never found with nothing new), appends move
+#: to a new file past this size, and the old one is deleted once folded.
+ROTATE_BYTES = 1024 * 1024
+
+#: What a fold covers: each file, with its size when the fold took its lines.
+Mark = list[tuple[_File, int]]
+
+
 class DeliveryJournal:
-    """One worker's journal: ``append`` results, ``seal`` the file before folding what it holds, ``discard``
-    the sealed files once folded.  Opened at the first append; ``close`` deletes what is left."""
+    """One worker's journal: ``append`` results; ``mark`` what a fold takes, ``folded`` once it is committed.
+    Opened at the first append; ``close`` deletes the files once everything appended is folded."""
 
     def __init__(self, directory: Path, owner: str) -> None:
         self.directory = directory
         self.owner = owner
         self._prefix = _UNSAFE.sub("_", owner)
-        self._fd: int | None = None
-        self._path: Path | None = None
+        self._current: _File | None = None
+        #: Earlier files, full, with lines not folded yet (still locked).
+        self._sealed: list[_File] = []
         self._sequence = 0
-        #: Files appended to before the last seal, with their descriptors (still locked).
-        self._sealed: list[tuple[Path, int]] = []
 
     def __repr__(self) -> str:
         return f"DeliveryJournal({str(self.directory)!r}, owner={self.owner!r})"
 
+    @property
+    def paths(self) -> list[Path]:
+        """This worker's files."""
+        return [f.path for f in [*self._sealed, *([self._current] if self._current else [])]]
+
     def append(self, entry: Entry) -> None:
         """Write ``entry`` (one ``write``: in the operating system's hands when this returns).  Raises OSError
         when it cannot (the caller must not hand over another message)."""
-        if self._fd is None:
-            self._open()
-        assert self._fd is not None
+        if self._current is None:
+            self._current = self._open()
         line = entry.line()
-        written = os.write(self._fd, line)
+        written = os.write(self._current.fd, line)
+        self._current.size += written
         if written != len(line):  # a full disk: the rest did not fit
-            raise OSError(f"could not write the delivery journal {self._path} (disk full?)")
+            raise OSError(f"could not write the delivery journal {self._current.path} (disk full?)")
 
-    def seal(self) -> list[tuple[Path, int]]:
-        """Every file appended to so far (later appends go to a new file), for :meth:`discard` once what they
-        hold is folded."""
-        if self._fd is not None:
-            assert self._path is not None
-            self._sealed.append((self._path, self._fd))
-            self._fd = self._path = None
-        return list(self._sealed)
+    def mark(self) -> Mark:
+        """What the lines appended so far are in, for :meth:`folded` once they are in the outbox."""
+        mark = [(f, f.size) for f in self._sealed]
+        if self._current is not None:
+            mark.append((self._current, self._current.size))
+            if self._current.size >= ROTATE_BYTES:
+                self._sealed.append(self._current)
+                self._current = None
+        return mark
 
-    def discard(self, sealed: list[tuple[Path, int]]) -> None:
-        """Delete sealed files whose entries are all in the outbox."""
-        for item in sealed:
-            path, fd = item
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            os.close(fd)
-            self._sealed.remove(item)
+    def folded(self, mark: Mark) -> None:
+        """The lines of ``mark`` are in the outbox: delete the full files, empty the current one when it has
+        nothing newer and is large enough to be worth it."""
+        for file, size in mark:
+            if file in self._sealed:
+                self._sealed.remove(file)
+                _delete(file.path, file.fd)
+            elif file is self._current and file.size == size and size >= TRUNCATE_BYTES:
+                os.ftruncate(file.fd, 0)  # appends (O_APPEND) start again at 0
+                file.size = 0
 
     def close(self) -> None:
         """Delete this worker's files: call once everything appended is folded."""
-        self.discard(self.seal())
+        for file in [*self._sealed, *([self._current] if self._current else [])]:
+            _delete(file.path, file.fd)
+        self._sealed, self._current = [], None
 
     def orphans(self) -> Iterator[Orphan]:
         """The files of workers that are gone (nobody holds their lock), each locked until discarded; a file
@@ -145,9 +173,7 @@ class DeliveryJournal:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return
-        own = {path.name for path, _ in self._sealed}
-        if self._path is not None:
-            own.add(self._path.name)
+        own = {path.name for path in self.paths}
         for name in names:
             if not name.endswith(".jsonl") or name in own:
                 continue
@@ -169,7 +195,7 @@ class DeliveryJournal:
                 continue
             yield Orphan(path, fd, entries)
 
-    def _open(self) -> None:
+    def _open(self) -> _File:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._sequence += 1
         path = self.directory / f"{self._prefix}.{self._sequence}.jsonl"
@@ -179,7 +205,13 @@ class DeliveryJournal:
         except OSError:
             os.close(fd)
             raise
-        self._fd, self._path = fd, path
+        return _File(path, fd)
+
+
+def _delete(path: Path, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.close(fd)
 
 
 def _read(fd: int, path: Path) -> list[Entry]:

@@ -92,21 +92,21 @@ class Recorder:
 
     async def fold(self) -> None:
         """Record the journal's entries in the outbox, in one transaction (not waiting for the disk: they are
-        in the journal until it is committed), and delete the journal files that held them."""
+        in the journal until it is committed); the journal's files emptied or deleted when worth it."""
         if self._journal is None:
             return
         async with self._folding:
             if not self._unfolded:
                 return
             pending, self._unfolded = self._unfolded, []
-            sealed = self._journal.seal()
+            mark = self._journal.mark()
             writes = [queue.finish(entry.message_id, entry.owner, entry.values) for entry, _ in pending]
             try:
                 counts = await self._outbox.writes.execute_all(writes, sync=False)
             except BaseException:
-                self._unfolded[:0] = pending  # still in the sealed files: folded with the next ones
+                self._unfolded[:0] = pending  # still in the journal: folded with the next ones
                 raise
-            self._journal.discard(sealed)
+            self._journal.folded(mark)
         for (entry, latency), count in zip(pending, counts, strict=True):
             if count == 1:
                 self._outbox.metrics.sent += 1

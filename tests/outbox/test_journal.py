@@ -241,3 +241,38 @@ def test_a_journal_file_is_locked_by_its_writer(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     journal.close()
+
+
+@SQLITE_ONLY
+async def test_a_journal_that_cannot_be_written_gives_way_to_the_database(
+    env: Env, smtp: RunningServer, ca_file: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = await _queue(env, smtp, ca_file)
+    # The journal's directory cannot be created (a read-only place, a full disk).
+    directory = _journals(env)
+    directory.parent.joinpath(directory.name).write_bytes(b"not a directory")
+    with caplog.at_level(logging.INFO):
+        assert await env.worker.drain() == MESSAGES
+    assert {(await env.status(i))["status"] for i in ids} == {"sent"}
+    box = smtp.handler
+    assert isinstance(box, ScriptedMailbox) and len(box.messages) == MESSAGES  # each once, none held back
+    assert caplog.text.count("cannot write the delivery journal") == 1  # said once, not per message
+    assert env.services.outbox.metrics.sent == MESSAGES
+
+
+def test_after_a_failed_write_lines_go_to_a_new_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = DeliveryJournal(tmp_path / "j", "w")
+    journal.append(_entry("m1"))
+    [first] = journal.paths
+    write = os.write
+    monkeypatch.setattr(journal_module.os, "write", lambda fd, data: write(fd, data[:5]))  # the disk fills up
+    with pytest.raises(OSError):
+        journal.append(_entry("m2"))
+    monkeypatch.undo()
+    journal.append(_entry("m3"))
+    [_, second] = journal.paths
+    assert _ids(second) == ["m3"]  # not glued to the cut line
+    assert first.read_bytes().splitlines()[0] == _entry("m1").line().rstrip(b"\n")
+    journal.folded(journal.mark())
+    assert not first.exists()
+    journal.close()

@@ -13,6 +13,7 @@ of the journal counts as recorded.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,10 +211,9 @@ async def test_a_result_that_cannot_be_recorded_stops_the_connection_before_the_
         return result
 
     def fail_one_append(journal: DeliveryJournal, entry: Entry) -> None:
-        # SQLite: the result goes to the delivery journal (a full disk, a failing one).
-        if entry.message_id == ids[failing] and not failed:
-            failed.append(failing)
-            raise failure
+        # SQLite: the result goes to the delivery journal; when it cannot, to the database, failing above.
+        if entry.message_id == ids[failing]:
+            raise OSError(errno.EIO, "Input/output error")
         append(journal, entry)
 
     monkeypatch.setattr(writes, "execute", fail_one_record)

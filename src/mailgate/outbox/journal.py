@@ -21,6 +21,7 @@ record each result in the database (see Recorder).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -119,6 +120,8 @@ class DeliveryJournal:
         #: Earlier files, full, with lines not folded yet (still locked).
         self._sealed: list[_File] = []
         self._sequence = 0
+        #: The directory could not be listed last time (said once).
+        self._unlistable = False
 
     def __repr__(self) -> str:
         return f"DeliveryJournal({str(self.directory)!r}, owner={self.owner!r})"
@@ -130,14 +133,22 @@ class DeliveryJournal:
 
     def append(self, entry: Entry) -> None:
         """Write ``entry`` (one ``write``: in the operating system's hands when this returns).  Raises OSError
-        when it cannot (the caller must not hand over another message)."""
+        when it cannot: the entry is not in the journal (record it another way).  Later entries go to a new
+        file, after no part of a line."""
         if self._current is None:
             self._current = self._open()
+        current = self._current
         line = entry.line()
-        written = os.write(self._current.fd, line)
-        self._current.size += written
-        if written != len(line):  # a full disk: the rest did not fit
-            raise OSError(f"could not write the delivery journal {self._current.path} (disk full?)")
+        try:
+            written = os.write(current.fd, line)
+            if written != len(line):  # a full disk: the rest did not fit
+                raise OSError(errno.ENOSPC, f"could not write all of a line to {current.path}")
+        except OSError:
+            self._sealed.append(current)
+            self._current = None
+            current.size = os.fstat(current.fd).st_size
+            raise
+        current.size += written
 
     def mark(self) -> Mark:
         """What the lines appended so far are in, for :meth:`folded` once they are in the outbox."""
@@ -173,6 +184,13 @@ class DeliveryJournal:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return
+        except OSError as exc:
+            # Nothing can have been written there either (see Recorder.sent): said once.
+            if not self._unlistable:
+                log.warning("cannot read the delivery journals' directory: %s", exc)
+            self._unlistable = True
+            return
+        self._unlistable = False
         own = {path.name for path in self.paths}
         for name in names:
             if not name.endswith(".jsonl") or name in own:

@@ -49,6 +49,8 @@ class Recorder:
         self._folding = asyncio.Lock()
         self._fold_timer: asyncio.TimerHandle | None = None
         self._fold_task: asyncio.Task[None] | None = None
+        #: The last append to the journal failed (said once, not for every message).
+        self._journal_failing = False
 
     def __repr__(self) -> str:
         return f"Recorder(owner={self._owner!r}, journal={self._journal!r}, unfolded={len(self._unfolded)})"
@@ -82,10 +84,21 @@ class Recorder:
         latency = (now - row.created_at).total_seconds()
         if self._journal is not None:
             entry = Entry(row.id, self._owner, values)
-            self._journal.append(entry)  # OSError: the connection stops before its next message
-            self._unfolded.append((entry, latency))
-            self._fold_soon()
-            return
+            try:
+                self._journal.append(entry)
+            except OSError as exc:
+                # Committed to the outbox instead (if that fails too, the connection stops before its next
+                # message): a journal that cannot be written must not let messages go out unrecorded.
+                if not self._journal_failing:
+                    log.warning("cannot write the delivery journal (%s): recording results in the database", exc)
+                self._journal_failing = True
+            else:
+                if self._journal_failing:
+                    log.info("writing the delivery journal again")
+                self._journal_failing = False
+                self._unfolded.append((entry, latency))
+                self._fold_soon()
+                return
         if await self._finish(row, values):
             self._outbox.metrics.sent += 1
             self._outbox.metrics.observe_latency(latency)

@@ -51,11 +51,13 @@ class Entry:
     values: dict[str, Any]
 
     def line(self) -> bytes:
+        """The entry as one line of JSON (times in ISO 8601)."""
         values = {k: v.isoformat() if k in _TIMES and v is not None else v for k, v in self.values.items()}
         return json.dumps({"id": self.message_id, "owner": self.owner, "values": values}).encode() + b"\n"
 
     @classmethod
     def parse(cls, line: bytes) -> Entry:
+        """The entry of a :meth:`line`; ValueError, KeyError or TypeError when it is not one."""
         data = json.loads(line)
         values = dict(data["values"])
         for key in _TIMES:

@@ -131,7 +131,7 @@ class DeliveryJournal:
     @property
     def paths(self) -> list[Path]:
         """This worker's files."""
-        return [f.path for f in [*self._sealed, *([self._current] if self._current else [])]]
+        return [f.path for f in self._files()]
 
     def append(self, entry: Entry) -> None:
         """Write ``entry`` (one ``write``: in the operating system's hands when this returns).  Raises OSError
@@ -175,7 +175,7 @@ class DeliveryJournal:
 
     def close(self) -> None:
         """Delete this worker's files: call once everything appended is folded."""
-        for file in [*self._sealed, *([self._current] if self._current else [])]:
+        for file in self._files():
             _delete(file.path, file.fd)
         self._sealed, self._current = [], None
 
@@ -214,6 +214,9 @@ class DeliveryJournal:
                 log.warning("could not read the delivery journal %s: %s", path, exc)
                 continue
             yield Orphan(path, fd, entries)
+
+    def _files(self) -> list[_File]:
+        return [*self._sealed, *([self._current] if self._current else [])]
 
     def _open(self) -> _File:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from ..smtp import SendResult
 from . import queue
+from .commit import Write
 from .journal import DeliveryJournal, Entry
 from .policy import Outcome, Status, Verdict, backoff, next_attempt
 from .queue import Claimed
@@ -100,8 +101,7 @@ class Recorder:
                 self._fold_soon()
                 return
         if await self._finish(row, values):
-            self._outbox.metrics.sent += 1
-            self._outbox.metrics.observe_latency(latency)
+            self._count_sent(latency)
 
     async def fold(self) -> None:
         """Record the journal's entries in the outbox, in one transaction (not waiting for the disk: they are
@@ -113,19 +113,17 @@ class Recorder:
                 return
             pending, self._unfolded = self._unfolded, []
             mark = self._journal.mark()
-            writes = [queue.finish(entry.message_id, entry.owner, entry.values) for entry, _ in pending]
             try:
-                counts = await self._outbox.writes.execute_all(writes, sync=False)
+                counts = await self._outbox.writes.execute_all(_writes(entry for entry, _ in pending), sync=False)
             except BaseException:
                 self._unfolded[:0] = pending  # still in the journal: folded with the next ones
                 raise
             self._journal.folded(mark)
         for (entry, latency), count in zip(pending, counts, strict=True):
             if count == 1:
-                self._outbox.metrics.sent += 1
-                self._outbox.metrics.observe_latency(latency)
+                self._count_sent(latency)
             else:
-                log.warning("message %s: lease lost before its result was recorded", entry.message_id)
+                _lease_lost(entry.message_id)
 
     async def recover(self) -> int:
         """Replay the journals of workers that stopped before folding them (see :mod:`.journal`); how many
@@ -134,20 +132,20 @@ class Recorder:
             return 0
         recorded = 0
         for orphan in self._journal.orphans():
-            writes = [queue.finish(entry.message_id, entry.owner, entry.values) for entry in orphan.entries]
+            writes = _writes(orphan.entries)
             try:
                 # On the disk before the file goes.
-                counts = await self._outbox.writes.execute_all(writes, sync=True) if writes else []
+                replayed = sum(await self._outbox.writes.execute_all(writes, sync=True)) if writes else 0
             except BaseException:
                 orphan.release()
                 raise
             orphan.discard()
-            recorded += sum(counts)
-            self._outbox.metrics.sent += sum(counts)
+            recorded += replayed
+            self._outbox.metrics.sent += replayed
             log.warning(
                 "replayed the delivery journal %s of a worker that stopped: %d of its %d result(s) were not recorded "
                 "yet",
-                orphan.path.name, sum(counts), len(orphan.entries),
+                orphan.path.name, replayed, len(orphan.entries),
             )  # fmt: skip
         return recorded
 
@@ -159,6 +157,10 @@ class Recorder:
         await self.fold()
         if self._journal is not None:
             self._journal.close()
+
+    def _count_sent(self, latency: float) -> None:
+        self._outbox.metrics.sent += 1
+        self._outbox.metrics.observe_latency(latency)
 
     def _fold_soon(self) -> None:
         if self._fold_timer is None:
@@ -217,8 +219,17 @@ class Recorder:
     async def _finish(self, row: Row, values: dict[str, Any]) -> bool:
         ok = await self._outbox.writes.execute(*queue.finish(row.id, self._owner, values), sync=False) == 1
         if not ok:
-            log.warning("message %s: lease lost before its result was recorded", row.id)
+            _lease_lost(row.id)
         return ok
+
+
+def _writes(entries: Iterable[Entry]) -> list[Write]:
+    """The UPDATEs recording journal entries (the same as :meth:`Recorder._finish`'s)."""
+    return [queue.finish(entry.message_id, entry.owner, entry.values) for entry in entries]
+
+
+def _lease_lost(message_id: str) -> None:
+    log.warning("message %s: lease lost before its result was recorded", message_id)
 
 
 def _report_fold_failure(task: asyncio.Task[None]) -> None:

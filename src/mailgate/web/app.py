@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
-from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..app import Services
 from . import email_api, health, messages_api, oauth_api
 from .errors import install_error_handlers
-from .fastpath import QueueFastPath
 from .pages import install_pages
 
-__all__ = ["MailgateApp", "create_app"]
+__all__ = ["create_app"]
 
 
-class MailgateApp(FastAPI):
-    """FastAPI with :mod:`.fastpath` in front: the busiest request skips FastAPI's own middleware too (its
-    error handling, telemetry hooks and body limit, which the fast path does not need)."""
-
-    #: None: every request goes through FastAPI (the tests compare both ways).
-    fast_path: QueueFastPath | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path is None:
-            await super().__call__(scope, receive, send)
-        else:
-            await self.fast_path(scope, receive, send)
-
-
-def create_app(services: Services) -> MailgateApp:
+def create_app(services: Services) -> FastAPI:
     """An app serving ``services`` (whose lifecycle the caller owns)."""
     prefix = services.settings.api_prefix
-    app = MailgateApp(
+    app = FastAPI(
         title="mailgate",
         version=__version__,
         description="Send email through Gmail and Microsoft 365 with OAuth 2.0 (SMTP XOAUTH2).",
@@ -52,7 +34,6 @@ def create_app(services: Services) -> MailgateApp:
     app.include_router(api)
     app.include_router(health.router)
     install_pages(app, services)
-    app.fast_path = QueueFastPath(functools.partial(FastAPI.__call__, app), services=services)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -149,7 +149,7 @@ async def post_message(
 
 
 async def queue_message(request: Request, services: Services, idempotency_key: str | None) -> JSONResponse:
-    """The work of ``POST``, once the caller is authenticated (also done by :mod:`.fastpath`).
+    """The work of ``POST``, once the caller is authenticated.
 
     Raises MailgateError or RequestValidationError for bad input, before anything is stored.
     """

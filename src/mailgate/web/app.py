@@ -9,6 +9,7 @@ from .. import __version__
 from ..app import Services
 from . import email_api, health, messages_api, oauth_api
 from .errors import install_error_handlers
+from .openapi import DocumentedAPI
 from .pages import install_pages
 
 __all__ = ["create_app"]
@@ -17,7 +18,8 @@ __all__ = ["create_app"]
 def create_app(services: Services) -> FastAPI:
     """An app serving ``services`` (whose lifecycle the caller owns)."""
     prefix = services.settings.api_prefix
-    app = FastAPI(
+    app = DocumentedAPI(
+        body_models=[messages_api.MessageIn],
         title="mailgate",
         version=__version__,
         description="Send email through Gmail and Microsoft 365 with OAuth 2.0 (SMTP XOAUTH2).",

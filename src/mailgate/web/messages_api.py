@@ -22,8 +22,9 @@ from ..budget import ByteBudget
 from ..errors import MailgateError, ValidationError
 from ..outbox import AttachmentRequest, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
 from .deps import AdminDep, ServicesDep
+from .openapi import schema_ref
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "queue_message", "router"]
+__all__ = ["MAX_IDEMPOTENCY_KEY", "MessageIn", "queue_message", "router"]
 
 router = APIRouter(prefix="/email/messages", tags=["messages"])
 #: The longest Idempotency-Key accepted (a longer one is a 422).
@@ -86,7 +87,8 @@ _POST_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": MessageIn.model_json_schema(by_alias=True)},
+            # A reference into components/schemas, where create_app puts MessageIn and AttachmentIn (body_models).
+            "application/json": {"schema": schema_ref(MessageIn)},
             "message/rfc822": {"schema": {"type": "string", "format": "binary"}},
         },
     }

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from .errors import ValidationError
 from .providers import Catalogue, is_loopback_host, validate_tenant
 from .store import Database, SecretBox
@@ -40,29 +42,40 @@ _MAX = {"client_id": 255, "client_secret": 2048, "tenant": 255, "redirect_uri": 
 
 @dataclass(frozen=True)
 class OAuthConfigUpdate:
-    """A save of the OAuth page.  ``client_secret=None`` keeps the stored one."""
+    """A save of the OAuth page, whole (the page) or partial (``PUT /v2/oauth/config``).
 
-    provider: str
-    client_id: str
-    tenant: str = ""
+    A field left ``None`` keeps its stored value; ``""`` clears it (``redirect_uri`` then takes the default).
+    The client ID and secret are kept only while the provider stays the same: they belong to one app
+    registration.  ``client_secret`` is write-only: ``None`` or ``""`` keeps the stored one.
+    ``authorization_url`` and ``token_url`` are read-only, accepted only when equal to the derived value.
+    """
+
+    provider: str | None = None
+    client_id: str | None = None
+    tenant: str | None = None
     client_secret: str | None = None
-    redirect_uri: str = ""
+    redirect_uri: str | None = None
     authorization_url: str | None = None
     token_url: str | None = None
 
 
 @dataclass(frozen=True)
 class EmailServerUpdate:
-    """A save of the Email server page.  ``password=None`` keeps the stored one."""
+    """A save of the Email server page, whole (the page) or partial (``PUT /v2/email/server``).
 
-    host: str
-    port: int
-    security: str
-    authentication: str
-    username: str = ""
-    sender: str = ""
+    A field left ``None`` keeps its stored value (or the provider's default when nothing is stored yet);
+    ``""`` clears an optional one (username, sender, ca_file).  ``password`` is write-only: ``None`` or ``""``
+    keeps the stored one, and it is dropped when authentication is not ``password``.
+    """
+
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None
+    authentication: str | None = None
+    username: str | None = None
+    sender: str | None = None
     password: str | None = None
-    ca_file: str = ""
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,21 +157,21 @@ class ConfigService:
         self, update: OAuthConfigUpdate, current: OAuthConfig | None
     ) -> tuple[OAuthConfig, ProviderSpec]:
         errors: dict[str, str] = {}
-        spec = self._catalogue.providers.get(update.provider)
+        provider = _merged(update.provider, current.provider if current else "")
+        spec = self._catalogue.providers.get(provider)
         if spec is None:
-            errors["provider"] = (
-                f"unknown provider {update.provider!r}; choose one of {', '.join(self._catalogue.names())}"
-            )
+            choose = f"choose one of {', '.join(self._catalogue.names())}"
+            errors["provider"] = f"unknown provider {provider!r}; {choose}" if provider else f"is required: {choose}"
+        # The client ID and secret belong to the app registered with the stored provider: not carried over.
+        same_client = current is not None and current.provider == provider
+        kept = current if current is not None and same_client else None
         values = {
-            "client_id": update.client_id.strip(),
-            "tenant": update.tenant.strip(),
-            "redirect_uri": update.redirect_uri.strip() or self.default_redirect_uri,
+            "client_id": _merged(update.client_id, kept.client_id if kept else ""),
+            "tenant": _merged(update.tenant, current.tenant if current else ""),
+            "redirect_uri": _merged(update.redirect_uri, current.redirect_uri if current else "")
+            or self.default_redirect_uri,
+            "client_secret": update.client_secret or (kept.client_secret if kept else ""),
         }
-        secret = update.client_secret
-        if secret is None or secret == "":
-            same_client = current is not None and current.provider == update.provider
-            secret = current.client_secret if current is not None and same_client else ""
-        values["client_secret"] = secret
         for name, limit in _MAX.items():
             if len(values[name]) > limit:
                 errors[name] = f"is too long ({len(values[name])} characters, at most {limit})"
@@ -189,22 +202,26 @@ class ConfigService:
             errors["redirect_uri"] = problem
         if errors or spec is None:
             raise ValidationError(errors)
-        return OAuthConfig(provider=update.provider, **values), spec
+        return OAuthConfig(provider=provider, **values), spec
 
     # -- Email server page ------------------------------------------------------------------------------
     async def email_server(self) -> EmailServerConfig:
+        """The stored settings, else the defaults of the chosen provider."""
         async with self._db.session() as session:
-            server = await get_email_server(session, self._box)
-            oauth = await get_oauth_config(session, self._box)
+            return await self._stored_server(session)
+
+    async def _stored_server(self, session: AsyncSession) -> EmailServerConfig:
+        server = await get_email_server(session, self._box)
         if server is not None:
             return server
+        oauth = await get_oauth_config(session, self._box)
         spec = self._catalogue.providers.get(oauth.provider) if oauth else None
         return _server_defaults(spec)
 
     async def save_email_server(self, update: EmailServerUpdate) -> EmailServerConfig:
+        """Merge ``update`` into the stored settings, validate the result whole, then store it (or nothing)."""
         async with self._db.session() as session:
-            current = await get_email_server(session, self._box)
-            server = _validate_server(update, current)
+            server = _validate_server(update, await self._stored_server(session))
             await save_email_server(session, self._box, server)
         return server
 
@@ -243,26 +260,32 @@ def _valid_host(host: str) -> bool:
         return bool(_HOST.match(host))
 
 
-def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | None) -> EmailServerConfig:
+def _merged(given: str | None, stored: str) -> str:
+    """A text field of a partial update: the stored value when left out (None), else what was given."""
+    return (stored if given is None else given).strip()
+
+
+def _validate_server(update: EmailServerUpdate, current: EmailServerConfig) -> EmailServerConfig:
     errors: dict[str, str] = {}
-    host = update.host.strip()
+    host = _merged(update.host, current.host)
+    port = current.port if update.port is None else update.port
     if not host:
         errors["host"] = "is required (smtp.gmail.com for Google, smtp.office365.com for Microsoft)"
     elif not _valid_host(host):
         errors["host"] = "is not a valid host name or IP address"
-    if not 1 <= update.port <= 65535:
+    if not 1 <= port <= 65535:
         errors["port"] = "must be between 1 and 65535 (587 for STARTTLS, 465 for SSL/TLS)"
     try:
-        security = Security(update.security)
+        security = Security(_merged(update.security, current.security.value))
     except ValueError:
         errors["security"] = "must be one of starttls, ssl, none"
         security = Security.STARTTLS
     try:
-        authentication = Authentication(update.authentication)
+        authentication = Authentication(_merged(update.authentication, current.authentication.value))
     except ValueError:
         errors["authentication"] = "must be one of none, password, oauth"
         authentication = Authentication.NONE
-    username, sender = update.username.strip(), update.sender.strip()
+    username, sender = _merged(update.username, current.username), _merged(update.sender, current.sender)
     for name, value in (("username", username), ("sender", sender)):
         if len(value) > 320:
             errors[name] = "is too long (at most 320 characters)"
@@ -270,7 +293,7 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | Non
             errors[name] = "must not contain line breaks or control characters"
     if sender and "sender" not in errors and (not _EMAIL.match(sender) or parseaddr(sender)[1] != sender):
         errors["sender"] = "must be an email address such as reports@example.com"
-    password = update.password if update.password else (current.password if current else "")
+    password = update.password or current.password
     if authentication is Authentication.PASSWORD:
         if not username and "username" not in errors:
             errors["username"] = "is required for password authentication"
@@ -278,7 +301,7 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | Non
             errors["password"] = "is required for password authentication"
     if authentication is Authentication.OAUTH and security is Security.NONE:
         errors["security"] = "OAuth tokens must not travel unencrypted: choose starttls or ssl"
-    ca_file = update.ca_file.strip()
+    ca_file = _merged(update.ca_file, current.ca_file)
     if ca_file:
         problem = _check_ca_file(Path(ca_file))
         if problem:
@@ -287,7 +310,7 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | Non
         raise ValidationError(errors)
     return EmailServerConfig(
         host=host,
-        port=update.port,
+        port=port,
         security=security,
         username=username,
         sender=sender,

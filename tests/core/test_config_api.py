@@ -83,7 +83,7 @@ BAD_OAUTH: list[tuple[dict[str, Any], str]] = [
     ({**MS, "token_url": "http://evil.example/token"}, "token_url"),
     ({**MS, "authorization_url": "https://evil.example/authorize"}, "authorization_url"),
     ({**MS, "unknown_field": 1}, "unknown_field"),
-    ({"tenant": "common"}, "provider"),
+    ({"provider": None, "tenant": "common"}, "provider"),
 ]
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from ..configure import EmailServerUpdate
 from ..types import EmailServerConfig
 from .deps import AdminDep, ServicesDep
-from .schemas import EmailServerIn, ServerTestIn
+from .schemas import EmailServerIn, ServerTestIn, sent_text
 
 __all__ = ["router"]
 
@@ -36,16 +36,24 @@ async def get_server(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
 
 @router.put("/server")
 async def put_server(body: EmailServerIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Change the settings sent; a field left out keeps its stored value (a partial update).
+
+    ``null`` or ``""`` clears ``username``, ``sender`` or ``ca_file``; on ``host``, ``port``, ``security`` or
+    ``authentication`` it is refused.  ``password`` is write-only: left out, null or empty keeps the stored one.
+    The merged settings are validated whole: on a 422 (naming each field) nothing is stored.
+    """
+    # null on the port is refused like an out-of-range one (0).
+    port = (body.port or 0) if "port" in body.model_fields_set else None
     server = await services.config.save_email_server(
         EmailServerUpdate(
-            host=body.host,
-            port=body.port,
-            security=body.security,
-            authentication=body.authentication,
-            username=body.username,
-            sender=body.sender,
-            password=body.password,
-            ca_file=body.ca_file,
+            host=sent_text(body, "host"),
+            port=port,
+            security=sent_text(body, "security"),
+            authentication=sent_text(body, "authentication"),
+            username=sent_text(body, "username"),
+            sender=sent_text(body, "sender"),
+            password=body.password or None,
+            ca_file=sent_text(body, "ca_file"),
         )
     )
     return _public(server)

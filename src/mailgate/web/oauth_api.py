@@ -14,7 +14,7 @@ from ..errors import OAuthFlowError
 from ..providers import Catalogue
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
-from .schemas import OAuthConfigIn
+from .schemas import OAuthConfigIn, sent_text
 from .session import Flash, web_keys
 
 __all__ = ["FLOW_COOKIE", "public_catalogue", "router"]
@@ -31,13 +31,20 @@ async def get_config(_: AdminDep, services: ServicesDep) -> dict[str, Any]:
 
 @router.put("/config")
 async def put_config(body: OAuthConfigIn, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
+    """Change the settings sent; a field left out keeps its stored value (a partial update).
+
+    ``null`` or ``""`` clears ``tenant`` and resets ``redirect_uri`` to the default.  ``client_secret`` is
+    write-only: left out, null or empty keeps the stored one.  When ``provider`` changes, the client ID and secret
+    are not carried over (they belong to the old app registration).  The merged settings are validated whole:
+    on a 422 (naming each field) nothing is stored.
+    """
     view = await services.config.save_oauth(
         OAuthConfigUpdate(
-            provider=body.provider,
-            tenant=body.tenant,
-            client_id=body.client_id,
-            client_secret=body.client_secret,
-            redirect_uri=body.redirect_uri,
+            provider=sent_text(body, "provider"),
+            tenant=sent_text(body, "tenant"),
+            client_id=sent_text(body, "client_id"),
+            client_secret=body.client_secret or None,
+            redirect_uri=sent_text(body, "redirect_uri"),
             authorization_url=body.authorization_url,
             token_url=body.token_url,
         )

@@ -1,42 +1,78 @@
-"""Request bodies of the REST API.  Unknown fields are refused (``extra="forbid"``); secrets are write-only."""
+"""Request bodies of the REST API.  Unknown fields are refused (``extra="forbid"``); secrets are write-only.
+
+``PUT`` of a configuration is a partial update (:class:`_Patch`): a field left out keeps its stored value, and
+``null`` is the same as an empty value: it clears an optional field (a required one is then refused, 422).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EmailServerIn", "OAuthConfigIn", "ServerTestIn"]
+__all__ = ["EmailServerIn", "OAuthConfigIn", "ServerTestIn", "sent_text"]
+
+_KEEP = "Left out: the stored value is kept."
+_CLEAR = "Left out: the stored value is kept; null or an empty string clears it."
+_SECRET = "Write-only. Left out, null or empty: the stored one is kept."
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=4096)
 
 
-class OAuthConfigIn(_In):
-    provider: str = Field(max_length=32)
-    tenant: str = Field(default="", max_length=4096)
-    client_id: str = Field(default="", max_length=4096)
-    #: Omitted or empty keeps the stored secret.
-    client_secret: str | None = Field(default=None, max_length=4096)
-    redirect_uri: str = Field(default="", max_length=4096)
+def _without_defaults(schema: dict[str, Any]) -> None:
+    # A field left out of a partial update keeps its stored value: a "default" in the schema would say otherwise.
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
+class _Patch(_In):
+    """A partial update: only the fields sent change (see the module's docstring)."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=4096, json_schema_extra=_without_defaults)
+
+
+def sent_text(body: BaseModel, name: str) -> str | None:
+    """Field ``name`` of a partial update: None when the body left it out (keep), ``""`` when it was null."""
+    if name not in body.model_fields_set:
+        return None
+    value = getattr(body, name)
+    return "" if value is None else str(value)
+
+
+class OAuthConfigIn(_Patch):
+    provider: str | None = Field(default=None, max_length=32, description=_KEEP)
+    tenant: str | None = Field(default=None, max_length=4096, description=_CLEAR)
+    client_id: str | None = Field(
+        default=None, max_length=4096, description=_KEEP + " Not carried over when the provider changes."
+    )
+    client_secret: str | None = Field(
+        default=None, max_length=4096, description=_SECRET + " Not carried over when the provider changes."
+    )
+    redirect_uri: str | None = Field(
+        default=None, max_length=4096, description=_KEEP + " Null or empty: the default redirect URI."
+    )
     #: Read-only, derived from the provider; accepted only when equal to the derived value.
-    authorization_url: str | None = None
-    token_url: str | None = None
+    authorization_url: str | None = Field(
+        default=None, description="Read-only: accepted when equal to the derived URL."
+    )
+    token_url: str | None = Field(default=None, description="Read-only: accepted when equal to the derived URL.")
     # Read-only fields a client may echo back from a GET.
-    client_secret_set: bool | None = None
-    refresh_token_set: bool | None = None
+    client_secret_set: bool | None = Field(default=None, description="Read-only: ignored.")
+    refresh_token_set: bool | None = Field(default=None, description="Read-only: ignored.")
 
 
-class EmailServerIn(_In):
-    host: str = Field(max_length=4096)
-    port: int = Field(ge=-(2**31), le=2**31)
-    security: str = "starttls"
-    authentication: str = "oauth"
-    username: str = ""
-    sender: str = ""
-    #: Omitted or empty keeps the stored password.
-    password: str | None = None
-    ca_file: str = ""
-    password_set: bool | None = None
+class EmailServerIn(_Patch):
+    host: str | None = Field(default=None, max_length=4096, description=_KEEP)
+    port: int | None = Field(default=None, ge=-(2**31), le=2**31, description=_KEEP)
+    security: str | None = Field(default=None, description=_KEEP + " One of starttls, ssl, none.")
+    authentication: str | None = Field(default=None, description=_KEEP + " One of none, password, oauth.")
+    username: str | None = Field(default=None, description=_CLEAR)
+    sender: str | None = Field(default=None, description=_CLEAR)
+    password: str | None = Field(default=None, description=_SECRET + " Dropped when authentication is not password.")
+    ca_file: str | None = Field(default=None, description=_CLEAR)
+    password_set: bool | None = Field(default=None, description="Read-only: ignored.")
 
 
 class ServerTestIn(_In):

@@ -9,7 +9,7 @@ from .. import __version__
 from ..app import Services
 from . import email_api, health, messages_api, oauth_api
 from .errors import install_error_handlers
-from .openapi import DocumentedAPI
+from .openapi import DocumentedAPI, install_docs
 from .pages import install_pages
 
 __all__ = ["create_app"]
@@ -24,7 +24,7 @@ def create_app(services: Services) -> FastAPI:
         version=__version__,
         description="Send email through Gmail and Microsoft 365 with OAuth 2.0 (SMTP XOAUTH2).",
         openapi_url=f"{prefix}/openapi.json",
-        docs_url=f"{prefix}/docs",
+        docs_url=None,  # install_docs: Swagger UI from the package, not from a CDN
         redoc_url=None,
     )
     app.state.services = services
@@ -36,6 +36,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(api)
     app.include_router(health.router)
     install_pages(app, services)
+    install_docs(app, prefix, f"{services.settings.context_path}/static")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

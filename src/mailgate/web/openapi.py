@@ -1,8 +1,13 @@
-"""The OpenAPI document: every ``$ref`` in it resolves, including those of bodies a route reads by itself.
+"""The OpenAPI document, whose every ``$ref`` resolves, and its Swagger UI page, served from the package.
 
 ``POST /email/messages`` reads its body by hand (to stream large ones), so FastAPI does not see its model and
 the route describes the body in ``openapi_extra``.  Such a description refers to ``#/components/schemas/NAME``
 and the app adds those schemas (and the ones they use) to the document's ``components``.
+
+The documentation page (``/v2/docs``) loads Swagger UI from ``static/swagger`` (vendored ``swagger-ui-dist``):
+no CDN, so it works offline, under the admin pages' Content-Security-Policy.  FastAPI's
+``get_swagger_ui_html`` is not used because it starts Swagger UI with an inline script, which that policy
+(``script-src 'self'``) refuses; ``static/swagger-init.js`` does the same from a file.
 """
 
 from __future__ import annotations
@@ -10,11 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import swagger_ui_default_parameters
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-__all__ = ["SCHEMA_REF", "DocumentedAPI", "component_schemas", "schema_ref"]
+from .pages import PAGE_HEADERS, templates
+
+__all__ = ["SCHEMA_REF", "SWAGGER_UI_OPTIONS", "DocumentedAPI", "component_schemas", "install_docs", "schema_ref"]
 
 #: Where the schemas of the document live (OpenAPI 3.1 s.4.8.7): every ``$ref`` to a model points here.
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -53,3 +62,27 @@ class DocumentedAPI(FastAPI):
             if schemas.setdefault(name, schema) != schema:
                 raise RuntimeError(f"two different models are named {name} in the OpenAPI document: rename one")
         return document
+
+
+#: Swagger UI's options: FastAPI's defaults, without the badge that sends the document to an online validator.
+SWAGGER_UI_OPTIONS: dict[str, Any] = {**swagger_ui_default_parameters, "validatorUrl": None}
+
+
+def install_docs(app: FastAPI, api_prefix: str, static_url: str) -> None:
+    """Serve Swagger UI at ``{api_prefix}/docs`` from the static files mounted at ``static_url``; the app must be
+    created with ``docs_url=None`` (FastAPI's own page loads Swagger UI from a CDN)."""
+    openapi_url = app.openapi_url or f"{api_prefix}/openapi.json"
+
+    @app.get(f"{api_prefix}/docs", include_in_schema=False, response_class=HTMLResponse)
+    async def api_docs(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(
+            request,
+            "api_docs.html",
+            {
+                "title": f"{app.title} REST API",
+                "static": static_url,
+                "openapi_url": openapi_url,
+                "options": SWAGGER_UI_OPTIONS,
+            },
+            headers=PAGE_HEADERS,
+        )

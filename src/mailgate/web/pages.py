@@ -25,6 +25,7 @@ from .session import Flash, WebKeys, WebSessionMiddleware, web_keys
 __all__ = [
     "EMAIL_PAGE",
     "OAUTH_PAGE",
+    "PAGE_HEADERS",
     "CsrfDep",
     "LoginRequired",
     "PageUser",
@@ -42,8 +43,9 @@ LOGIN_PAGE = "/login"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
 
-# Pages hold CSRF tokens and configuration: no caching, no framing, scripts and styles from here only.
-_PAGE_HEADERS = {
+#: Pages hold CSRF tokens and configuration: no caching, no framing, scripts and styles from here only (the API
+#: documentation page, /v2/docs, gets the same).
+PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
@@ -113,7 +115,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             **context,
         },
         status_code=status_code,
-        headers=_PAGE_HEADERS,
+        headers=PAGE_HEADERS,
     )
     for value in response.headers.getlist("set-cookie"):
         page.headers.append("set-cookie", value)

@@ -12,6 +12,8 @@ import pytest
 
 from mailgate.app import build_services
 from mailgate.config import Settings
+from mailgate.errors import ConfigurationError
+from mailgate.store.files import private_data_dir
 
 from ..conftest import ADMIN_PASSWORD
 
@@ -87,3 +89,10 @@ async def test_a_sqlite_database_outside_the_data_dir_is_private_too(tmp_path: P
         assert _open_to_others(elsewhere) == {".": "0o755"}  # a directory of the operator's: not ours to change
     finally:
         await services.aclose()
+
+
+def test_a_data_dir_that_cannot_be_used_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigurationError, match="MAILGATE_DATA_DIR") as caught:
+        private_data_dir(tmp_path / "file")
+    assert str(tmp_path / "file") in caught.value.message

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ..errors import ConfigurationError
+
 __all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "private_data_dir", "private_sqlite_file"]
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,16 @@ def private_data_dir(data_dir: Path) -> None:
 
     Only the directory and the entries directly in it that belong to this user are changed; a shared directory
     (sticky bit, like /tmp) is never changed itself: its files still are."""
+    try:
+        _private_data_dir(data_dir)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot use the data dir {data_dir}: {exc.strerror or exc}",
+            hint="Point MAILGATE_DATA_DIR (or --data-dir) at a directory this user may create or write.",
+        ) from exc
+
+
+def _private_data_dir(data_dir: Path) -> None:
     try:
         data_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
         return

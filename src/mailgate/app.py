@@ -15,6 +15,7 @@ from .oauth import ConsentFlow, TokenClient, TokenManager
 from .outbox import Outbox
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
 from .store import Database, SecretBox, load_or_create_key
+from .store.files import private_data_dir
 
 __all__ = ["Services", "build_services", "load_providers"]
 
@@ -61,7 +62,7 @@ async def build_services(
 ) -> Services:
     """Open the database (migrating it), load the key and the provider catalogue, build the services."""
     catalogue = load_providers(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(settings.data_dir)  # 0700, files 0600: message bodies and tokens are in there
     box = SecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
     db = Database(settings.resolved_database_url)
     try:

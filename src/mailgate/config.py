@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import ConfigurationError
 from .providers import check_endpoint_url
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "OutboxSettings", "Settings"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "HttpSettings", "OutboxSettings", "Settings"]
 
 DEFAULT_BASE_URL = "http://localhost:8080"
 DEFAULT_CONTEXT_PATH = "/ddenterpriseapi"
@@ -53,17 +53,43 @@ class OutboxSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OutboxSettings:
-        values: dict[str, object] = {}
-        for key, (attr, kind) in cls._ENV.items():
-            if env.get(key):
-                try:
-                    value = kind(env[key])
-                except ValueError:
-                    raise ConfigurationError(f"{key}={env[key]!r} is not a number") from None
-                if value <= 0:
-                    raise ConfigurationError(f"{key} must be greater than 0")
-                values[attr] = value
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**_numbers_from_env(env, cls._ENV))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Defences of the HTTP server against clients that hold connections open (``MAILGATE_HTTP_*``)."""
+
+    #: A client must have sent a request's complete headers this many seconds after it connected, or after the
+    #: previous response on its connection; else the connection is closed (like nginx's client_header_timeout).
+    header_timeout_seconds: float = 10.0
+    #: Connections open at once; further ones are answered 503 and closed at once.  0: 4096, or half the
+    #: process's open-file limit when that is lower.
+    max_connections: int = 0
+
+    _ENV = {  # noqa: RUF012 - a class constant, not a field (no annotation)
+        "MAILGATE_HTTP_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", float),
+        "MAILGATE_HTTP_MAX_CONNECTIONS": ("max_connections", int),
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        return cls(**_numbers_from_env(env, cls._ENV))  # type: ignore[arg-type]
+
+
+def _numbers_from_env(env: Mapping[str, str], table: Mapping[str, tuple[str, type]]) -> dict[str, object]:
+    """The positive numbers of ``table``'s variables (name -> (field, int or float)) that ``env`` sets."""
+    values: dict[str, object] = {}
+    for key, (attr, kind) in table.items():
+        if env.get(key):
+            try:
+                value = kind(env[key])
+            except ValueError:
+                raise ConfigurationError(f"{key}={env[key]!r} is not a number") from None
+            if value <= 0:
+                raise ConfigurationError(f"{key} must be greater than 0")
+            values[attr] = value
+    return values
 
 
 @dataclass(frozen=True)
@@ -78,6 +104,7 @@ class Settings:
     #: Refresh an access token this many seconds before it expires.
     refresh_margin_seconds: float = 300.0
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     @property
     def resolved_database_url(self) -> str:
@@ -109,6 +136,7 @@ class Settings:
         if env.get("MAILGATE_PROVIDERS_FILE"):
             values["providers_file"] = Path(env["MAILGATE_PROVIDERS_FILE"])
         values["outbox"] = OutboxSettings.from_env(env)
+        values["http"] = HttpSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()

@@ -43,6 +43,7 @@ def serve(
     from ..outbox import Worker
     from ..web import create_app
     from ..web.accesslog import AccessLog
+    from ..web.connections import ConnectionGuard, raise_open_file_limit
     from ..web.logfilter import install_log_redaction
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,7 +64,18 @@ def serve(
             typer.echo(f"Authorized redirect URI to register at the provider: {settings.default_redirect_uri}")
             # mailgate's access log, not uvicorn's (see web/accesslog.py: the same lines, a fraction of the CPU).
             app = AccessLog(create_app(services))
-            config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+            # Each connection is an open file: raise the soft limit, then cap connections well below it and drop
+            # clients that do not send their request headers in time (see web/connections.py).
+            raise_open_file_limit()
+            guard = ConnectionGuard(settings.http)
+            logging.getLogger("mailgate").info(
+                "HTTP: at most %d connections, request headers within %gs",
+                guard.max_connections,
+                guard.header_timeout,
+            )
+            config = uvicorn.Config(
+                guard.wrap(app), host=host, port=port, log_level="info", access_log=False, http=guard.protocol
+            )
             server = uvicorn.Server(config)
             install_log_redaction()  # after uvicorn configured its loggers
             delivery = Worker(services.outbox, services.mailer) if worker else None

@@ -57,7 +57,7 @@ def load_or_create_key(data_dir: Path, configured: str) -> str:
     path = data_dir / KEY_FILE_NAME
     if path.exists():
         return path.read_text(encoding="ascii").strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
     # O_EXCL: two processes starting at once must not both write a key.
     try:

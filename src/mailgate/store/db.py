@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..errors import ConfigurationError
+from .files import private_sqlite_file
 
 __all__ = ["Database", "alembic_config", "sqlite_pragmas"]
 
@@ -71,6 +72,8 @@ class Database:
         def upgrade(conn: Connection) -> None:
             command.upgrade(alembic_config(conn), revision)
 
+        # Before SQLite creates the file (its -wal and -shm take the file's mode): 0600.
+        private_sqlite_file(self.url)
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(upgrade)

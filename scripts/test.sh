@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need and run them: lint, types, the whole suite.
+# Install everything the tests need and run them: the README's quick start (scripts/quickstart-smoke.sh),
+# lint, types, the whole suite.
 # Used as-is by CI (.ci/run) and by the README's quick start.  Run as root on Debian to get the
 # system packages (Chromium for the browser tests, PostgreSQL for the scale-out tests) installed.
 set -euo pipefail
@@ -9,6 +10,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the README walkthrough test runs its curl commands
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing Debian packages: ${need_apt[*]}"
@@ -18,6 +20,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "!! missing ${need_apt[*]}: the tests that need them will be skipped (they fail under CI=true)" >&2
   fi
 fi
+
+# First the README's quick start, as written, in a copy of the checkout with a venv of its own and no extras:
+# the test extras can hide a missing runtime dependency from the suite (greenlet, issue 19).
+bash scripts/quickstart-smoke.sh
 
 echo "== python environment"
 [ -x .venv/bin/python ] || python3 -m venv .venv

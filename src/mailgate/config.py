@@ -9,10 +9,20 @@ from pathlib import Path
 from .errors import ConfigurationError
 from .providers import check_endpoint_url
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "HttpSettings", "OutboxSettings", "Settings"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "HttpSettings", "OutboxSettings", "Settings", "local_base_url"]
 
-DEFAULT_BASE_URL = "http://localhost:8080"
 DEFAULT_CONTEXT_PATH = "/ddenterpriseapi"
+
+
+def local_base_url(port: int) -> str:
+    """The base URL of a mailgate listening on ``port`` of this machine, as a browser here reaches it.
+
+    ``localhost``, not an address: both providers accept ``http://`` redirect URIs only for localhost.
+    """
+    return f"http://localhost:{port}"
+
+
+DEFAULT_BASE_URL = local_base_url(8080)
 
 
 @dataclass(frozen=True)
@@ -119,9 +129,15 @@ class Settings:
         return f"{self.base_url.rstrip('/')}{self.api_prefix}/oauth/redirect"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides: object) -> Settings:
-        """Build settings from ``MAILGATE_*`` variables; keyword ``overrides`` (CLI flags) win."""
+    def from_env(cls, env: Mapping[str, str], *, listen_port: int | None = None, **overrides: object) -> Settings:
+        """Build settings from ``MAILGATE_*`` variables; keyword ``overrides`` (CLI flags) win.
+
+        ``listen_port``: the port ``mailgate serve`` listens on; without ``MAILGATE_BASE_URL`` the base URL
+        (and so the default redirect URI) is ``http://localhost:<listen_port>``, not the 8080 of the default.
+        """
         values: dict[str, object] = {}
+        if listen_port is not None:
+            values["base_url"] = local_base_url(listen_port)
         if env.get("MAILGATE_DATA_DIR"):
             values["data_dir"] = Path(env["MAILGATE_DATA_DIR"])
         for key, attr in (

@@ -64,7 +64,7 @@ async def test_serve_generates_the_admin_password_once(tmp_path: Path) -> None:
         lines = await _read_until(proc, "mailgate on http://")
         [line] = [x for x in lines if "password of user 'admin' is" in x]
         password = line.split(" is ")[1].strip()
-        assert "http://localhost:8080/ddenterpriseapi/v2/oauth/redirect" in "".join(
+        assert f"http://localhost:{port}/ddenterpriseapi/v2/oauth/redirect" in "".join(
             lines + await _read_until(proc, "redirect URI")
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

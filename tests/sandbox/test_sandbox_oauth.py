@@ -105,6 +105,9 @@ async def test_redirect_uri_mismatch_is_an_error_page_not_a_redirect(flow: Flow)
     assert "location" not in page.headers
     assert "redirect_uri_mismatch" in page.text and "AADSTS50011" in page.text
     assert wrong in page.text and REDIRECT_URI in page.text
+    # Which URI it got, which it expected, and how to make the sandbox accept the one it got (issue 19.3).
+    assert "Redirect URI received" in page.text and "Expected (registered) redirect URIs" in page.text
+    assert f"--redirect-uri &#39;{wrong}&#39;" in page.text and "MAILGATE_SANDBOX_REDIRECT_URI" in page.text
 
 
 async def test_unknown_client_is_an_error_page(flow: Flow) -> None:

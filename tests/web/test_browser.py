@@ -55,7 +55,11 @@ async def open_from_menu(page: Page, link: str) -> None:
 
 async def fill_oauth_page(page: Page, stack: Stack, provider: str, *, secret: str = CLIENT_SECRET) -> None:
     """Steps 2 to 8 of "Configure OAuth authentication", checking what the guide promises on the way."""
+    # The provider's hint follows the select: Sandbox first (never the saved provider here), then this one.
+    await page.get_by_label("OAuth Provider").select_option(label="Sandbox (local test provider)")
+    await expect(page.locator("#provider-hint span:visible")).to_have_text(re.compile(r"^Sandbox: the local test"))
     await page.get_by_label("OAuth Provider").select_option(label=provider)
+    await expect(page.locator("#provider-hint span:visible")).to_have_text(re.compile(f"^{provider}: "))
     tenant = page.get_by_label("Tenant", exact=True)
     authorization_url, token_url = page.get_by_label("Authorization URL"), page.get_by_label("Token URL")
     await expect(authorization_url).not_to_be_editable()

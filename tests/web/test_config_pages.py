@@ -92,6 +92,23 @@ async def test_tenant_shows_only_for_microsoft(admin: httpx.AsyncClient) -> None
     assert "single-tenant app" in page and "Directory (tenant) ID" in page
 
 
+def shown_provider_hint(page: str) -> str:
+    """The text of the provider hints not hidden (the one of the selected provider)."""
+    hint = page[page.index('id="provider-hint"') : page.index("</p>", page.index('id="provider-hint"'))]
+    shown = re.findall(r'<span data-provider-hint="[a-z]+">(.*?)</span>', hint, re.S)
+    return " ".join(" ".join(shown).split())
+
+
+async def test_the_provider_hint_names_the_selected_provider(admin: httpx.AsyncClient) -> None:
+    assert shown_provider_hint((await admin.get(OAUTH)).text).startswith("Google: Gmail")  # Google by default
+    await save_oauth(admin, **MS)
+    assert shown_provider_hint((await admin.get(OAUTH)).text).startswith("Microsoft: Microsoft 365")
+    await save_oauth(admin, provider="sandbox", client_id="sandbox-client", client_secret="sandbox-secret")
+    hint = shown_provider_hint((await admin.get(OAUTH)).text)
+    assert hint.startswith("Sandbox: the local test provider") and "Google or Microsoft account" in hint
+    assert "sandbox-client" in hint and "Microsoft 365" not in hint
+
+
 async def test_save_and_reload_keeps_values_and_never_shows_the_secret(admin: httpx.AsyncClient) -> None:
     response = await save_oauth(admin, **MS, redirect_uri="")
     assert response.status_code == 303 and response.headers["location"] == OAUTH

@@ -21,11 +21,15 @@ __all__ = ["DataDir", "fail", "load_settings", "on_stop_signals", "report", "run
 
 T = TypeVar("T")
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env MAILGATE_DATA_DIR].")]
+# No square brackets in help texts: Typer reads them as Rich markup and drops them ("Data directory .").
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default: MAILGATE_DATA_DIR, else ./mailgate-data).")
+]
 
 
-def load_settings(data_dir: Path | None = None) -> Settings:
-    return Settings.from_env(os.environ, data_dir=data_dir)
+def load_settings(data_dir: Path | None = None, *, listen_port: int | None = None) -> Settings:
+    """The settings of the environment, ``--data-dir`` winning; ``listen_port``: see ``Settings.from_env``."""
+    return Settings.from_env(os.environ, listen_port=listen_port, data_dir=data_dir)
 
 
 def report(exc: MailgateError) -> None:

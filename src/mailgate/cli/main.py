@@ -18,7 +18,13 @@ from ..errors import MailgateError
 from .common import DataDir, load_settings, on_stop_signals, report, run, run_with_services
 from .outbox import register as register_outbox
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+#: What ``mailgate --help`` says (the module docstring is for the code's readers, not the command's users).
+HELP = (
+    "Send email through Gmail / Google Workspace and Microsoft 365 with OAuth 2.0 instead of a password: "
+    "run the server (serve, worker), try it with the local sandbox, and configure and test it from here."
+)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 oauth_app = typer.Typer(no_args_is_help=True, help="OAuth configuration and consent.")
 email_app = typer.Typer(no_args_is_help=True, help="Email server configuration and tests.")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys for applications (Authorization: Bearer).")
@@ -47,7 +53,8 @@ def serve(
     from ..web.logfilter import install_log_redaction
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(data_dir)
+    # Without MAILGATE_BASE_URL, the redirect URI follows the port listened on (not 8080 on any port).
+    settings = load_settings(data_dir, listen_port=port)
 
     async def main() -> None:
         services = await build_services(settings)
@@ -104,10 +111,22 @@ def sandbox(
     state_dir: Annotated[Path, typer.Option(help="Where the CA certificate and messages are written.")] = Path(
         "mailgate-sandbox"
     ),
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--redirect-uri",
+            envvar="MAILGATE_SANDBOX_REDIRECT_URI",  # sandbox.config.REDIRECT_URI_ENV (not imported: heavy)
+            help="Redirect URI the sandbox client accepts (repeatable). Default: mailgate's own, from "
+            "MAILGATE_BASE_URL and MAILGATE_CONTEXT_PATH.",
+        ),
+    ] = None,
 ) -> None:
     """Run the local test provider: consent page, token endpoint, SMTP server and inbox, on 127.0.0.1."""
     from ..sandbox import SandboxConfig, run_forever
+    from ..sandbox.config import DEFAULT_CLIENT
 
+    # The same default as mailgate's own redirect URI, so the two agree when both read the same environment.
+    uris = redirect_uri or [load_settings().default_redirect_uri]
     run_forever(
         SandboxConfig(
             http_port=http_port,
@@ -115,6 +134,7 @@ def sandbox(
             access_token_lifetime=access_token_lifetime,
             rotate_refresh_tokens=rotate,
             state_dir=state_dir,
+            clients=(DEFAULT_CLIENT.with_redirect_uris(uris),),
         )
     )
 
@@ -124,13 +144,15 @@ def oauth_configure(
     provider: Annotated[str, typer.Option(help="google, microsoft, sandbox, or one from the providers file.")],
     client_id: Annotated[str, typer.Option(help="Client ID of the app registration.")],
     client_secret: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, help="Client secret (prompted when omitted).")
-    ],
+        str | None, typer.Option(help="Client secret (prompted for, hidden, when omitted).")
+    ] = None,
     tenant: Annotated[str, typer.Option(help="Microsoft: Directory (tenant) ID or domain.")] = "",
     redirect_uri: Annotated[str, typer.Option(help="Authorized redirect URI (default from MAILGATE_BASE_URL).")] = "",
     data_dir: DataDir = None,
 ) -> None:
     """Save the OAuth page's settings from the command line."""
+    if client_secret is None:
+        client_secret = typer.prompt("Client secret", hide_input=True)
     update = OAuthConfigUpdate(
         provider=provider, client_id=client_id, client_secret=client_secret, tenant=tenant, redirect_uri=redirect_uri
     )

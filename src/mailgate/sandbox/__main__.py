@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import SandboxConfig
+from .config import DEFAULT_CLIENT, SandboxConfig
 from .server import run_forever
 
 
@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-token-lifetime", type=int, default=3600)
     parser.add_argument("--no-rotate", action="store_true", help="Google style: refreshes keep the refresh token")
     parser.add_argument("--smtp-failure-style", choices=("google", "microsoft"), default="microsoft")
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        help="redirect URI the sandbox client accepts (repeatable; default: mailgate's on port 8080)",
+    )
     args = parser.parse_args(argv)
     run_forever(
         SandboxConfig(
@@ -31,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             access_token_lifetime=args.access_token_lifetime,
             rotate_refresh_tokens=not args.no_rotate,
             smtp_failure_style=args.smtp_failure_style,
+            clients=(DEFAULT_CLIENT.with_redirect_uris(args.redirect_uri),) if args.redirect_uri else (DEFAULT_CLIENT,),
         )
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from .config import SandboxClient, SandboxConfig
+from .config import REDIRECT_URI_ENV, SandboxClient, SandboxConfig
 from .problems import AuthorizationPageError, AuthorizationRedirectError, Flavor
 
 __all__ = [
@@ -84,7 +84,7 @@ def _client_and_redirect(
             (("Client ID received", client_id),),
         )
     redirect_uri = params.get("redirect_uri", "")
-    registered = (("Registered redirect URIs", "\n".join(client.redirect_uris) or "(none)"),)
+    registered = (("Expected (registered) redirect URIs", "\n".join(client.redirect_uris) or "(none)"),)
     if not redirect_uri:
         raise AuthorizationPageError(
             "invalid_request", 900144, "The request must contain the parameter 'redirect_uri'.", registered
@@ -98,6 +98,12 @@ def _client_and_redirect(
             f"URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the "
             "request matches one added to your application, character for character.",
             (("Redirect URI received", redirect_uri), *registered),
+            hint=(
+                f"To accept this redirect URI, restart the sandbox with --redirect-uri '{redirect_uri}' "
+                f"(or set {REDIRECT_URI_ENV}); by default it accepts the one MAILGATE_BASE_URL gives. Or give "
+                "mailgate a registered one: its redirect URI follows MAILGATE_BASE_URL, else the port of "
+                "mailgate serve."
+            ),
         )
     return client, redirect_uri
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 __all__ = [
     "DEFAULT_CLIENT",
+    "REDIRECT_URI_ENV",
     "SandboxClient",
     "SandboxConfig",
     "SmtpFailureStyle",
@@ -40,6 +41,10 @@ class SandboxClient:
         if not self.client_id:
             raise ValueError("client_id must not be empty")
 
+    def with_redirect_uris(self, redirect_uris: Sequence[str]) -> SandboxClient:
+        """This client registered with ``redirect_uris`` instead of its own (e.g. mailgate on another port)."""
+        return replace(self, redirect_uris=tuple(redirect_uris))
+
 
 #: The client every sandbox knows; the redirect URI is mailgate's default one (MAILGATE_BASE_URL default).
 DEFAULT_CLIENT = SandboxClient(
@@ -48,6 +53,9 @@ DEFAULT_CLIENT = SandboxClient(
     redirect_uris=("http://localhost:8080/ddenterpriseapi/v2/oauth/redirect",),
     name="mailgate (sandbox)",
 )
+
+#: The environment variable of ``mailgate sandbox --redirect-uri`` (the redirect URIs the sandbox accepts).
+REDIRECT_URI_ENV = "MAILGATE_SANDBOX_REDIRECT_URI"
 
 
 @dataclass(frozen=True)

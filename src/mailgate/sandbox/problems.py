@@ -264,6 +264,8 @@ class AuthorizationPageError(Exception):
     message: str
     #: Extra facts shown on the page (label, value), e.g. the redirect URI received and the registered ones.
     details: tuple[tuple[str, str], ...] = ()
+    #: What to do about it, shown under the facts.
+    hint: str = ""
 
     def __str__(self) -> str:
         return f"{self.error}: AADSTS{self.aadsts}: {self.message}"

@@ -54,6 +54,10 @@
       var keeps = form.dataset.secretSet === "true" && provider.value === form.dataset.savedProvider;
       byId("secret-set-note").hidden = !keeps;
       byId("secret-new-note").hidden = keeps;
+      var hinted = ["google", "microsoft", "sandbox"].indexOf(provider.value) >= 0 ? provider.value : "other";
+      form.querySelectorAll("[data-provider-hint]").forEach(function (hint) {
+        hint.hidden = hint.getAttribute("data-provider-hint") !== hinted;
+      });
       if (needsTenant && touched) {
         showError(tenant, "tenant", "Tenant", tenantProblem(tenant.value.trim()));
       } else if (!needsTenant) {

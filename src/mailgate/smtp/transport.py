@@ -24,6 +24,7 @@ from .auth import (
     OAUTHBEARER_ERROR_RESPONSE,
     XOAUTH2_ERROR_RESPONSE,
     SaslReply,
+    initial_response_fits,
     oauthbearer_initial_response,
     parse_error_challenge,
     xoauth2_initial_response,
@@ -302,7 +303,15 @@ class SmtpConnection:
             )
             self._steps.append(Step("auth", False, err.message, err.hint))
             raise err from exc
-        reply = await smtp.execute_command(b"AUTH", mechanism.encode(), initial.encode("ascii"))
+        if initial_response_fits(mechanism, initial):
+            reply = await smtp.execute_command(b"AUTH", mechanism.encode(), initial.encode("ascii"))
+        else:
+            # RFC 4954 s4: too long for the AUTH line.  XOAUTH2 and OAUTHBEARER are client-first, so the
+            # server's first challenge is empty ("334 "); the response goes on a line of its own.
+            reply = await smtp.execute_command(b"AUTH", mechanism.encode())
+            if reply.code != 334:
+                return SaslReply(reply.code, reply.message)
+            reply = await smtp.execute_command(initial.encode("ascii"))
         if reply.code != 334:
             return SaslReply(reply.code, reply.message)
         # An error challenge: the client MUST answer (empty line for XOAUTH2, %x01 for OAUTHBEARER,

@@ -5,9 +5,9 @@ Validation happens in full before anything is written: a refused save changes no
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
-import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .errors import ValidationError
 from .providers import Catalogue, is_loopback_host, validate_tenant
+from .smtp.tls import CaFileError, client_context
 from .store import Database, SecretBox
 from .store.models import OAuthAccountRow
 from .store.repository import (
@@ -202,9 +203,11 @@ class ConfigService:
         return _server_defaults(spec)
 
     async def save_email_server(self, update: EmailServerUpdate) -> EmailServerConfig:
+        # File I/O off the event loop: the path is the user's, and may name anything (issue 20 point 9).
+        ca_problem = await asyncio.to_thread(_check_ca_file, update.ca_file.strip())
         async with self._db.session() as session:
             current = await get_email_server(session, self._box)
-            server = _validate_server(update, current)
+            server = _validate_server(update, current, ca_problem)
             await save_email_server(session, self._box, server)
         return server
 
@@ -243,7 +246,9 @@ def _valid_host(host: str) -> bool:
         return bool(_HOST.match(host))
 
 
-def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | None) -> EmailServerConfig:
+def _validate_server(
+    update: EmailServerUpdate, current: EmailServerConfig | None, ca_problem: str | None
+) -> EmailServerConfig:
     errors: dict[str, str] = {}
     host = update.host.strip()
     if not host:
@@ -279,10 +284,8 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | Non
     if authentication is Authentication.OAUTH and security is Security.NONE:
         errors["security"] = "OAuth tokens must not travel unencrypted: choose starttls or ssl"
     ca_file = update.ca_file.strip()
-    if ca_file:
-        problem = _check_ca_file(Path(ca_file))
-        if problem:
-            errors["ca_file"] = problem
+    if ca_problem:
+        errors["ca_file"] = ca_problem
     if errors:
         raise ValidationError(errors)
     return EmailServerConfig(
@@ -297,13 +300,17 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig | Non
     )
 
 
-def _check_ca_file(path: Path) -> str | None:
-    if not path.is_absolute():
+def _check_ca_file(ca_file: str) -> str | None:
+    """What is wrong with ``ca_file`` ("" is fine: the default trust store), as loaded when connecting.
+
+    Blocking (file I/O): run it in a thread.
+    """
+    if not ca_file:
+        return None
+    if not Path(ca_file).is_absolute():
         return "must be an absolute path on the mailgate server"
     try:
-        ssl.create_default_context(cafile=str(path))
-    except FileNotFoundError:
-        return f"{path} does not exist on the mailgate server"
-    except (ssl.SSLError, OSError) as exc:
-        return f"{path} is not a readable PEM certificate file ({exc})"
+        client_context(ca_file)
+    except CaFileError as exc:
+        return str(exc)
     return None

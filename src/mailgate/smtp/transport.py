@@ -31,7 +31,7 @@ from .auth import (
 )
 from .channel import CommandChannel
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
-from .tls import client_context, describe_tls
+from .tls import CaFileError, client_context, describe_tls
 from .transaction import Prepared, SendResult, StaleConnection, envelope, envelope_commands, run_transaction
 
 __all__ = ["NextMessage", "SendResult", "SmtpConnection", "Step", "TokenSource"]
@@ -170,7 +170,9 @@ class SmtpConnection:
                 self._ssl_context = await asyncio.to_thread(client_context, ca_file)
             except (OSError, ValueError) as exc:
                 err = SmtpPermanentError(
-                    f"Cannot load ca_file {ca_file!r}: {exc}",
+                    f"Cannot load ca_file: {exc}"
+                    if isinstance(exc, CaFileError)
+                    else f"Cannot load ca_file {ca_file!r}: {exc}",
                     hint="ca_file must be a readable PEM file with the CA certificate(s) that signed the server's.",
                 )
                 self._steps.append(Step("tls", False, err.message, err.hint))

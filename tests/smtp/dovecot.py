@@ -9,6 +9,7 @@ relays what it accepts to another SMTP server (a test sink).  No pytest in here.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -60,8 +61,8 @@ def _config(root: Path, port: int, relay_port: int, mechanisms: str) -> str:
         users = ""
         uid, gid = 65534, 65534
     else:
-        name = pwd.getpwuid(os.geteuid()).pw_name
-        users = f"default_internal_user = {name}\ndefault_login_user = {name}\ndefault_internal_group = {name}\n"
+        name, group = pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
+        users = f"default_internal_user = {name}\ndefault_login_user = {name}\ndefault_internal_group = {group}\n"
         uid, gid = os.geteuid(), os.getegid()
     return f"""\
 base_dir = {root}/run
@@ -93,6 +94,7 @@ submission_relay_port = {relay_port}
 submission_relay_trusted = no
 submission_relay_ssl = no
 service submission-login {{
+  chroot =
   inet_listener submission {{
     address = 127.0.0.1
     port = {port}

@@ -63,7 +63,9 @@ def serve(
             typer.echo(f"Authorized redirect URI to register at the provider: {settings.default_redirect_uri}")
             # mailgate's access log, not uvicorn's (see web/accesslog.py: the same lines, a fraction of the CPU).
             app = AccessLog(create_app(services))
-            config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+            # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default
+            # forwarded_allow_ips); mailgate's TrustedProxies believes only MAILGATE_TRUSTED_PROXIES.
+            config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, proxy_headers=False)
             server = uvicorn.Server(config)
             install_log_redaction()  # after uvicorn configured its loggers
             delivery = Worker(services.outbox, services.mailer) if worker else None

@@ -10,6 +10,7 @@ from ..app import Services
 from . import email_api, health, messages_api, oauth_api
 from .errors import install_error_handlers
 from .pages import install_pages
+from .proxies import TrustedProxies
 
 __all__ = ["create_app"]
 
@@ -34,6 +35,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(api)
     app.include_router(health.router)
     install_pages(app, services)
+    # Outermost (added last): the limiter, the Origin check and the access log all see the same client.
+    app.add_middleware(TrustedProxies, proxies=services.settings.trusted_proxies)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -84,7 +84,9 @@ class Admins:
         #: no password, nor anything one could test guesses against without the key, stays in memory.
         self._password_key = secrets.token_bytes(32)
         self._passwords: dict[str, _Verified] = {}
-        self._confirming: SingleFlight[str, bool] = SingleFlight()
+        self._checking: SingleFlight[str, bool] = SingleFlight()
+        #: Incremented by every password change here: a check that read the hash before it must not be kept.
+        self._password_changes = 0
         #: SHA-256 of recently verified API keys -> when (monotonic).
         self._verified: dict[str, float] = {}
         #: Incremented by every deletion: a verification that read the key before it must not cache it.
@@ -103,7 +105,7 @@ class Admins:
                 elif not await self._matches(user.password_hash, configured_password):
                     # A new hash (new salt): sessions of the old password end (see password_generation).
                     user.password_hash = await self._hash(configured_password)
-                    self._passwords.clear()
+                    self._forget_passwords()
                 return None
             if user is not None:
                 return None
@@ -122,40 +124,43 @@ class Admins:
                 user.password_hash = await self._hash(password)
         # Committed: no verification of the old password is trusted any longer (other processes: within
         # PASSWORD_RECHECK_SECONDS, when they find the stored hash changed).
-        self._passwords.clear()
+        self._forget_passwords()
 
     async def verify_password(self, username: str, password: str) -> bool:
         """Whether ``password`` is ``username``'s.  argon2 runs off the event loop; a pair verified in the
         last PASSWORD_CACHE_SECONDS is trusted again (its stored hash re-read at most once a second)."""
         digest = hmac.new(self._password_key, f"{username}\x00{password}".encode(), hashlib.sha256).hexdigest()
         known = self._passwords.get(digest)
-        now = time.monotonic()
-        if known is not None and now - known.verified_at < PASSWORD_CACHE_SECONDS:
-            if now - known.confirmed_at < PASSWORD_RECHECK_SECONDS:
-                return True
-            if await self._confirming.run(digest, functools.partial(self._confirm, username, digest, known)):
-                return True
+        if known is not None and time.monotonic() - known.confirmed_at < PASSWORD_RECHECK_SECONDS:
+            return True
+        # Concurrent requests with the same credentials share one check: an application's connections
+        # starting together would otherwise each queue an argon2 verification (and so would a flood).
+        return await self._checking.run(digest, functools.partial(self._check, username, password, digest))
+
+    async def _check(self, username: str, password: str, digest: str) -> bool:
+        changes = self._password_changes
         async with self._db.session() as session:
             user = await _admin_user(session, username)
+        known = self._passwords.pop(digest, None)
+        now = time.monotonic()
         if user is None:
             await self._matches(self._dummy, password)
             return False
-        if not await self._matches(user.password_hash, password):
-            return False
-        now = time.monotonic()
-        self._prune(now)
-        self._passwords[digest] = _Verified(user.password_hash, verified_at=now, confirmed_at=now)
+        if known is None or now - known.verified_at >= PASSWORD_CACHE_SECONDS:
+            if not await self._matches(user.password_hash, password):
+                return False
+            known = _Verified(user.password_hash, verified_at=now, confirmed_at=now)
+        elif not hmac.compare_digest(user.password_hash, known.password_hash):
+            return False  # changed since (by another process): a wrong password now
+        if changes == self._password_changes:  # not changed in this process meanwhile: remember it
+            self._prune(now)
+            known.confirmed_at = time.monotonic()
+            self._passwords[digest] = known
         return True
 
-    async def _confirm(self, username: str, digest: str, known: _Verified) -> bool:
-        """Whether the password verified earlier is still the stored one (a read, no argon2)."""
-        async with self._db.session() as session:
-            user = await _admin_user(session, username)
-        if user is None or not hmac.compare_digest(user.password_hash, known.password_hash):
-            self._passwords.pop(digest, None)
-            return False
-        known.confirmed_at = time.monotonic()
-        return True
+    def _forget_passwords(self) -> None:
+        self._password_changes += 1
+        self._passwords.clear()
 
     def _prune(self, now: float) -> None:
         for digest in [d for d, v in self._passwords.items() if now - v.verified_at >= PASSWORD_CACHE_SECONDS]:

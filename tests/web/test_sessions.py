@@ -4,15 +4,21 @@ restart and by every process), and a password change ends every session issued b
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
-from sqlalchemy import select
+import pytest
+from alembic import command
+from sqlalchemy import Connection, inspect, select
 
+from mailgate.admins import Admins
 from mailgate.app import Services, build_services
 from mailgate.config import Settings
+from mailgate.store import Database
+from mailgate.store.db import alembic_config
 from mailgate.store.models import RevokedSession
 from mailgate.web import create_app
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, throwaway_postgres_database
 
 from .conftest import OAUTH, UI, form_token, login
 
@@ -88,3 +94,35 @@ async def test_revocations_past_their_expiry_are_deleted(services: Services) -> 
     async with services.db.session() as session:
         left = (await session.execute(select(RevokedSession.session_id))).scalars().all()
     assert left == ["current"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_the_revocation_table_migrates_up_and_down(backend: str, tmp_path: Path) -> None:
+    """Migration 0006 on both databases: revocations work after it, and its downgrade removes the table."""
+    if backend == "sqlite":
+        await _migrate_up_and_down(f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
+        return
+    async with throwaway_postgres_database() as url:
+        await _migrate_up_and_down(url)
+
+
+async def _migrate_up_and_down(url: str) -> None:
+    db = Database(url)
+    try:
+        await db.migrate("0005_outbox_bodies")
+        await db.migrate()
+        admins = Admins(db)
+        await admins.ensure_admin(ADMIN_PASSWORD)
+        generation = await admins.current_generation("admin")
+        assert generation is not None and await admins.session_valid("admin", "s-1", generation)
+        await admins.revoke_session("s-1", datetime.now(UTC) + timedelta(hours=1))
+        assert not await admins.session_valid("admin", "s-1", generation)
+
+        def downgrade(connection: Connection) -> list[str]:
+            command.downgrade(alembic_config(connection), "0005_outbox_bodies")
+            return inspect(connection).get_table_names()
+
+        async with db.engine.begin() as connection:
+            assert "revoked_sessions" not in await connection.run_sync(downgrade)
+    finally:
+        await db.close()

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -68,7 +68,7 @@ def password_generation(password_hash: str) -> str:
 class _Verified:
     """A password verified by argon2: against which stored hash, when first, and when last confirmed."""
 
-    password_hash: str
+    password_hash: str = field(repr=False)
     verified_at: float
     confirmed_at: float
 

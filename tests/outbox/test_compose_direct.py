@@ -23,6 +23,7 @@ import pytest
 
 from mailgate.errors import ValidationError
 from mailgate.outbox import compose
+from mailgate.outbox.checks import check_request
 from mailgate.outbox.compose import AttachmentRequest, Limits, MessageRequest, NewMessage, from_request
 from mailgate.smtp import compose as smtp_compose
 
@@ -112,12 +113,19 @@ def answer(build: Callable[[MessageRequest, Limits], NewMessage], req: MessageRe
     return (new.sender, new.recipients, new.message_id, new.subject, new.raw)
 
 
+def _checked_then_built(req: MessageRequest, limits: Limits) -> NewMessage:
+    """What from_request does without the direct way: the request checked (counts, control characters),
+    then its message built."""
+    check_request(req, limits)
+    return compose._from_any_request(req, limits)
+
+
 def both_ways(spy: Spy, req: MessageRequest, limits: Limits = LIMITS) -> bool:
     """Assert from_request answers as _from_any_request; whether it wrote the message directly."""
     spy.direct.clear()
     ours = answer(from_request, req, limits)
     assert len(spy.direct) <= 1
-    theirs = answer(compose._from_any_request, req, limits)
+    theirs = answer(_checked_then_built, req, limits)
     assert ours == theirs, req
     return bool(spy.direct and spy.direct[0])
 
@@ -157,7 +165,7 @@ EDGE_CASES: dict[str, tuple[dict[str, Any], Limits | None, bool]] = {
     "line of 78 with CRLF": ({"text": "x" * 78 + "\r\n"}, None, True),
     "leading dots": ({"text": ".\n..\n.x\n...\r\n."}, None, True),
     "From at line start": ({"text": "From here\nFrom: x\n>From y\n"}, None, True),
-    "other control characters": ({"text": "a\x0cb\x0bc\x1cd\x1de\x00f\x7f\t\n"}, None, True),
+    "other control characters": ({"text": "a\x0cb\x0bc\x1cd\x1def\x7f\t\n"}, None, True),  # NUL: refused
     "trailing spaces": ({"text": "a  \n \n\t\n   "}, None, True),
     "non-ASCII text": ({"text": "Grüße\n"}, None, False),
     "line separator U+2028": ({"text": "a\u2028b\n"}, None, False),
@@ -230,7 +238,7 @@ EDGE_CASES: dict[str, tuple[dict[str, Any], Limits | None, bool]] = {
     "empty sender": ({"sender": ""}, None, False),
     "no default sender": ({}, Limits(default_sender="", max_bytes=1 << 20), False),
     "bad default sender": ({}, Limits(default_sender="nobody", max_bytes=1 << 20), False),
-    "too many recipients": ({"to": ["a@example.com", "b@example.com"], "cc": ["c@example.com"]}, TWO_RECIPIENTS, True),
+    "too many recipients": ({"to": ["a@example.com", "b@example.com"], "cc": ["c@example.com"]}, TWO_RECIPIENTS, False),
     "many duplicates": ({"to": ["a@example.com"] * 2, "bcc": ["a@example.com"] * 3}, TWO_RECIPIENTS, True),
     "very many duplicates": ({"to": ["a@example.com"] * 150}, None, False),  # To over 78
     "too large": ({}, Limits(default_sender="alice@sandbox.test", max_bytes=700, provider="Gmail"), True),
@@ -238,7 +246,7 @@ EDGE_CASES: dict[str, tuple[dict[str, Any], Limits | None, bool]] = {
     "too many and too large": (
         {"to": ["r0@example.com", "r1@example.com"], "cc": ["r2@example.com", "r3@example.com"]},
         Limits(default_sender="alice@sandbox.test", max_bytes=-1, max_recipients=2),
-        True,
+        False,
     ),
 }
 
@@ -441,7 +449,16 @@ def test_not_simple_requests_build_the_message(monkeypatch: pytest.MonkeyPatch) 
         built.clear()
         with contextlib.suppress(ValidationError):
             from_request(request(**fields), limits or LIMITS)
-        assert built == ([] if direct else [True]), case
+        assert built == ([] if direct or refused_before_building(fields, limits) else [True]), case
+
+
+def refused_before_building(fields: dict[str, Any], limits: Limits | None) -> bool:
+    """Whether check_request refuses the request (counts, control characters) before either way is tried."""
+    try:
+        check_request(request(**fields), limits or LIMITS)
+    except ValidationError:
+        return True
+    return False
 
 
 def test_real_clock_and_message_id(spy: Spy) -> None:

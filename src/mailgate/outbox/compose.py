@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from ..errors import ValidationError
 from ..smtp import Attachment, build_message, parse_mailbox
 from ..smtp.compose import POLICY, simple_message_bytes
+from .checks import check_raw, check_request, duplicate_errors, field_errors, recipient_limit, recipients_error
 
 __all__ = [
     "AttachmentRequest",
@@ -89,15 +90,8 @@ class Limits:
 
 
 def _limit_errors(recipients: Sequence[str], size: int, limits: Limits) -> None:
-    if limits.max_recipients and len(recipients) > limits.max_recipients:
-        who = limits.provider or "the provider"
-        raise ValidationError(
-            {
-                "recipients": f"{len(recipients)} recipients (to, cc and bcc together); {who} accepts at most "
-                f"{limits.max_recipients} per message"
-            },
-            hint="Split the message into several messages.",
-        )
+    if len(recipients) > recipient_limit(limits):
+        raise recipients_error(len(recipients), limits)
     if size > limits.max_bytes:
         raise MessageTooLargeError(
             {"message": f"is {size:,} bytes; the limit is {limits.max_bytes:,} bytes"},
@@ -190,6 +184,7 @@ def _serialise_with(message: EmailMessage, encoded: Sequence[bytearray]) -> byte
 
 def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
     """Build and check the message of a JSON request.  Raises ValidationError naming each bad field."""
+    check_request(request, limits)
     new = _from_simple_request(request, limits)
     return new if new is not None else _from_any_request(request, limits)
 
@@ -292,6 +287,7 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
     parsed and written again; the body is kept as it came, its line ends made CRLF.
     """
     _limit_errors((), len(body), limits)
+    check_raw(body)
     found = _HEADER_END.search(body)
     if found is not None:
         head = body[: found.start() + 1]  # through the line end of the last field
@@ -332,12 +328,16 @@ def _checked_header(message: EmailMessage, limits: Limits) -> tuple[str, list[st
     errors: dict[str, str] = {}
     recipients: list[str] = []
     wanted = {"from", "to", "cc", "bcc", "reply-to", "sender"}
+    errors.update(duplicate_errors(message.keys(), "headers."))
     for name, value in message.raw_items():
         # Folding (CRLF + whitespace) is allowed; a line break that starts no continuation line is not.
         unfolded = re.sub(r"\r?\n[ \t]", " ", value).rstrip("\r\n")
         if "\r" in unfolded or "\n" in unfolded:
             errors[f"headers.{name}"] = "must not contain line breaks"
         if name.lower() not in wanted:
+            problem = field_errors(name, unfolded)
+            if problem is not None:
+                errors.setdefault(f"headers.{name}", problem)
             continue
         label = f"headers.{name}"
         try:

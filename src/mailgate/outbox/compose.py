@@ -2,9 +2,8 @@
 
 Everything is checked before anything is stored; every problem found is reported at once, by field name.
 
-The commonest JSON request (bare addresses, plain ASCII subject and text, no HTML or attachment) has its bytes
-written directly (:func:`mailgate.smtp.compose.simple_message_bytes`), the same bytes the message built by
-build_message is serialised to; every other request builds that message.
+Every JSON request is checked (:mod:`.checks`), built by :func:`mailgate.smtp.build_message` and serialised by
+the standard library.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from email.message import EmailMessage
 
 from ..errors import ValidationError
 from ..smtp import Attachment, build_message, parse_mailbox
-from ..smtp.compose import POLICY, simple_message_bytes
+from ..smtp.compose import POLICY
 from .checks import check_raw, check_request, duplicate_errors, field_errors, recipient_limit, recipients_error
 
 __all__ = [
@@ -33,9 +32,8 @@ __all__ = [
     "from_request",
 ]
 
-# Serialise with CRLF line ends, as the message goes on the wire (RFC 5322 s2.1).  POLICY is
-# email.policy.default with a faster header factory.
-_WIRE = POLICY.clone(linesep="\r\n")
+# Serialise with CRLF line ends, as the message goes on the wire (RFC 5322 s2.1): POLICY is email.policy.SMTP.
+_WIRE = POLICY
 
 
 class MessageTooLargeError(ValidationError):
@@ -185,35 +183,7 @@ def _serialise_with(message: EmailMessage, encoded: Sequence[bytearray]) -> byte
 def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
     """Build and check the message of a JSON request.  Raises ValidationError naming each bad field."""
     check_request(request, limits)
-    new = _from_simple_request(request, limits)
-    return new if new is not None else _from_any_request(request, limits)
-
-
-def _from_simple_request(request: MessageRequest, limits: Limits) -> NewMessage | None:
-    """What _from_any_request makes of a simple request (see simple_message_bytes), at a fraction of the cost;
-    None for any other request (nothing checked: it may be invalid)."""
-    if request.html is not None or request.attachments:
-        return None
-    sender = request.sender if request.sender is not None else limits.default_sender
-    written = simple_message_bytes(
-        sender=sender,
-        to=request.to,
-        subject=request.subject,
-        text=request.text,
-        cc=request.cc,
-        bcc=request.bcc,
-        reply_to=request.reply_to,
-        headers=request.headers,
-    )
-    if written is None:
-        return None
-    raw, message_id = written
-    recipients = _unique([*request.to, *request.cc, *request.bcc])  # bare addr-specs: each its own addr_spec
-    _limit_errors((), 0, limits)  # in the same order as _from_any_request (no attachments here)
-    _limit_errors(recipients, len(raw), limits)
-    return NewMessage(
-        sender=sender, recipients=recipients, message_id=message_id, subject=request.subject[:255], raw=raw
-    )
+    return _from_any_request(request, limits)
 
 
 def _from_any_request(request: MessageRequest, limits: Limits) -> NewMessage:

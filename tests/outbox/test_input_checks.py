@@ -253,3 +253,10 @@ async def test_provider_recipient_limit_is_checked_before_parsing(make_env: EnvF
         json={"from": "a@example.com", "to": ["b@example.com"] * 5, "attachments": [attachment()]},
     )
     assert r.status_code == 202, r.text  # the same address five times is one recipient
+
+
+async def test_control_characters_in_idempotency_key_are_refused(env: Env) -> None:
+    for key in ("a\x00b", "a\x01b", "a\x7fb"):
+        r = await env.api.post(MESSAGES, json={"from": "alice@example.com", "to": TO}, headers={"Idempotency-Key": key})
+        assert r.status_code == 422 and "Idempotency-Key" in r.json()["fields"], (key, r.text)
+    assert await env.stored_count() == 0

@@ -168,17 +168,19 @@ def _parse_json(body: bytes) -> MessageRequest:
     return parsed.to_request()
 
 
-async def _compose(body: bytes, media: str, limits: Limits) -> NewMessage:
-    """The checked message of a request's body, parsed and composed in a worker thread when it is heavy
-    (HEAVY_BYTES, HEAVY_ITEMS): composing thousands of addresses or parts would otherwise stall every request."""
-    heavy = len(body) > HEAVY_BYTES
+async def _compose(taken: list[bytes], media: str, limits: Limits) -> NewMessage:
+    """The checked message of a request's body (popped from ``taken``, so that a JSON body is freed once parsed:
+    a large message takes several copies while it is composed), parsed and composed in a worker thread when
+    it is heavy (HEAVY_BYTES, HEAVY_ITEMS): thousands of addresses or parts would otherwise stall every request."""
+    heavy = len(taken[0]) > HEAVY_BYTES
     if media == "message/rfc822":
+        body = taken.pop()
         if heavy or body.count(b"@", 0, HEAVY_BYTES) > HEAVY_ITEMS:
             return await asyncio.to_thread(from_raw, body, limits)
         return from_raw(body, limits)
     if heavy:
-        return await asyncio.to_thread(lambda: from_request(_parse_json(body), limits))
-    request = _parse_json(body)
+        return await asyncio.to_thread(lambda: from_request(_parse_json(taken.pop()), limits))
+    request = _parse_json(taken.pop())
     items = len(request.to) + len(request.cc) + len(request.bcc) + len(request.attachments) + len(request.headers)
     if items > HEAVY_ITEMS:
         return await asyncio.to_thread(from_request, request, limits)
@@ -216,8 +218,9 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
                 f"Content-Type {media!r} is not accepted.",
                 hint="Send application/json, or a whole message as message/rfc822.",
             )
-        message = await _compose(body, media, limits)
-        del body
+        taken = [body]
+        del body  # only in taken: _compose lets go of it once parsed
+        message = await _compose(taken, media, limits)
         view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest.hexdigest())
     location = f"{services.settings.api_prefix}/email/messages/{view.id}"
     headers = {"Location": location}

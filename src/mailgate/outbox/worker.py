@@ -30,7 +30,6 @@ from ..smtp.transport import NextMessage
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
-from .journal import DeliveryJournal, journal_directory
 from .policy import Outcome, Status, Verdict, classify
 from .queue import Claimed
 from .record import Recorder, pending_recipients
@@ -104,7 +103,7 @@ class Worker:
         self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._factory = connection_factory or (lambda server: SmtpConnection(server, mailer.token_source(server)))
-        self._recorder = Recorder(outbox, self.owner, random_source, _journal(outbox, self.owner))
+        self._recorder = Recorder(outbox, self.owner, random_source)
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
         #: When :meth:`housekeeping` is next due (time.monotonic()); at once when the worker starts.
@@ -178,10 +177,9 @@ class Worker:
         return total
 
     async def close(self) -> None:
-        """Close every pooled connection; record what the delivery journal holds and delete it."""
+        """Close every pooled connection."""
         for lane in self._lanes.values():
             await self._close_pool(lane)
-        await self._recorder.close()
 
     async def _close_pool(self, lane: _Lane) -> None:
         pool, lane.pool = lane.pool, []
@@ -266,8 +264,6 @@ class Worker:
         if batch.prefetch is not None:
             # What it claimed after the connections stopped is given back just below.
             outcomes.extend(await asyncio.gather(batch.prefetch, return_exceptions=True))
-        # The cycle's results in the outbox when it ends (the API shows them sent).
-        outcomes.extend(await asyncio.gather(self._recorder.fold(), return_exceptions=True))
         # Claimed, untried messages go back to the queue now (not when their lease runs out), even after a
         # failure to record a result: the database may well be back.
         await self._settle_untried(lane, batch, fingerprint)
@@ -295,11 +291,7 @@ class Worker:
             now = self._clock()
             lease = timedelta(seconds=self.outbox.settings.lease_seconds)
             room = batch.size - len(batch.rows)
-            busy = frozenset(batch.busy)  # read in the writer thread: a copy
-            # PostgreSQL: the bodies are read after the claim's transaction, which holds the outbox's write
-            # lock (the API's inserts wait for it) and, read in it, megabytes of them held it for up to 0.4 s.
-            # SQLite reads them from the file within the claim, faster than a transaction of their own.
-            in_claim = self.outbox.db.is_sqlite
+            busy = frozenset(batch.busy)
 
             def claim(connection: Connection) -> list[Claimed]:
                 limit = min(room, _allowance(connection, lane.account_id, now, batch.spec))
@@ -312,18 +304,14 @@ class Worker:
                     limit=limit,
                     max_bytes=BATCH_BYTES - held,
                     busy=busy,
-                    bodies=in_claim,
                 )
 
-            # The results in the delivery journal first: this worker's (the sending limits count them), and
-            # those of a worker that died (its messages must not be claimed again when their lease runs out).
-            await self._recorder.fold()
-            await self._recorder.recover()
-            # Not waiting for the disk: a power failure could only undo the claim (see GroupCommit), and
-            # a synced claim would hold SQLite's write lock, which the API's inserts wait for, through the sync.
+            # Not waiting for the disk: a power failure could only undo the claim (see GroupCommit).
             rows = await self.outbox.writes.transaction(claim, sync=False)
-            if not in_claim and rows:
-                # Should this fail, the messages go back to the queue when their lease runs out.
+            if rows:
+                # After the claim's transaction, which holds the outbox's write lock (the API's inserts wait
+                # for it): megabytes of bodies read within it held it for up to 0.4 s.  Should this fail, the
+                # messages go back to the queue when their lease runs out.
                 async with self.outbox.db.engine.connect() as connection:
                     rows = await connection.run_sync(queue.with_bodies, rows)
             batch.rows.extend(rows)
@@ -426,15 +414,6 @@ class Worker:
     async def _record_sent(self, batch: _Batch, row: Row, result: SendResult) -> None:
         await self._recorder.sent(row, result)
         batch.busy.discard(row.id)
-
-
-def _journal(outbox: Outbox, owner: str) -> DeliveryJournal | None:
-    """The worker's delivery journal on SQLite (beside the database file); None on PostgreSQL, whose workers
-    may run on other hosts, which could not replay it."""
-    if not outbox.db.is_sqlite:
-        return None
-    directory = journal_directory(outbox.db.engine.url.database or "")
-    return DeliveryJournal(directory, owner) if directory is not None else None
 
 
 def _allowance(connection: Connection, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:

@@ -12,17 +12,20 @@ operating-system crash right after can undo them, and then those messages are se
 SQLite they go through connections of their own with ``PRAGMA synchronous=NORMAL``; on PostgreSQL their
 transaction has ``SET LOCAL synchronous_commit TO OFF``.  Every other write is on the disk when its caller
 resumes (SQLite: ``synchronous=FULL``, see :func:`mailgate.store.db.sqlite_pragmas`).
+
+On SQLite the transactions run in a thread of their own with the synchronous driver: one hand-off per
+transaction, where the asynchronous driver hands every statement to its thread and back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Executable, event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 
 from ..store import Database
 from ..store.db import sqlite_pragmas
@@ -46,8 +49,10 @@ class GroupCommit:
         #: Writes waiting for a transaction, by ``sync``.
         self._waiting: dict[bool, list[_Pending]] = {True: [], False: []}
         self._lock: asyncio.Lock | None = None
-        #: SQLite: the engine of the writes that do not wait for the disk (made on first use).
-        self._unsynced: AsyncEngine | None = None
+        #: SQLite: the engines of the writes that wait for the disk and of those that do not, by ``sync``, and
+        #: the thread they run in (made on first use).
+        self._engines: dict[bool, Engine] = {}
+        self._thread: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"GroupCommit({self._db!r}, waiting={sum(map(len, self._waiting.values()))})"
@@ -87,23 +92,21 @@ class GroupCommit:
     async def transaction(self, work: Callable[[Connection], T], *, sync: bool = True) -> T:
         """``work(connection)``, synchronous code on a Core connection, in a transaction of its own, committed
         (in turn with the batches)."""
-        async with self.lock, self._begin(sync) as connection:
-            return await connection.run_sync(work)
+        async with self.lock:
+            return await self._run(work, sync=sync)
 
     async def close(self) -> None:
-        """Close the connections of the writes that do not wait for the disk."""
-        if self._unsynced is not None:
-            await self._unsynced.dispose()
-            self._unsynced = None
+        """Close SQLite's connections and thread for the outbox's writes."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
 
     async def _commit(self, batch: list[_Pending], *, sync: bool) -> None:
         try:
-            counts = []
-            async with self._begin(sync) as connection:
-                for writes, _ in batch:
-                    for statement, params in writes:
-                        result = await connection.execute(statement, dict(params), execution_options=_COUNTED)
-                        counts.append(int(result.rowcount))
+            counts = await self._run(functools.partial(_execute, [w for writes, _ in batch for w in writes]), sync=sync)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -120,20 +123,34 @@ class GroupCommit:
         for writes, future in batch:
             future.set_result([next(each) for _ in writes])
 
-    @asynccontextmanager
-    async def _begin(self, sync: bool) -> AsyncIterator[AsyncConnection]:
-        engine = self._db.engine if sync or not self._db.is_sqlite else self._unsynced_engine()
-        async with engine.begin() as connection:
-            if not sync and not self._db.is_sqlite:
-                # For this transaction only, even through a pooler such as PgBouncer in transaction mode.
-                await connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-            yield connection
+    async def _run(self, work: Callable[[Connection], T], *, sync: bool) -> T:
+        """``work`` in a transaction, committed (the caller holds the lock)."""
+        if not self._db.is_sqlite:
+            async with self._db.engine.begin() as connection:
+                if not sync:
+                    # For this transaction only, even through a pooler such as PgBouncer in transaction mode.
+                    await connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                return await connection.run_sync(work)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-outbox-writes")
+        if sync not in self._engines:
+            self._engines[sync] = engine = create_engine(self._db.engine.url.set(drivername="sqlite"))
+            event.listen(engine, "connect", sqlite_pragmas if sync else _sqlite_unsynced)
+        engine = self._engines[sync]
+        return await asyncio.get_running_loop().run_in_executor(self._thread, _in_transaction, engine, work)
 
-    def _unsynced_engine(self) -> AsyncEngine:
-        if self._unsynced is None:
-            self._unsynced = create_async_engine(self._db.engine.url)
-            event.listen(self._unsynced.sync_engine, "connect", _sqlite_unsynced)
-        return self._unsynced
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)
+
+
+def _execute(writes: list[Write], connection: Connection) -> list[int]:
+    """Each write's row count."""
+    return [
+        int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
+        for statement, params in writes
+    ]
 
 
 def _sqlite_unsynced(dbapi_connection: Any, record: Any) -> None:

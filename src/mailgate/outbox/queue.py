@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, Update, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Integer, Update, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store.models import OutboxBodyRow, OutboxMessageRow, UtcDateTime
@@ -39,16 +39,14 @@ Row = OutboxMessageRow
 
 def _due_kinds(status: Any = Row.status) -> list[Any]:
     """The kinds of due message: queued or retrying whose time has come, and claimed by a worker that died
-    (or hung) before finishing, its lease run out (not the ones this worker is still sending, ``busy``,
-    whatever the clock says).  Parameters ``now`` and ``busy``; ``status``: the column, or an expression of it.
-    """
+    (or hung) before finishing, its lease run out.  Parameter ``now``; ``status``: the column, or an
+    expression of it."""
     kinds = [and_(status == value, Row.next_attempt_at <= _NOW) for value in CLAIMABLE]
-    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < _NOW, Row.id.not_in(_BUSY)))
+    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < _NOW))
     return kinds
 
 
 _NOW = bindparam("now", type_=UtcDateTime())
-_BUSY: BindParameter[list[str]] = bindparam("busy", expanding=True)
 
 
 @dataclass(frozen=True)
@@ -80,14 +78,12 @@ def claim(
     lease: timedelta,
     limit: int,
     max_bytes: int,
-    busy: Collection[str] = (),
 ) -> list[Claimed]:
     """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``, oldest first,
     whose bodies add up to at most ``max_bytes``, except the first in line, always claimed (alone when it is
     larger).  Their ``raw`` is left empty: read the bodies with :func:`with_bodies` after the transaction,
     which holds the outbox's write lock.
 
-    ``busy``: ids the caller is still working on (never taken back from it, even with an expired lease).
     Synchronous, on a Core connection: run it through ``Outbox.writes.transaction``.
     """
     if limit <= 0:
@@ -98,7 +94,7 @@ def claim(
         # Take the database's write lock first (a no-op write), so that two processes do not both select
         # the same rows and one of them come away empty-handed.
         connection.execute(_LOCK)
-    params = {"account": account_id, "now": now, "busy": list(busy), "limit": limit}
+    params = {"account": account_id, "now": now, "limit": limit}
     found: list[Sequence[Any]] = []
     for query in _DUE:
         found += connection.execute(query, params).all()
@@ -127,7 +123,7 @@ def with_bodies(connection: Connection, claimed: list[Claimed]) -> list[Claimed]
     return [dataclasses.replace(row, raw=bodies[row.id]) for row in claimed]
 
 
-# The statements of a claim, with parameters account, now, busy (ids), limit; ids, owner and until for the UPDATE.
+# The statements of a claim, with parameters account, now, limit; ids, owner and until for the UPDATE.
 _LOCK = update(Row).where(Row.id == "").values(status=Row.status)
 _ORDER = (Row.next_attempt_at, Row.created_at)
 #: The ``limit`` first in line of each kind of due message, read in claiming order from ``ix_outbox_due``

@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,27 +90,14 @@ class MessageView:
 
     @classmethod
     def of(cls, row: Row) -> MessageView:
+        values = {f.name: getattr(row, f.name) for f in fields(cls)}
         waiting = row.status in (Status.QUEUED.value, Status.RETRYING.value)
-        return cls(
-            id=row.id,
-            status=row.status,
-            account_id=row.account_id,
-            sender=row.sender,
+        values.update(
             recipients=tuple(row.recipients),
-            subject=row.subject,
-            message_id=row.message_id,
-            size=row.size,
-            attempts=row.attempts,
-            next_attempt_at=row.next_attempt_at if waiting else None,
-            last_error=row.last_error,
-            last_error_code=row.last_error_code,
-            smtp_code=row.smtp_code,
-            smtp_reply=row.smtp_reply,
             recipient_results=dict(row.recipient_results or {}),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            sent_at=row.sent_at,
+            next_attempt_at=row.next_attempt_at if waiting else None,
         )
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         error = None

@@ -282,3 +282,34 @@ async def test_messages_per_minute_limit(make_env: EnvFactory, smtp: RunningServ
     env.clock.advance(86400)
     assert await env.worker.drain() == 2
     assert {(await env.status(i))["status"] for i in ids} == {"sent"}
+
+
+async def test_stop_gives_the_claimed_messages_not_tried_back_at_once(
+    env: Env, smtp: RunningServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SIGTERM (Worker.stop) each connection finishes the message it is sending and records it; the claimed
+    messages it has not tried go back to the queue at once, not when their lease runs out."""
+    await use_server(env, smtp, ca_file)
+    ids = [await env.post(to=[f"s{i}@example.com"]) for i in range(30)]
+    recorder = env.worker._recorder
+    record = recorder.sent
+
+    async def stop_after_the_first(*args: Any) -> None:
+        await record(*args)
+        env.worker.stop()
+
+    monkeypatch.setattr(recorder, "sent", stop_after_the_first)
+    assert await env.worker.run_once() == 30  # claimed in the cycle
+    statuses = [await env.status(message_id) for message_id in ids]
+    sent = [s for s in statuses if s["status"] == "sent"]
+    delivered = _mailbox(smtp).messages
+    # At most the message each of the 3 connections was sending, and the one it had started after it.
+    assert 1 <= len(sent) == len(delivered) <= 6, len(sent)
+    assert {(s["status"], s["attempts"]) for s in statuses if s["status"] != "sent"} == {("retrying", 0)}
+    assert await env.worker.drain() == 0  # stopped: claims nothing more
+    other = env.new_worker()
+    try:
+        assert await other.drain() == 30 - len(sent)  # due now: no lease to wait for
+    finally:
+        await other.close()
+    assert len(_mailbox(smtp).messages) == 30

@@ -258,6 +258,8 @@ class Worker:
 
     async def _claim(self, lane: _Lane, size: int, spec: ProviderSpec | None) -> list[Row]:
         """Claim up to ``size`` due messages of the account, as the sending limits allow, with their bodies."""
+        if self._stopping:
+            return []
         now = self._clock()
         lease = timedelta(seconds=self.outbox.settings.lease_seconds)
 
@@ -312,7 +314,8 @@ class Worker:
         # with the current message's final "." (SmtpConnection.send's ``then``).
         following: Row | None = None
         try:
-            while batch.hold is None:
+            # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
+            while batch.hold is None and not self._stopping:
                 if following is not None:
                     row, following = following, None
                 elif not batch.rows:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
@@ -20,7 +21,8 @@ from pydantic import ValidationError as PydanticValidationError
 from ..app import Services
 from ..budget import ByteBudget
 from ..errors import MailgateError, ValidationError
-from ..outbox import AttachmentRequest, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
+from ..outbox import AttachmentRequest, Limits, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
+from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .openapi import schema_ref
 
@@ -54,9 +56,12 @@ class AttachmentIn(BaseModel):
 
 
 class MessageIn(BaseModel):
-    """A message to queue.  ``from`` defaults to the sender configured on the Email server page."""
+    """A message to queue.  ``account`` (optional) is the account to send it through, else the one whose
+    senders include ``from``; ``from`` defaults to the sender configured on that account's Email server page
+    (``default``'s when neither is given)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    account: str | None = Field(default=None, max_length=64)
     from_: str | None = Field(default=None, alias="from", max_length=998)
     to: list[str] = Field(default_factory=list)
     cc: list[str] = Field(default_factory=list)
@@ -165,13 +170,20 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
         digest.update(body)
         if media == "message/rfc822":
             message = from_raw(body, limits)
+            # Routed by its From, which it has (from_raw refuses a message without one).
+            account = await services.accounts.route(message.sender, None)
         elif media in ("application/json", ""):
             try:
                 parsed = MessageIn.model_validate_json(body or b"null")
             except PydanticValidationError as exc:
                 raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
             del body  # parsed: not needed while the message is composed (a large one takes several copies)
+            account = await services.accounts.route(parsed.from_, parsed.account)
+            if account != DEFAULT_ACCOUNT:
+                limits = await _limits_of(services, account, limits)
             message = from_request(parsed.to_request(), limits)
+            if not parsed.from_ and message.sender and not await services.accounts.may_send(account, message.sender):
+                raise ValidationError({"from": f"account {account!r} may not send as {message.sender!r}"})
         else:
             raise UnsupportedMediaTypeError(
                 f"Content-Type {media!r} is not accepted.",
@@ -179,12 +191,26 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
             )
         if idempotency_key is not None and not idempotency_key.strip():
             raise ValidationError({"Idempotency-Key": "must not be empty"})
-        view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest.hexdigest())
+        view, created = await outbox.enqueue(
+            message, idempotency_key=idempotency_key, request_hash=digest.hexdigest(), account_id=account
+        )
     location = f"{services.settings.api_prefix}/email/messages/{view.id}"
     headers = {"Location": location}
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse({"id": view.id, "status": view.status}, status_code=202, headers=headers)
+
+
+async def _limits_of(services: Services, account: str, limits: Limits) -> Limits:
+    """``limits`` (the default account's) with ``account``'s sender and its provider's recipient limit."""
+    server = await services.config.email_server(account)
+    spec = services.outbox.provider_of((await services.config.oauth_view(account)).provider, server)
+    return replace(
+        limits,
+        default_sender=server.sender or server.username,
+        max_recipients=spec.max_recipients if spec else 0,
+        provider=spec.label if spec else "",
+    )
 
 
 @router.get("")

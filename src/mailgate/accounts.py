@@ -162,9 +162,7 @@ class Accounts:
 
     async def names(self) -> list[str]:
         """Every account's name, ``default`` first, then by name."""
-        async with self._db.session() as session:
-            names = list((await session.execute(select(AccountRow.name))).scalars())
-        return sorted(set(names) | {DEFAULT_ACCOUNT}, key=lambda n: (n != DEFAULT_ACCOUNT, n))
+        return await self._config.account_names()
 
     async def require(self, name: str) -> str:
         """``name`` when such an account exists, else NotFoundError (404)."""

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import ValidationError
 from .providers import Catalogue, is_loopback_host, validate_tenant
 from .store import Database, SecretBox
-from .store.models import OAuthAccountRow
+from .store.models import AccountRow, OAuthAccountRow
 from .store.repository import (
     DEFAULT_ACCOUNT,
     ensure_account,
@@ -111,6 +112,12 @@ class ConfigService:
         self.default_redirect_uri = default_redirect_uri
         #: Saves made through this object (readers that cache settings compare it).
         self.changes = 0
+
+    async def account_names(self) -> list[str]:
+        """Every account's name: ``default`` first, then by name."""
+        async with self._db.session() as session:
+            names = set((await session.execute(select(AccountRow.name))).scalars())
+        return sorted(names | {DEFAULT_ACCOUNT}, key=lambda n: (n != DEFAULT_ACCOUNT, n))
 
     # -- OAuth page -------------------------------------------------------------------------------------
     async def oauth_view(self, account: str = DEFAULT_ACCOUNT) -> OAuthView:

@@ -28,7 +28,8 @@ def _line(view: MessageView) -> str:
     error = f"  {view.last_error_code}" if view.last_error and view.status != Status.SENT else ""
     when = view.created_at.strftime("%Y-%m-%d %H:%M:%S")
     rcpts = ", ".join(view.recipients[:3]) + (f" +{len(view.recipients) - 3}" if len(view.recipients) > 3 else "")
-    return f"{view.id}  {view.status:8} {view.attempts:>3}  {when}  {rcpts}  {view.subject[:40]!r}{error}"
+    subject = f"{view.subject[:40]!r}{error}"
+    return f"{view.id}  {view.status:8} {view.attempts:>3}  {when}  {view.account_id}  {rcpts}  {subject}"
 
 
 @outbox_app.command("list")
@@ -36,11 +37,14 @@ def outbox_list(
     status: Annotated[list[Status] | None, typer.Option("--status", help="Only these statuses (repeatable).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    account: Annotated[str | None, typer.Option(help="Only this account's messages (default: every account).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """List messages, newest first: id, status, attempts, queued at, recipients, subject."""
+    """List messages, newest first: id, status, attempts, queued at, account, recipients, subject."""
     statuses = [s.value for s in status or []]
-    items, total = run_with_services(data_dir, lambda s: s.outbox.list(statuses=statuses, limit=limit, offset=offset))
+    items, total = run_with_services(
+        data_dir, lambda s: s.outbox.list(statuses=statuses, limit=limit, offset=offset, account=account)
+    )
     for item in items:
         typer.echo(_line(item))
     typer.echo(f"{len(items)} of {total} message(s)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..budget import ByteBudget
 from ..config import OutboxSettings
@@ -355,13 +356,15 @@ class Outbox:
         return MessageView.of(row)
 
     async def list(
-        self, *, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
+        self, *, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0, account: str | None = None
     ) -> tuple[list[MessageView], int]:
-        """Newest first; ``(page, total matching)``."""
+        """Newest first, of one account or all; ``(page, total matching)``."""
         unknown = [s for s in statuses if s not in {st.value for st in Status}]
         if unknown:
             raise ValidationError({"status": f"unknown status {unknown[0]!r}; one of {', '.join(Status)}"})
-        where = [Row.status.in_(list(statuses))] if statuses else []
+        where: list[ColumnElement[bool]] = [Row.status.in_(list(statuses))] if statuses else []
+        if account is not None:
+            where.append(Row.account_id == account)
         async with self.db.session() as session:
             total = (await session.execute(select(func.count()).select_from(Row).where(*where))).scalar_one()
             rows = (

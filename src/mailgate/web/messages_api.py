@@ -220,9 +220,11 @@ async def list_messages(
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    account: Annotated[str | None, Query(max_length=64, description="Only this account's messages.")] = None,
 ) -> dict[str, Any]:
-    """Newest first, optionally only some statuses (``?status=failed&status=held``)."""
-    items, total = await services.outbox.list(statuses=[s.value for s in status_ or []], limit=limit, offset=offset)
+    """Newest first, optionally only some statuses (``?status=failed&status=held``) or one account."""
+    statuses = [s.value for s in status_ or []]
+    items, total = await services.outbox.list(statuses=statuses, limit=limit, offset=offset, account=account)
     following = offset + len(items)
     return {
         "items": [item.to_dict() for item in items],

@@ -179,3 +179,19 @@ async def test_deleting_an_account_with_and_without_queued_mail(sandbox_env: San
     r = await env.api.delete(f"{API}/accounts/reports")
     assert r.status_code == 200 and r.json()["failed_messages"] == 0, r.text
     assert (await env.api.delete(f"{API}/accounts/reports")).status_code == 404
+
+
+async def test_a_from_the_consenting_mailbox_may_not_use_is_refused_before_it_is_queued(
+    sandbox_env: SandboxEnv,
+) -> None:
+    """The README's messages example with another From: accepted (202) before accounts, then refused by the
+    provider (550 5.7.60).  Now a 422 naming from, and nothing is stored."""
+    s, env = sandbox_env, sandbox_env.env
+    assert (await s.harness.authorize()).status_code == 200  # alice@sandbox.test
+    before = await env.stored_count()
+    r = await post(env, **{"from": "reports@example.com"})
+    assert r.status_code == 422 and list(r.json()["fields"]) == ["from"], r.text
+    assert "senders" in r.json()["hint"]
+    assert await env.stored_count() == before
+    ok = await post(env, **{"from": "Alice <ALICE@sandbox.test>"})
+    assert ok.status_code == 202, ok.text

@@ -10,27 +10,16 @@ from sqlalchemy import select
 
 from mailgate.store.models import OAuthAccountRow, OAuthStateRow
 
-from ..sandbox.helpers import consent_id_of
 from .conftest import API, Env, SandboxEnv
 
 MESSAGES = f"{API}/email/messages"
 REPORTS = "reports@sandbox.test"
 
 
-async def consent(env: Env, sandbox_url: str, account: str, mailbox: str) -> httpx.Response:
+async def consent(s: SandboxEnv, account: str, mailbox: str) -> httpx.Response:
     """Authorize ``account`` at the sandbox, signing in as ``mailbox``; mailgate's answer to the redirect."""
-    start = await env.api.get(f"{API}/accounts/{account}/oauth/authorize")
-    assert start.status_code == 302, start.text
-    async with httpx.AsyncClient(follow_redirects=False) as browser:
-        page = await browser.get(start.headers["location"])
-        assert page.status_code == 200, page.text
-        answer = await browser.post(
-            f"{sandbox_url}/consent",
-            data={"consent_id": consent_id_of(page.text), "action": "accept", "account": mailbox},
-        )
-    assert answer.status_code == 302, answer.text
-    back = answer.headers["location"]
-    return await env.api.get(back, headers={"Accept": "application/json"})
+    back = await s.harness.consent(account=mailbox, start_at=f"{API}/accounts/{account}/oauth/authorize")
+    return await s.env.api.get(back, headers={"Accept": "application/json"})
 
 
 async def add_reports_account(s: SandboxEnv, **server: Any) -> None:
@@ -49,7 +38,7 @@ async def add_reports_account(s: SandboxEnv, **server: Any) -> None:
     }
     r = await env.api.put(f"{API}/accounts/reports/email/server", json=body)
     assert r.status_code == 200, r.text
-    answer = await consent(env, s.sandbox.base_url, "reports", REPORTS)
+    answer = await consent(s, "reports", REPORTS)
     assert answer.status_code == 200 and answer.json()["account"] == REPORTS, answer.text
 
 
@@ -142,7 +131,7 @@ async def test_one_account_losing_consent_holds_only_its_messages(sandbox_env: S
     assert listed["reports"]["held"] == 3 and listed["reports"]["token_status"] == "reauthorization_required"
     assert listed["default"]["token_status"] == "valid" and listed["default"]["held"] == 0
     # reports@ consents again: its held messages go out by themselves.
-    assert (await consent(env, s.sandbox.base_url, "reports", REPORTS)).status_code == 200
+    assert (await consent(s, "reports", REPORTS)).status_code == 200
     await env.worker.drain()
     assert {(await env.status(r.json()["id"]))["status"] for r in theirs} == {"sent"}
     assert sorted(m.account for m in s.sandbox.messages) == ["alice@sandbox.test"] * 3 + [REPORTS] * 3

@@ -178,10 +178,18 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
             except PydanticValidationError as exc:
                 raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
             del body  # parsed: not needed while the message is composed (a large one takes several copies)
-            account = await services.accounts.route(parsed.from_, parsed.account)
+            try:
+                account, refused = await services.accounts.route(parsed.from_, parsed.account), None
+            except ValidationError as exc:
+                if "account" in exc.errors:
+                    raise
+                # The message's own faults first (recipients, headers...), then whether its From may be used.
+                account, refused = parsed.account or DEFAULT_ACCOUNT, exc
             if account != DEFAULT_ACCOUNT:
                 limits = await _limits_of(services, account, limits)
             message = from_request(parsed.to_request(), limits)
+            if refused is not None:
+                raise refused
             if not parsed.from_ and message.sender and not await services.accounts.may_send(account, message.sender):
                 raise ValidationError({"from": f"account {account!r} may not send as {message.sender!r}"})
         else:

@@ -265,6 +265,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def wait_until_serving(port: int, log_name: str) -> None:
+    """Until ``mailgate serve`` on ``port`` answers /healthz (30 s at most; its output is in ``log_name``)."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"mailgate serve did not start; see {log_name}")
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -324,14 +335,7 @@ async def deployed(
         commands.append([mailgate, "worker"])
     procs = [subprocess.Popen(c, env=env, stdout=log, stderr=subprocess.STDOUT) for c in commands]  # noqa: ASYNC220
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"mailgate serve did not start; see {log.name}")
+        await wait_until_serving(port, log.name)
         requests = _requests(count, port, key, first)
         await sandbox.control("clear-inbox")
         # Warm-up, as for the ceiling (a run of count // 4 messages first, and its connections set up before

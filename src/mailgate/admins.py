@@ -7,9 +7,11 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import anyio
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
@@ -18,9 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .errors import NotFoundError, ValidationError
 from .singleflight import SingleFlight
 from .store import Database
-from .store.models import AdminUser, ApiKey
+from .store.models import AdminUser, ApiKey, RevokedSession
 
-__all__ = ["ADMIN_USER", "Admins", "NewApiKey"]
+__all__ = [
+    "ADMIN_USER",
+    "API_KEY_CACHE_SECONDS",
+    "HASHING_THREADS",
+    "PASSWORD_CACHE_SECONDS",
+    "PASSWORD_RECHECK_SECONDS",
+    "Admins",
+    "NewApiKey",
+    "password_generation",
+]
 
 ADMIN_USER = "admin"
 _KEY_PREFIX = "mg_"
@@ -30,6 +41,13 @@ _KEY_PREFIX = "mg_"
 API_KEY_CACHE_SECONDS = 1.0
 #: ``last_used_at`` is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: argon2 runs in worker threads, at most this many at once: each takes ~120 ms of CPU and 64 MiB, and on the
+#: event loop it stalled every request (issue 20).  Further verifications wait their turn, off the loop.
+HASHING_THREADS = 2
+#: A verified HTTP Basic password is trusted this long without asking the database again (like API keys)...
+PASSWORD_RECHECK_SECONDS = 1.0
+#: ...and, while its user's stored hash has not changed, this long in all before argon2 runs again.
+PASSWORD_CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -40,12 +58,35 @@ class NewApiKey:
     key: str
 
 
+def password_generation(password_hash: str) -> str:
+    """A short fingerprint of a stored password hash, new at every password change (argon2 salts each hash):
+    sessions carry it and end when it changes.  A digest, so a cookie shows nothing of the hash itself."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Verified:
+    """A password verified by argon2: against which stored hash, when first, and when last confirmed."""
+
+    password_hash: str = field(repr=False)
+    verified_at: float
+    confirmed_at: float
+
+
 class Admins:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, hasher: PasswordHasher | None = None) -> None:
         self._db = db
-        self._hasher = PasswordHasher()
+        self._hasher = hasher or PasswordHasher()
+        self._hashing = anyio.CapacityLimiter(HASHING_THREADS)
         # A hash to verify against when the user does not exist, so both paths cost the same.
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        #: Keyed digests (HMAC under a key of this process only) of recently verified user + password pairs:
+        #: no password, nor anything one could test guesses against without the key, stays in memory.
+        self._password_key = secrets.token_bytes(32)
+        self._passwords: dict[str, _Verified] = {}
+        self._checking: SingleFlight[str, bool] = SingleFlight()
+        #: Incremented by every password change here: a check that read the hash before it must not be kept.
+        self._password_changes = 0
         #: SHA-256 of recently verified API keys -> when (monotonic).
         self._verified: dict[str, float] = {}
         #: Incremented by every deletion: a verification that read the key before it must not cache it.
@@ -60,14 +101,16 @@ class Admins:
             user = await _admin_user(session, ADMIN_USER)
             if configured_password:
                 if user is None:
-                    session.add(AdminUser(username=ADMIN_USER, password_hash=self._hasher.hash(configured_password)))
-                elif not self._matches(user.password_hash, configured_password):
-                    user.password_hash = self._hasher.hash(configured_password)
+                    session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(configured_password)))
+                elif not await self._matches(user.password_hash, configured_password):
+                    # A new hash (new salt): sessions of the old password end (see password_generation).
+                    user.password_hash = await self._hash(configured_password)
+                    self._forget_passwords()
                 return None
             if user is not None:
                 return None
             generated = secrets.token_urlsafe(12)
-            session.add(AdminUser(username=ADMIN_USER, password_hash=self._hasher.hash(generated)))
+            session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(generated)))
             return generated
 
     async def set_password(self, password: str) -> None:
@@ -76,23 +119,88 @@ class Admins:
         async with self._db.session() as session:
             user = await _admin_user(session, ADMIN_USER)
             if user is None:
-                session.add(AdminUser(username=ADMIN_USER, password_hash=self._hasher.hash(password)))
+                session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(password)))
             else:
-                user.password_hash = self._hasher.hash(password)
+                user.password_hash = await self._hash(password)
+        # Committed: no verification of the old password is trusted any longer (other processes: within
+        # PASSWORD_RECHECK_SECONDS, when they find the stored hash changed).
+        self._forget_passwords()
 
     async def verify_password(self, username: str, password: str) -> bool:
+        """Whether ``password`` is ``username``'s.  argon2 runs off the event loop; a pair verified in the
+        last PASSWORD_CACHE_SECONDS is trusted again (its stored hash re-read at most once a second)."""
+        digest = hmac.new(self._password_key, f"{username}\x00{password}".encode(), hashlib.sha256).hexdigest()
+        known = self._passwords.get(digest)
+        if known is not None and time.monotonic() - known.confirmed_at < PASSWORD_RECHECK_SECONDS:
+            return True
+        # Concurrent requests with the same credentials share one check: an application's connections
+        # starting together would otherwise each queue an argon2 verification (and so would a flood).
+        return await self._checking.run(digest, functools.partial(self._check, username, password, digest))
+
+    async def _check(self, username: str, password: str, digest: str) -> bool:
+        changes = self._password_changes
         async with self._db.session() as session:
             user = await _admin_user(session, username)
+        known = self._passwords.pop(digest, None)
+        now = time.monotonic()
         if user is None:
-            self._matches(self._dummy, password)
+            await self._matches(self._dummy, password)
             return False
-        return self._matches(user.password_hash, password)
+        if known is None or now - known.verified_at >= PASSWORD_CACHE_SECONDS:
+            if not await self._matches(user.password_hash, password):
+                return False
+            known = _Verified(user.password_hash, verified_at=now, confirmed_at=now)
+        elif not hmac.compare_digest(user.password_hash, known.password_hash):
+            return False  # changed since (by another process): a wrong password now
+        if changes == self._password_changes:  # not changed in this process meanwhile: remember it
+            self._prune(now)
+            known.confirmed_at = time.monotonic()
+            self._passwords[digest] = known
+        return True
 
-    def _matches(self, password_hash: str, password: str) -> bool:
-        try:
-            return self._hasher.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
+    def _forget_passwords(self) -> None:
+        self._password_changes += 1
+        self._passwords.clear()
+
+    def _prune(self, now: float) -> None:
+        for digest in [d for d, v in self._passwords.items() if now - v.verified_at >= PASSWORD_CACHE_SECONDS]:
+            del self._passwords[digest]
+
+    async def _hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._hashing)
+
+    async def _matches(self, password_hash: str, password: str) -> bool:
+        def verify() -> bool:
+            try:
+                return self._hasher.verify(password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await anyio.to_thread.run_sync(verify, limiter=self._hashing)
+
+    # -- admin sessions (the cookies are signed by web/session.py; their end is recorded here) -------------
+    async def session_valid(self, username: str, session_id: str, generation: str) -> bool:
+        """Whether a signed session is still good: not logged out, and issued under the current password."""
+        async with self._db.session() as session:
+            user = await _admin_user(session, username)
+            revoked = await session.get(RevokedSession, session_id)
+        if user is None or revoked is not None:
             return False
+        return hmac.compare_digest(password_generation(user.password_hash), generation)
+
+    async def current_generation(self, username: str) -> str | None:
+        """The password generation a new session of ``username`` carries (None: no such user)."""
+        async with self._db.session() as session:
+            user = await _admin_user(session, username)
+        return None if user is None else password_generation(user.password_hash)
+
+    async def revoke_session(self, session_id: str, expires_at: datetime) -> None:
+        """Refuse this session from now on, in every process and after restarts, until it would have expired
+        anyway; the rows of sessions past their expiry are deleted on the way."""
+        async with self._db.session() as session:
+            await session.execute(delete(RevokedSession).where(RevokedSession.expires_at <= datetime.now(UTC)))
+            if await session.get(RevokedSession, session_id) is None:
+                session.add(RevokedSession(session_id=session_id, expires_at=expires_at))
 
     async def create_api_key(self, name: str) -> NewApiKey:
         name = name.strip()

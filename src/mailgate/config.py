@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,9 +10,36 @@ from pathlib import Path
 from .errors import ConfigurationError
 from .providers import check_endpoint_url
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONTEXT_PATH", "HttpSettings", "OutboxSettings", "Settings", "local_base_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONTEXT_PATH",
+    "HttpSettings",
+    "OutboxSettings",
+    "ProxyNetwork",
+    "Settings",
+    "local_base_url",
+    "parse_trusted_proxies",
+]
 
 DEFAULT_CONTEXT_PATH = "/ddenterpriseapi"
+
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted_proxies(text: str) -> tuple[ProxyNetwork, ...]:
+    """``MAILGATE_TRUSTED_PROXIES``: comma-separated addresses or CIDR networks (``10.0.0.0/8, ::1``)."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"MAILGATE_TRUSTED_PROXIES: {item!r} is not an IP address or network",
+                hint="List the addresses (or CIDR networks) of your reverse proxies, e.g. 127.0.0.1,10.0.0.0/8.",
+            ) from None
+    return tuple(networks)
 
 
 def local_base_url(port: int) -> str:
@@ -111,6 +139,8 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     providers_file: Path | None = None
     context_path: str = DEFAULT_CONTEXT_PATH
+    #: Reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (none by default).
+    trusted_proxies: tuple[ProxyNetwork, ...] = ()
     #: Refresh an access token this many seconds before it expires.
     refresh_margin_seconds: float = 300.0
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
@@ -151,6 +181,8 @@ class Settings:
                 values[attr] = env[key]
         if env.get("MAILGATE_PROVIDERS_FILE"):
             values["providers_file"] = Path(env["MAILGATE_PROVIDERS_FILE"])
+        if env.get("MAILGATE_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = parse_trusted_proxies(env["MAILGATE_TRUSTED_PROXIES"])
         values["outbox"] = OutboxSettings.from_env(env)
         values["http"] = HttpSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})

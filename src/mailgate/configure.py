@@ -5,9 +5,9 @@ Validation happens in full before anything is written: a refused save changes no
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
-import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import ValidationError
 from .providers import Catalogue, is_loopback_host, validate_tenant
+from .smtp.tls import CaFileError, client_context
 from .store import Database, SecretBox
 from .store.models import AccountRow, OAuthAccountRow
 from .store.repository import (
@@ -258,7 +259,10 @@ class ConfigService:
         whole, then store it (or nothing).  ``senders``: the account's extra senders, replaced when given
         (already validated, see :func:`mailgate.accounts.parse_senders`)."""
         async with self._db.session() as session:
-            server = _validate_server(update, await self._stored_server(session, account))
+            current = await self._stored_server(session, account)
+            # File I/O off the event loop: the path is the user's, and may name anything (issue 20 point 9).
+            ca_problem = await asyncio.to_thread(_check_ca_file, _merged(update.ca_file, current.ca_file))
+            server = _validate_server(update, current, ca_problem)
             await save_email_server(session, self._box, server, account)
             self.changes += 1
             if senders is not None:
@@ -305,7 +309,9 @@ def _merged(given: str | None, stored: str) -> str:
     return (stored if given is None else given).strip()
 
 
-def _validate_server(update: EmailServerUpdate, current: EmailServerConfig) -> EmailServerConfig:
+def _validate_server(
+    update: EmailServerUpdate, current: EmailServerConfig, ca_problem: str | None
+) -> EmailServerConfig:
     errors: dict[str, str] = {}
     host = _merged(update.host, current.host)
     port = current.port if update.port is None else update.port
@@ -342,10 +348,8 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig) -> E
     if authentication is Authentication.OAUTH and security is Security.NONE:
         errors["security"] = "OAuth tokens must not travel unencrypted: choose starttls or ssl"
     ca_file = _merged(update.ca_file, current.ca_file)
-    if ca_file:
-        problem = _check_ca_file(Path(ca_file))
-        if problem:
-            errors["ca_file"] = problem
+    if ca_problem:
+        errors["ca_file"] = ca_problem
     if errors:
         raise ValidationError(errors)
     return EmailServerConfig(
@@ -360,13 +364,17 @@ def _validate_server(update: EmailServerUpdate, current: EmailServerConfig) -> E
     )
 
 
-def _check_ca_file(path: Path) -> str | None:
-    if not path.is_absolute():
+def _check_ca_file(ca_file: str) -> str | None:
+    """What is wrong with ``ca_file`` ("" is fine: the default trust store), as loaded when connecting.
+
+    Blocking (file I/O): run it in a thread.
+    """
+    if not ca_file:
+        return None
+    if not Path(ca_file).is_absolute():
         return "must be an absolute path on the mailgate server"
     try:
-        ssl.create_default_context(cafile=str(path))
-    except FileNotFoundError:
-        return f"{path} does not exist on the mailgate server"
-    except (ssl.SSLError, OSError) as exc:
-        return f"{path} is not a readable PEM certificate file ({exc})"
+        client_context(ca_file)
+    except CaFileError as exc:
+        return str(exc)
     return None

@@ -1,8 +1,8 @@
 """Concurrent callers that need the same read share one run of it ("single flight").
 
-A value cached for a short while (the outbox's limits, a verified API key) falls due for every concurrent
-request at once: each doing its own read, 16 clients made dozens of database reads where one would do, each
-one a session of its own on the database's thread.
+A verified API key is cached for a second, then falls due for every concurrent request with that key at
+once: they share one database lookup, and one failed lookup fails only the requests that waited for it.
+Per key: the lookups of other keys (an unknown key, tried again and again) do not queue behind each other.
 """
 
 from __future__ import annotations

@@ -179,3 +179,32 @@ async def test_email_test_command_reports_each_step(harness: Harness) -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert "FAIL auth" in out.decode() and "authorize" in out.decode().lower()
+
+
+async def test_serve_believes_x_forwarded_for_only_from_trusted_proxies(tmp_path: Path) -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 unless told not to: a client on loopback escaped the
+    login limiter with a new made-up address per attempt, and the access log recorded the made-up ones."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_TRUSTED_PROXIES"}
+    env.update(MAILGATE_DATA_DIR=str(tmp_path / "data"), MAILGATE_ADMIN_PASSWORD="correct horse battery")
+    proc = await _start("serve", "--port", str(port), "--no-worker", env=env)
+    try:
+        await _read_until(proc, "mailgate on http://")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(100):  # until uvicorn listens; bounded
+                try:
+                    await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            codes = []
+            for i in range(6):
+                headers = {**basic_auth("guess"), "X-Forwarded-For": f"203.0.113.{i + 1}"}
+                codes.append((await client.get(f"{API}/oauth/config", headers=headers)).status_code)
+        assert codes == [401] * 5 + [429]
+    finally:
+        await _stop(proc)
+    assert proc.stdout is not None
+    logged = (await proc.stdout.read()).decode()
+    assert "INFO:     127.0.0.1:" in logged and f'"GET {API}/oauth/config HTTP/1.1" 429' in logged
+    assert "203.0.113." not in logged

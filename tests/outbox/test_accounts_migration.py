@@ -28,7 +28,7 @@ async def test_a_single_account_database_becomes_the_account_default(database_ur
     box = SecretBox(KEY)
     old = Database(database_url)
     try:
-        await old.migrate("0005_outbox_bodies")  # the schema of the release before accounts
+        await old.migrate("0006_revoked_sessions")  # the schema of the release before accounts
         rows = [
             _insert("oauth_config", {
                 "id": 1, "provider": "microsoft", "tenant": "contoso.onmicrosoft.com", "client_id": "client-1",

@@ -3,10 +3,13 @@ order, merged; not the whole history of the account (sent messages pile up by th
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, update
+import pytest
+from sqlalchemy import Connection, Engine, event, update
 
 from mailgate.outbox import queue
 from mailgate.store.models import OutboxMessageRow
@@ -22,12 +25,10 @@ async def _set(env: Env, message_id: str, **values: Any) -> None:
         await session.execute(update(Row).where(Row.id == message_id).values(**values))
 
 
-async def _claim(
-    env: Env, now: datetime, limit: int, busy: tuple[str, ...] = (), max_bytes: int = 1 << 30
-) -> list[str]:
+async def _claim(env: Env, now: datetime, limit: int, max_bytes: int = 1 << 30) -> list[str]:
     def work(connection: Connection) -> list[queue.Claimed]:
         return queue.claim(
-            connection, account_id="default", owner="test", now=now, lease=LEASE, limit=limit, busy=busy,
+            connection, account_id="default", owner="test", now=now, lease=LEASE, limit=limit,
             max_bytes=max_bytes,
         )  # fmt: skip
 
@@ -55,15 +56,14 @@ async def test_claims_the_oldest_due_of_every_kind_in_order(env: Env) -> None:
     assert await _claim(env, now, limit=10) == []
 
 
-async def test_ties_go_to_the_first_created_and_busy_leases_stay(env: Env) -> None:
+async def test_ties_go_to_the_first_created(env: Env) -> None:
     now = env.clock()
     ids = [await env.post(to=[f"r{i}@example.com"], **{"from": "me@example.com"}) for i in range(4)]
     for i, message_id in enumerate(ids):
         env.clock.advance(1)
         await _set(env, message_id, next_attempt_at=now, created_at=now + timedelta(seconds=10 - i))
-    await _set(env, ids[0], status="sending", lease_owner="test", lease_expires_at=now - timedelta(seconds=1))
-    # ids[0]'s lease ran out, but this worker says it is still sending it: not taken back.
-    assert await _claim(env, now, limit=10, busy=(ids[0],)) == [ids[3], ids[2], ids[1]]
+    # The same next attempt: the first created first, whichever was queued first.
+    assert await _claim(env, now, limit=10) == [ids[3], ids[2], ids[1], ids[0]]
 
 
 async def test_a_claim_holds_its_bodies_under_a_byte_budget(env: Env) -> None:
@@ -85,54 +85,63 @@ async def test_a_claim_holds_its_bodies_under_a_byte_budget(env: Env) -> None:
             max_bytes=1 << 30,
         )
     )  # fmt: skip
+    assert {row.raw for row in claimed} == {b""}  # read after the claim's transaction
+    async with env.services.db.engine.connect() as connection:
+        claimed = await connection.run_sync(queue.with_bodies, claimed)
     # The leases ran out: claimed again, with their bodies as stored.
     assert [(row.id, row.size, row.raw) for row in claimed] == [
         (row_id, sizes[row_id], await env.stored_raw(row_id)) for row_id in ids
     ]
 
 
+@contextlib.contextmanager
+def _statements() -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements run on the database meanwhile, with their parameters as the driver gets them."""
+    seen: list[tuple[str, Any]] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def _plan(connection: Connection, statement: str, parameters: Any) -> str:
+    rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    return " | ".join(str(row[-1]) for row in rows)
+
+
+# PostgreSQL's planner chooses by table statistics; the behaviour tests above run there too.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
     """On SQLite: every statement of a claim is an index search, never a scan of the table; the due messages
     come in claiming order from ix_outbox_due (no sort), expired leases through it too (status sending: those
     few are sorted), and the UPDATE finds the claimed rows by primary key (not every message of the account, or
     every queued one, through another index)."""
-    if not env.services.db.is_sqlite:
-        return  # PostgreSQL's planner chooses by table statistics; the behaviour tests above run there too
     for i in range(30):
         await env.post(to=[f"r{i}@example.com"], **{"from": "me@example.com"})
     async with env.services.db.session() as session:
         await session.execute(update(Row).values(status="sent", sent_at=env.clock()))
     for i in range(5):
         await env.post(to=[f"due{i}@example.com"], **{"from": "me@example.com"})
-    selects: list[str] = []
 
     def work(connection: Connection) -> list[queue.Claimed]:
-        # What SQLite runs (the claim's statements go to the DBAPI cursor, not through SQLAlchemy's events),
-        # with the values in place of the parameters.
-        def seen(statement: str) -> None:
-            if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
-                selects.append(statement)
+        claimed = queue.claim(
+            connection, account_id="default", owner="t", now=env.clock(), lease=LEASE, limit=3, max_bytes=1 << 20
+        )
+        return queue.with_bodies(connection, claimed)
 
-        driver = connection.connection.driver_connection
-        driver.set_trace_callback(seen)
-        try:
-            return queue.claim(
-                connection, account_id="default", owner="t", now=env.clock(), lease=LEASE, limit=3, max_bytes=1 << 20
-            )
-        finally:
-            driver.set_trace_callback(None)
-
-    assert len(await env.services.outbox.writes.transaction(work)) == 3
+    with _statements() as selects:
+        assert len(await env.services.outbox.writes.transaction(work)) == 3
     # The write lock taken first; queued, retrying, expired leases; the claim itself; the claimed bodies.
     kinds = ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE", "SELECT"]
-    assert [statement.split()[0] for statement in selects] == kinds
+    assert [statement.split()[0] for statement, _ in selects] == kinds
 
     def plans(connection: Connection) -> list[str]:
-        out = []
-        for statement in selects:
-            rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
-            out.append(" | ".join(str(row[-1]) for row in rows))
-        return out
+        return [_plan(connection, statement, parameters) for statement, parameters in selects]
 
     found = await env.services.outbox.writes.transaction(plans)
     bodies = found.pop()
@@ -145,11 +154,10 @@ async def test_a_claim_reads_no_more_than_it_takes(env: Env) -> None:
     assert "(id=?)" in found[-1] and "MULTI-INDEX" not in found[-1], found[-1]  # by primary key
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_sending_window_counts_through_indexes(env: Env) -> None:
     """On SQLite: the per-minute and per-day limits count sent and sending messages through ix_outbox_sent and
     ix_outbox_due, not by reading every message of the account."""
-    if not env.services.db.is_sqlite:
-        return
     now = env.clock()
     ids = [await env.post(to=[f"r{i}@example.com"], **{"from": "me@example.com"}) for i in range(5)]
     await _set(env, ids[0], status="sent", sent_at=now - timedelta(minutes=30))
@@ -158,16 +166,17 @@ async def test_the_sending_window_counts_through_indexes(env: Env) -> None:
     await _set(env, ids[3], status="sending", lease_owner="w", lease_expires_at=now - timedelta(seconds=1))
     since = now - timedelta(minutes=1)
 
-    def work(connection: Connection) -> tuple[int, list[str]]:
-        compiled = queue._IN_WINDOW.compile(dialect=connection.dialect)
-        values = {"account": "default", "since": since, "now": now}
-        params = compiled.construct_params(values)
-        processors = compiled._bind_processors
-        ordered = [processors[k](params[k]) if k in processors else params[k] for k in compiled.positiontup or ()]
-        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), tuple(ordered)).all()
-        return queue.in_window(connection, "default", since, now), [str(row[-1]) for row in rows]
+    def work(connection: Connection) -> int:
+        return queue.in_window(connection, "default", since, now)
 
-    count, plan = await env.services.outbox.writes.transaction(work)
+    with _statements() as seen:
+        count = await env.services.outbox.writes.transaction(work)
+    [(statement, parameters)] = seen
+
+    def explain(connection: Connection) -> list[str]:
+        return _plan(connection, statement, parameters).split(" | ")
+
+    plan = await env.services.outbox.writes.transaction(explain)
     assert count == 2  # sent within the minute, and the one being sent under a live lease
     assert not any(step.startswith("SCAN outbox_messages") for step in plan), plan
     assert any("ix_outbox_sent (account_id=? AND sent_at>?)" in step for step in plan), plan

@@ -12,9 +12,11 @@ import base64
 import binascii
 import email
 import email.generator
+import email.utils
 import os
 import random
 import re
+from datetime import datetime, tzinfo
 from email.message import EmailMessage
 from typing import Any
 
@@ -24,9 +26,61 @@ from mailgate.errors import ValidationError
 from mailgate.outbox import compose
 from mailgate.outbox.compose import AttachmentRequest, Limits, MessageRequest, from_request
 from mailgate.smtp import Attachment, build_message
+from mailgate.smtp import compose as smtp_compose
 from mailgate.smtp.compose import POLICY
 
-from .test_compose_direct import LIMITS, Pinned, pinned, request  # noqa: F401 - the fixture
+LIMITS = Limits(default_sender="alice@sandbox.test", max_bytes=25 * 1024 * 1024, max_recipients=100)
+TEXT = "Hello from the benchmark.\n" * 20
+
+
+def request(**fields: Any) -> MessageRequest:
+    """The common request (as the benchmark sends it), with ``fields`` changed."""
+    base: dict[str, Any] = {
+        "sender": None,
+        "to": ["r1@example.com"],
+        "cc": [],
+        "bcc": [],
+        "reply_to": None,
+        "subject": "bench 1",
+        "text": TEXT,
+        "html": None,
+        "attachments": [],
+        "headers": {},
+    }
+    return MessageRequest(**{**base, **fields})
+
+
+class PinnedClock(datetime):
+    """``datetime`` whose ``now()`` is :attr:`stamp` (an instance of this class, as build_message expects)."""
+
+    stamp = 1_790_000_000.0
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> PinnedClock:
+        return cls.fromtimestamp(cls.stamp, tz)
+
+
+class Pinned:
+    """The clock and Message-IDs of both ways, set by :meth:`set`: the same Date and Message-ID each time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.serial = 0
+        monkeypatch.setattr(smtp_compose, "datetime", PinnedClock)
+        monkeypatch.setattr(email.utils, "make_msgid", self.make_msgid)
+        # The MIME boundaries (of the messages with HTML or attachments) too.
+        monkeypatch.setattr(email.generator.Generator, "_make_boundary", classmethod(lambda cls, text=None: "=_b_="))
+
+    def make_msgid(self, idstring: str | None = None, domain: str | None = None) -> str:
+        return f"<{self.serial}.4242.{self.serial * 7919}@{domain}>"
+
+    def set(self, stamp: float, serial: int) -> None:
+        PinnedClock.stamp = stamp
+        self.serial = serial
+
+
+@pytest.fixture
+def pinned(monkeypatch: pytest.MonkeyPatch) -> Pinned:
+    return Pinned(monkeypatch)
 
 
 class Boundaries:
@@ -46,7 +100,7 @@ class Boundaries:
 
 
 @pytest.fixture
-def boundaries(pinned: Pinned, monkeypatch: pytest.MonkeyPatch) -> Boundaries:  # noqa: F811
+def boundaries(pinned: Pinned, monkeypatch: pytest.MonkeyPatch) -> Boundaries:
     return Boundaries(monkeypatch)
 
 
@@ -87,7 +141,7 @@ SIZES = [0, 1, 2, 3, 4, 55, 56, 57, 58, 113, 114, 115, 57 * 1024 - 1, 57 * 1024,
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_one_attachment_same_bytes(size: int, pinned: Pinned) -> None:  # noqa: F811
+def test_one_attachment_same_bytes(size: int, pinned: Pinned) -> None:
     data = random.Random(size).randbytes(size)
     req = request(attachments=attach(data))
     pinned.set(1_790_000_000.0, 1)
@@ -110,7 +164,7 @@ def test_one_attachment_same_bytes(size: int, pinned: Pinned) -> None:  # noqa: 
 )
 def test_messages_with_attachments_same_bytes(
     fields: dict[str, Any],
-    pinned: Pinned,  # noqa: F811
+    pinned: Pinned,
     boundaries: Boundaries,
 ) -> None:
     req = request(**fields)

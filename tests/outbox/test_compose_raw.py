@@ -45,12 +45,9 @@ SAME = {
     "a line that is not a field": HEAD + "this is not a field\r\n\r\nbody\r\n",
     "empty body": HEAD + "\r\n",
     "no final line end": HEAD + "\r\nhello",
-    "lone CR in the header": HEAD.replace("Subject: hi\r\n", "Subject: hi\r") + "\r\nbody\r\n",
-    "long body line": HEAD + "\r\n" + "x" * 2000 + "\r\n",
     "empty lines at the end": HEAD + "\r\nhello   \r\n\r\n\r\n",
     "no header": "\r\n\r\nbody\r\n",
     "bad address": HEAD.replace("To: bob@example.com", "To: bob@") + "\r\nbody\r\n",
-    "line break in a field": HEAD + "X-Note: a\r\n\rb\r\n\r\nbody\r\n",
 }
 
 

@@ -5,18 +5,14 @@ duplicates after a crash), and a result that cannot be recorded stops the connec
 another message.
 
 The server checks the database itself, from its handler, at the end of every DATA: each message it accepted
-before on the same connection must already be ``sent`` there, not ``sending``.  On SQLite a result is
-recorded in the worker's delivery journal (outbox.journal) and folded into the database later: there, a line
-of the journal counts as recorded.
+before on the same connection must already be ``sent`` there, not ``sending``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +20,6 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import Executable, select
 from sqlalchemy.exc import OperationalError
 
-from mailgate.outbox.journal import DeliveryJournal, Entry, journal_directory
 from mailgate.outbox.policy import Status
 from mailgate.store import Database
 from mailgate.store.models import OutboxMessageRow
@@ -50,24 +45,14 @@ class CheckingMailbox(Mailbox):
     log: list[tuple[str, str]] = field(default_factory=list)
     #: At each DATA: the recipient of the new message and the statuses of the earlier ones.
     checks: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    #: SQLite: the directory of the delivery journals.
-    journals: Path | None = None
 
     async def _statuses(self, ids: Collection[str]) -> dict[str, str]:
         assert self.db is not None
-        # The journal first: a line folded meanwhile is in the database (committed before its file goes).
-        journaled = set()
-        for path in sorted(self.journals.glob("*.jsonl")) if self.journals is not None else []:
-            for line in path.read_bytes().splitlines():
-                entry = Entry.parse(line)
-                if entry.values["status"] == Status.SENT.value:
-                    journaled.add(entry.message_id)
         async with self.db.session() as session:
             rows = await session.execute(
                 select(OutboxMessageRow.id, OutboxMessageRow.status).where(OutboxMessageRow.id.in_(list(ids)))
             )
-            statuses = {row_id: status for row_id, status in rows.all()}
-        return {row_id: Status.SENT.value if row_id in journaled else status for row_id, status in statuses.items()}
+            return {row_id: status for row_id, status in rows.all()}
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -111,8 +96,7 @@ async def _setup(
     # sandbox provider has smtp_host 127.0.0.1, so its max_connections applies to the test server.)
     env: Env = await make_env(providers_toml="[providers.sandbox]\nmax_connections = 1\n", default_connections=1)
     db = env.services.db
-    journals = journal_directory(db.engine.url.database or "") if db.is_sqlite else None
-    box = CheckingMailbox(loop=asyncio.get_running_loop(), db=db, journals=journals)
+    box = CheckingMailbox(loop=asyncio.get_running_loop(), db=db)
     server = start_server(box, tls="starttls")
     await use_server(env, server, ca_file)
     ids: list[str] = []
@@ -200,7 +184,6 @@ async def test_a_result_that_cannot_be_recorded_stops_the_connection_before_the_
     failure = make_failure()
     writes = env.services.outbox.writes
     execute: Execute = writes.execute
-    append = DeliveryJournal.append
     failed: list[int] = []
 
     async def fail_one_record(statement: Executable, params: Mapping[str, Any], **options: Any) -> int:
@@ -210,14 +193,7 @@ async def test_a_result_that_cannot_be_recorded_stops_the_connection_before_the_
         result: int = await execute(statement, params, **options)
         return result
 
-    def fail_one_append(journal: DeliveryJournal, entry: Entry) -> None:
-        # SQLite: the result goes to the delivery journal; when it cannot, to the database, failing above.
-        if entry.message_id == ids[failing]:
-            raise OSError(errno.EIO, "Input/output error")
-        append(journal, entry)
-
     monkeypatch.setattr(writes, "execute", fail_one_record)
-    monkeypatch.setattr(DeliveryJournal, "append", fail_one_append)
 
     # The worker's cycle surfaces the database error (Worker.run logs it and carries on).
     with pytest.raises(type(failure)) as caught:

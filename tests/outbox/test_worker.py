@@ -72,12 +72,11 @@ async def test_a_batch_of_large_messages_is_claimed_a_few_at_a_time(
     assert len([got for _, got in claims if got]) >= 4, claims  # 12 messages, at most 3 at a time
 
 
-async def test_postgres_reads_claimed_bodies_after_releasing_the_write_lock(
+async def test_claimed_bodies_are_read_after_releasing_the_write_lock(
     env: Env, smtp: RunningServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A claim holds the outbox's write lock, which the API's inserts wait for.  On PostgreSQL the bodies (up to
-    BATCH_BYTES of them) are read after it is released; SQLite reads them within the claim, from the file.
-    Either way each message goes out with its own body."""
+    """A claim holds the outbox's write lock, which the API's inserts wait for: the bodies (up to BATCH_BYTES of
+    them) are read after it is released, and each message goes out with its own body."""
     await use_server(env, smtp, ca_file)
     ids = [await env.post(to=[f"b{i}@example.com"], text=f"body number {i}") for i in range(3)]
     locked: list[bool] = []
@@ -89,7 +88,7 @@ async def test_postgres_reads_claimed_bodies_after_releasing_the_write_lock(
 
     monkeypatch.setattr(queue, "with_bodies", with_bodies)
     assert await env.worker.drain() == 3
-    assert locked == [env.services.db.is_sqlite]  # one claim of the three
+    assert locked == [False]  # one claim of the three
     for i, message_id in enumerate(ids):
         [received] = _mailbox(smtp).received_by(f"b{i}@example.com")
         assert _message_id(received.content) == (await env.status(message_id))["message_id"]
@@ -283,3 +282,34 @@ async def test_messages_per_minute_limit(make_env: EnvFactory, smtp: RunningServ
     env.clock.advance(86400)
     assert await env.worker.drain() == 2
     assert {(await env.status(i))["status"] for i in ids} == {"sent"}
+
+
+async def test_stop_gives_the_claimed_messages_not_tried_back_at_once(
+    env: Env, smtp: RunningServer, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SIGTERM (Worker.stop) each connection finishes the message it is sending and records it; the claimed
+    messages it has not tried go back to the queue at once, not when their lease runs out."""
+    await use_server(env, smtp, ca_file)
+    ids = [await env.post(to=[f"s{i}@example.com"]) for i in range(30)]
+    recorder = env.worker._recorder
+    record = recorder.sent
+
+    async def stop_after_the_first(*args: Any) -> None:
+        await record(*args)
+        env.worker.stop()
+
+    monkeypatch.setattr(recorder, "sent", stop_after_the_first)
+    assert await env.worker.run_once() == 30  # claimed in the cycle
+    statuses = [await env.status(message_id) for message_id in ids]
+    sent = [s for s in statuses if s["status"] == "sent"]
+    delivered = _mailbox(smtp).messages
+    # At most the message each of the 3 connections was sending, and the one it had started after it.
+    assert 1 <= len(sent) == len(delivered) <= 6, len(sent)
+    assert {(s["status"], s["attempts"]) for s in statuses if s["status"] != "sent"} == {("retrying", 0)}
+    assert await env.worker.drain() == 0  # stopped: claims nothing more
+    other = env.new_worker()
+    try:
+        assert await other.drain() == 30 - len(sent)  # due now: no lease to wait for
+    finally:
+        await other.close()
+    assert len(_mailbox(smtp).messages) == 30

@@ -304,3 +304,17 @@ async def test_stats_count_every_step(flow: Flow, sandbox: Sandbox) -> None:
 async def test_index_page(http: httpx.AsyncClient, sandbox: Sandbox) -> None:
     page = await http.get("/")
     assert page.status_code == 200 and str(sandbox.ca_file) in page.text
+
+
+async def test_rfc7662_introspection(flow: Flow, sandbox: Sandbox) -> None:
+    # What Dovecot's oauth2 passdb asks (introspection_mode = post): active, and the mailbox in "email".
+    tokens = await flow.tokens("erin@sandbox.test")
+    answer = await flow.http.post("/introspect", data={"token": tokens["access_token"]})
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    body = answer.json()
+    assert body["active"] is True and body["email"] == "erin@sandbox.test"
+    assert "SMTP.Send" in body["scope"] and body["client_id"] == sandbox.config.clients[0].client_id
+    for unknown in ("never-issued", tokens["refresh_token"], ""):
+        assert (await flow.http.post("/introspect", data={"token": unknown})).json() == {"active": False}
+    await flow.http.post("/revoke", data={"token": tokens["refresh_token"]})
+    assert (await flow.http.post("/introspect", data={"token": tokens["access_token"]})).json() == {"active": False}

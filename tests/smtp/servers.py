@@ -59,24 +59,32 @@ MS_AUTH_DISABLED = (
 )
 GMAIL_ERROR_CHALLENGE = {"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}
 
-# Entra access tokens are > 2 KB; aiosmtpd's defaults (512 per command, 1001 per line) refuse them.
-BIG_LIMIT = 64 * 1024
+# RFC 4954 s4: a SASL response line after a 334 may be much longer than a command (servers accept at least
+# 12,288 octets); aiosmtpd's 1001-octet line default would refuse the > 2 KB tokens of Entra there.
+RESPONSE_LINE_LIMIT = 12288
 
 
 class OAuthSMTP(SMTP):
-    """aiosmtpd's SMTP with room for long AUTH lines, recording every AUTH command it receives."""
+    """aiosmtpd's SMTP with a standard submission server's limits, recording every AUTH command it receives.
 
-    line_length_limit = BIG_LIMIT
+    Like Dovecot or Postfix, an AUTH command line is at most 512 octets (aiosmtpd's default
+    ``command_size_limit``): a client must send a long initial response after the server's ``334``
+    (RFC 4954 s4), where lines up to :data:`RESPONSE_LINE_LIMIT` octets are read.
+    """
+
+    line_length_limit = RESPONSE_LINE_LIMIT
 
     def __init__(self, handler: Mailbox, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         # aiosmtpd keeps command_size_limits on the class (and clears it in __init__): use one per server.
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, {"AUTH": BIG_LIMIT})
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         # Recorded before any check, so a test can assert that no AUTH reached the server at all.
-        self.event_handler.sasl_commands.append(arg.split(" ", 1)[0].upper() if arg else "")
+        words = arg.split() if arg else []
+        self.event_handler.sasl_commands.append(words[0].upper() if words else "")
+        self.event_handler.sasl_inline.append(len(words) > 1)
         await super().smtp_AUTH(arg)
 
 
@@ -133,6 +141,8 @@ class Mailbox:
     pipelining: bool = True
 
     sasl_commands: list[str] = field(default_factory=list)
+    #: For each AUTH command: whether the initial response came on the AUTH line (else after a 334).
+    sasl_inline: list[bool] = field(default_factory=list)
     sasl_attempts: list[AuthAttempt] = field(default_factory=list)
     #: What clients answered to error challenges (decoded): b"" for XOAUTH2, b"\x01" for OAUTHBEARER.
     challenge_answers: list[bytes] = field(default_factory=list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 
 import pytest
 
@@ -162,3 +163,9 @@ def test_addresses_that_cannot_go_in_ascii_are_refused(value: str, says: str) ->
     with pytest.raises(ValidationError) as refused:
         build_message(sender="a@example.com", to=[value], subject="s", text="t")
     assert says in refused.value.errors["to[0]"]
+
+
+def test_generated_message_id_and_date() -> None:
+    message = build_message(sender="Ana Núñez <ana@bücher.example>", to=["b@example.com"], subject="s", text="t")
+    assert re.fullmatch(r"<[^<>@\s]+@xn--bcher-kva\.example>", str(message["Message-ID"]))
+    assert re.search(rb"\r\nDate: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n", message.as_bytes())

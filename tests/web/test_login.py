@@ -113,7 +113,7 @@ async def test_limiter_counts_per_address_across_user_names() -> None:
 def test_session_cookies_are_signed_and_expire() -> None:
     clock = Clock()
     keys = WebKeys("key material", cookie_path=UI, secure=False, lifetime=60, clock=clock)
-    cookie, session = keys.new_session("admin")
+    cookie, session = keys.new_session("admin", "g1")
     assert keys.read_session(cookie) == session
     body, signature = cookie.split(".")
     assert keys.read_session(f"{body}x.{signature}") is None

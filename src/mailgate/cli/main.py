@@ -83,8 +83,16 @@ def serve(
                 guard.max_connections,
                 guard.header_timeout,
             )
+            # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default
+            # forwarded_allow_ips); mailgate's TrustedProxies believes only MAILGATE_TRUSTED_PROXIES.
             config = uvicorn.Config(
-                guard.wrap(app), host=host, port=port, log_level="info", access_log=False, http=guard.protocol
+                guard.wrap(app),
+                host=host,
+                port=port,
+                log_level="info",
+                access_log=False,
+                http=guard.protocol,
+                proxy_headers=False,
             )
             server = uvicorn.Server(config)
             install_log_redaction()  # after uvicorn configured its loggers

@@ -140,7 +140,7 @@ def _health_server(services: Services, host: str, port: int) -> _HealthServer:
 
     class Server(uvicorn.Server):
         def __init__(self) -> None:
-            super().__init__(uvicorn.Config(app, log_level="warning", access_log=False))
+            super().__init__(uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False))
             self.listening = listening
             self.url = f"http://{host}:{listening.getsockname()[1]}/"
 

@@ -2,9 +2,8 @@
 
 Everything is checked before anything is stored; every problem found is reported at once, by field name.
 
-The commonest JSON request (bare addresses, plain ASCII subject and text, no HTML or attachment) has its bytes
-written directly (:func:`mailgate.smtp.compose.simple_message_bytes`), the same bytes the message built by
-build_message is serialised to; every other request builds that message.
+Every JSON request is checked (:mod:`.checks`), built by :func:`mailgate.smtp.build_message` and serialised by
+the standard library.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from email.message import EmailMessage
 
 from ..errors import ValidationError
 from ..smtp import Attachment, build_message, parse_mailbox
-from ..smtp.compose import POLICY, simple_message_bytes
+from ..smtp.compose import POLICY
+from .checks import check_raw, check_request, duplicate_errors, field_errors, recipient_limit, recipients_error
 
 __all__ = [
     "AttachmentRequest",
@@ -32,9 +32,8 @@ __all__ = [
     "from_request",
 ]
 
-# Serialise with CRLF line ends, as the message goes on the wire (RFC 5322 s2.1).  POLICY is
-# email.policy.default with a faster header factory.
-_WIRE = POLICY.clone(linesep="\r\n")
+# Serialise with CRLF line ends, as the message goes on the wire (RFC 5322 s2.1): POLICY is email.policy.SMTP.
+_WIRE = POLICY
 
 
 class MessageTooLargeError(ValidationError):
@@ -89,15 +88,8 @@ class Limits:
 
 
 def _limit_errors(recipients: Sequence[str], size: int, limits: Limits) -> None:
-    if limits.max_recipients and len(recipients) > limits.max_recipients:
-        who = limits.provider or "the provider"
-        raise ValidationError(
-            {
-                "recipients": f"{len(recipients)} recipients (to, cc and bcc together); {who} accepts at most "
-                f"{limits.max_recipients} per message"
-            },
-            hint="Split the message into several messages.",
-        )
+    if len(recipients) > recipient_limit(limits):
+        raise recipients_error(len(recipients), limits)
     if size > limits.max_bytes:
         raise MessageTooLargeError(
             {"message": f"is {size:,} bytes; the limit is {limits.max_bytes:,} bytes"},
@@ -190,35 +182,8 @@ def _serialise_with(message: EmailMessage, encoded: Sequence[bytearray]) -> byte
 
 def from_request(request: MessageRequest, limits: Limits) -> NewMessage:
     """Build and check the message of a JSON request.  Raises ValidationError naming each bad field."""
-    new = _from_simple_request(request, limits)
-    return new if new is not None else _from_any_request(request, limits)
-
-
-def _from_simple_request(request: MessageRequest, limits: Limits) -> NewMessage | None:
-    """What _from_any_request makes of a simple request (see simple_message_bytes), at a fraction of the cost;
-    None for any other request (nothing checked: it may be invalid)."""
-    if request.html is not None or request.attachments:
-        return None
-    sender = request.sender if request.sender is not None else limits.default_sender
-    written = simple_message_bytes(
-        sender=sender,
-        to=request.to,
-        subject=request.subject,
-        text=request.text,
-        cc=request.cc,
-        bcc=request.bcc,
-        reply_to=request.reply_to,
-        headers=request.headers,
-    )
-    if written is None:
-        return None
-    raw, message_id = written
-    recipients = _unique([*request.to, *request.cc, *request.bcc])  # bare addr-specs: each its own addr_spec
-    _limit_errors((), 0, limits)  # in the same order as _from_any_request (no attachments here)
-    _limit_errors(recipients, len(raw), limits)
-    return NewMessage(
-        sender=sender, recipients=recipients, message_id=message_id, subject=request.subject[:255], raw=raw
-    )
+    check_request(request, limits)
+    return _from_any_request(request, limits)
 
 
 def _from_any_request(request: MessageRequest, limits: Limits) -> NewMessage:
@@ -292,6 +257,7 @@ def from_raw(body: bytes, limits: Limits) -> NewMessage:
     parsed and written again; the body is kept as it came, its line ends made CRLF.
     """
     _limit_errors((), len(body), limits)
+    check_raw(body)
     found = _HEADER_END.search(body)
     if found is not None:
         head = body[: found.start() + 1]  # through the line end of the last field
@@ -332,12 +298,16 @@ def _checked_header(message: EmailMessage, limits: Limits) -> tuple[str, list[st
     errors: dict[str, str] = {}
     recipients: list[str] = []
     wanted = {"from", "to", "cc", "bcc", "reply-to", "sender"}
+    errors.update(duplicate_errors(message.keys(), "headers."))
     for name, value in message.raw_items():
         # Folding (CRLF + whitespace) is allowed; a line break that starts no continuation line is not.
         unfolded = re.sub(r"\r?\n[ \t]", " ", value).rstrip("\r\n")
         if "\r" in unfolded or "\n" in unfolded:
             errors[f"headers.{name}"] = "must not contain line breaks"
         if name.lower() not in wanted:
+            problem = field_errors(name, unfolded)
+            if problem is not None:
+                errors.setdefault(f"headers.{name}", problem)
             continue
         label = f"headers.{name}"
         try:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, Update, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Integer, Update, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..store.models import OutboxBodyRow, OutboxMessageRow, UtcDateTime
-from .cursor import execute
 from .policy import CLAIMABLE, Status
 
 __all__ = [
@@ -40,16 +39,14 @@ Row = OutboxMessageRow
 
 def _due_kinds(status: Any = Row.status) -> list[Any]:
     """The kinds of due message: queued or retrying whose time has come, and claimed by a worker that died
-    (or hung) before finishing, its lease run out (not the ones this worker is still sending, ``busy``,
-    whatever the clock says).  Parameters ``now`` and ``busy``; ``status``: the column, or an expression of it.
-    """
+    (or hung) before finishing, its lease run out.  Parameter ``now``; ``status``: the column, or an
+    expression of it."""
     kinds = [and_(status == value, Row.next_attempt_at <= _NOW) for value in CLAIMABLE]
-    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < _NOW, Row.id.not_in(_BUSY)))
+    kinds.append(and_(status == Status.SENDING.value, Row.lease_expires_at < _NOW))
     return kinds
 
 
 _NOW = bindparam("now", type_=UtcDateTime())
-_BUSY: BindParameter[list[str]] = bindparam("busy", expanding=True)
 
 
 @dataclass(frozen=True)
@@ -81,16 +78,13 @@ def claim(
     lease: timedelta,
     limit: int,
     max_bytes: int,
-    busy: Collection[str] = (),
-    bodies: bool = True,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``, their bodies
-    read into memory: together at most ``max_bytes``, except the first in line, always claimed (alone when it
-    is larger).  ``bodies=False``: each ``raw`` left empty, for :func:`with_bodies` after the transaction.
+    """Claim up to ``limit`` due messages of ``account_id`` for ``owner`` until ``now + lease``, oldest first,
+    whose bodies add up to at most ``max_bytes``, except the first in line, always claimed (alone when it is
+    larger).  Their ``raw`` is left empty: read the bodies with :func:`with_bodies` after the transaction,
+    which holds the outbox's write lock.
 
-    ``busy``: ids the caller is still working on (never taken back from it, even with an expired lease).
-    Synchronous, on a Core connection: run it through ``Outbox.writes.transaction``.  On SQLite its
-    statements run on the DBAPI cursor (:mod:`.cursor`: SQLAlchemy's execution layer cost more than they do).
+    Synchronous, on a Core connection: run it through ``Outbox.writes.transaction``.
     """
     if limit <= 0:
         return []
@@ -99,11 +93,11 @@ def claim(
     if connection.dialect.name == "sqlite":
         # Take the database's write lock first (a no-op write), so that two processes do not both select
         # the same rows and one of them come away empty-handed.
-        execute(connection, _LOCK, {})
-    params = {"account": account_id, "now": now, "busy": list(busy), "limit": limit}
+        connection.execute(_LOCK)
+    params = {"account": account_id, "now": now, "limit": limit}
     found: list[Sequence[Any]] = []
     for query in _DUE:
-        found += execute(connection, query, params)
+        found += connection.execute(query, params).all()
     found.sort(key=lambda row: (row[1], row[2]))  # next_attempt_at, created_at
     ids: list[str] = []
     total = 0
@@ -114,24 +108,22 @@ def claim(
         ids.append(row_id)
     if not ids:
         return []
-    rows = execute(connection, _CLAIM, {**params, "ids": ids, "owner": owner, "until": now + lease})
-    if not rows:
-        return []
+    rows = connection.execute(_CLAIM, {**params, "ids": ids, "owner": owner, "until": now + lease}).all()
     claimed = [Claimed(*(*row, b"")) for row in rows]  # _CLAIMED: the columns in field order, then raw
     claimed.sort(key=lambda r: (r.next_attempt_at, r.created_at))
-    return with_bodies(connection, claimed) if bodies else claimed
+    return claimed
 
 
 def with_bodies(connection: Connection, claimed: list[Claimed]) -> list[Claimed]:
     """``claimed`` with their bodies read (a claimed message's body does not change: no lock needed)."""
     if not claimed:
         return claimed
-    bodies: dict[str, bytes] = {r[0]: r[1] for r in execute(connection, _BODIES, {"ids": [row.id for row in claimed]})}
+    found = connection.execute(_BODIES, {"ids": [row.id for row in claimed]})
+    bodies: dict[str, bytes] = {row_id: raw for row_id, raw in found}
     return [dataclasses.replace(row, raw=bodies[row.id]) for row in claimed]
 
 
-# The statements of a claim, built once (building one costs more than running it), with parameters account,
-# now, busy (ids), limit; ids, owner and until for the UPDATE.
+# The statements of a claim, with parameters account, now, limit; ids, owner and until for the UPDATE.
 _LOCK = update(Row).where(Row.id == "").values(status=Row.status)
 _ORDER = (Row.next_attempt_at, Row.created_at)
 #: The ``limit`` first in line of each kind of due message, read in claiming order from ``ix_outbox_due``
@@ -170,8 +162,7 @@ def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update,
 
 @functools.lru_cache(maxsize=64)
 def _finish_statement(columns: frozenset[str]) -> Update:
-    # One statement per set of columns (a handful: sent, retrying, failed, held), built once: building and
-    # caching a statement costs more than running it.
+    # One statement per set of columns (a handful: sent, retrying, failed, held).
     return (
         update(Row)
         .where(Row.id == bindparam("_id"), Row.lease_owner == bindparam("_owner"), Row.status == Status.SENDING.value)

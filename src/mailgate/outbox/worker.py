@@ -25,11 +25,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ..mailer import Mailer
-from ..smtp import SendResult, SmtpConnection
+from ..smtp import SmtpConnection
 from ..smtp.transport import NextMessage
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
-from .journal import DeliveryJournal, journal_directory
 from .policy import Outcome, Status, Verdict, classify
 from .queue import Claimed
 from .record import Recorder, pending_recipients
@@ -41,14 +40,12 @@ log = logging.getLogger(__name__)
 
 Row = Claimed
 ConnectionFactory = Callable[[EmailServerConfig], SmtpConnection]
-#: Messages claimed per connection at a time: enough to keep connections busy, few enough to finish well
+#: Messages claimed per connection in a cycle: enough to keep connections busy, few enough to finish well
 #: within the lease.
 PER_CONNECTION_BATCH = 25
-#: The bodies a batch holds in memory, in bytes, waiting for a connection (plus one message: the first in
-#: line is claimed even when larger); a batch of large messages is claimed a few at a time.
+#: The bodies a cycle holds in memory, in bytes (plus one message: the first in line is claimed even when
+#: larger); large messages are claimed a few at a time.
 BATCH_BYTES = 16 * 1024 * 1024
-#: A cycle keeps refilling its connections for at most this long, then re-reads the configuration.
-REFILL_SECONDS = 5.0
 #: How often a running worker deletes the messages sent longer ago than MAILGATE_OUTBOX_KEEP_SENT_DAYS.
 HOUSEKEEPING_SECONDS = 3600.0
 
@@ -66,24 +63,12 @@ class _Lane:
 
 @dataclass
 class _Batch:
-    """Claimed messages being worked through by a lane's connections (refilled as they run out)."""
+    """The messages a cycle claimed, worked through by the account's connections."""
 
     rows: deque[Row]
-    spec: ProviderSpec | None
-    size: int
-    started: float
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    claimed: int = 0
-    #: Ids claimed in this cycle and not yet recorded: not to be claimed again by it if their lease runs out
-    #: meanwhile.  (Kept small: it is a NOT IN list of the claim query.)
-    busy: set[str] = field(default_factory=set)
-    exhausted: bool = False
-    #: A claim started while connections still had work (see _connection_loop).
-    prefetch: asyncio.Task[bool] | None = None
     hold: Verdict | None = None
     #: When connections cannot be set up: the retry time for the messages nobody tried.
     unreachable: tuple[datetime, Verdict] | None = None
-    done: int = 0
 
 
 class Worker:
@@ -104,7 +89,7 @@ class Worker:
         self.outbox = outbox
         self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._recorder = Recorder(outbox, self.owner, random_source, _journal(outbox, self.owner))
+        self._recorder = Recorder(outbox, self.owner, random_source)
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
         self._every_account, self._custom_factory = not accounts, connection_factory
@@ -179,10 +164,9 @@ class Worker:
         return total
 
     async def close(self) -> None:
-        """Close every pooled connection; record what the delivery journal holds and delete it."""
+        """Close every pooled connection."""
         for lane in self._lanes.values():
             await self._close_pool(lane)
-        await self._recorder.close()
 
     async def _close_pool(self, lane: _Lane) -> None:
         pool, lane.pool = lane.pool, []
@@ -266,9 +250,10 @@ class Worker:
         connections = (spec.max_connections if spec and spec.max_connections else 0) or (
             self.outbox.settings.default_connections
         )
-        batch = _Batch(deque(), spec=spec, size=connections * PER_CONNECTION_BATCH, started=time.monotonic())
-        if not await self._refill(lane, batch):
+        rows = await self._claim(lane, connections * PER_CONNECTION_BATCH, spec)
+        if not rows:
             return 0
+        batch = _Batch(deque(rows))
         if lane.server != server:
             await self._close_pool(lane)
             lane.server = server
@@ -281,74 +266,36 @@ class Worker:
                 *(self._connection_loop(lane, conn, batch) for conn in lane.pool), return_exceptions=True
             )
         )
-        if batch.prefetch is not None:
-            # What it claimed after the connections stopped is given back just below.
-            outcomes.extend(await asyncio.gather(batch.prefetch, return_exceptions=True))
-        # The cycle's results in the outbox when it ends (the API shows them sent).
-        outcomes.extend(await asyncio.gather(self._recorder.fold(), return_exceptions=True))
         # Claimed, untried messages go back to the queue now (not when their lease runs out), even after a
         # failure to record a result: the database may well be back.
         await self._settle_untried(lane, batch, fingerprint)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return batch.claimed
+        return len(rows)
 
-    async def _refill(self, lane: _Lane, batch: _Batch) -> bool:
-        """Claim more due messages into ``batch``; False when it is empty and the cycle should end.
+    async def _claim(self, lane: _Lane, size: int, spec: ProviderSpec | None) -> list[Row]:
+        """Claim up to ``size`` due messages of the account, as the sending limits allow, with their bodies."""
+        if self._stopping:
+            return []
+        now = self._clock()
+        lease = timedelta(seconds=self.outbox.settings.lease_seconds)
 
-        Connections take more work before they run out (a claim costs milliseconds: they would all wait)
-        instead of waiting for the whole batch, so a steady stream of messages keeps every connection busy;
-        a cycle still ends after REFILL_SECONDS so that configuration changes are noticed.
-        """
-        async with batch.lock:
-            held = sum(row.size for row in batch.rows)
-            if len(batch.rows) > batch.size // 3 or held >= BATCH_BYTES:
-                return True
-            if batch.exhausted or self._stopping or batch.hold is not None or batch.unreachable is not None:
-                return bool(batch.rows)
-            if time.monotonic() - batch.started > REFILL_SECONDS:
-                batch.exhausted = True
-                return bool(batch.rows)
-            now = self._clock()
-            lease = timedelta(seconds=self.outbox.settings.lease_seconds)
-            room = batch.size - len(batch.rows)
-            busy = frozenset(batch.busy)  # read in the writer thread: a copy
-            # PostgreSQL: the bodies are read after the claim's transaction, which holds the outbox's write
-            # lock (the API's inserts wait for it) and, read in it, megabytes of them held it for up to 0.4 s.
-            # SQLite reads them from the file within the claim, faster than a transaction of their own.
-            in_claim = self.outbox.db.is_sqlite
+        def claim(connection: Connection) -> list[Claimed]:
+            limit = min(size, _allowance(connection, lane.account_id, now, spec))
+            return queue.claim(
+                connection, account_id=lane.account_id, owner=self.owner, now=now, lease=lease, limit=limit,
+                max_bytes=BATCH_BYTES,
+            )  # fmt: skip
 
-            def claim(connection: Connection) -> list[Claimed]:
-                limit = min(room, _allowance(connection, lane.account_id, now, batch.spec))
-                return queue.claim(
-                    connection,
-                    account_id=lane.account_id,
-                    owner=self.owner,
-                    now=now,
-                    lease=lease,
-                    limit=limit,
-                    max_bytes=BATCH_BYTES - held,
-                    busy=busy,
-                    bodies=in_claim,
-                )
-
-            # The results in the delivery journal first: this worker's (the sending limits count them), and
-            # those of a worker that died (its messages must not be claimed again when their lease runs out).
-            await self._recorder.fold()
-            await self._recorder.recover()
-            # Not waiting for the disk: a power failure could only undo the claim (see GroupCommit), and
-            # a synced claim would hold SQLite's write lock, which the API's inserts wait for, through the sync.
-            rows = await self.outbox.writes.transaction(claim, sync=False)
-            if not in_claim and rows:
-                # Should this fail, the messages go back to the queue when their lease runs out.
-                async with self.outbox.db.engine.connect() as connection:
-                    rows = await connection.run_sync(queue.with_bodies, rows)
-            batch.rows.extend(rows)
-            batch.busy.update(row.id for row in rows)
-            batch.claimed += len(rows)
-            batch.exhausted = not rows
-            return bool(batch.rows)
+        # Not waiting for the disk: a power failure could only undo the claim (see GroupCommit).
+        rows = await self.outbox.writes.transaction(claim, sync=False)
+        if not rows:
+            return rows
+        # After the claim's transaction, which holds the outbox's write lock (the API's inserts wait for it).
+        # Should this fail, the messages go back to the queue when their lease runs out.
+        async with self.outbox.db.engine.connect() as connection:
+            return await connection.run_sync(queue.with_bodies, rows)
 
     async def _settle_untried(self, lane: _Lane, batch: _Batch, fingerprint: tuple[Any, ...]) -> None:
         """Messages left in the batch: held with the account, or back to the queue without an attempt."""
@@ -385,25 +332,20 @@ class Worker:
         # with the current message's final "." (SmtpConnection.send's ``then``).
         following: Row | None = None
         try:
-            while batch.hold is None:
+            # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
+            while batch.hold is None and not self._stopping:
                 if following is not None:
                     row, following = following, None
                 elif not batch.rows:
-                    if not await self._refill(lane, batch):
-                        return
-                    continue
+                    return
                 else:
                     row = batch.rows.popleft()
-                fetching = batch.prefetch is not None and not batch.prefetch.done()
-                if len(batch.rows) <= batch.size // 3 and not batch.exhausted and not fetching:
-                    batch.prefetch = asyncio.create_task(self._refill(lane, batch))
                 if not conn.is_connected:
                     try:
                         await conn.connect()
                     except Exception as exc:
                         verdict = classify(exc, connecting=True)
                         when = await self._recorder.failure(row, verdict)
-                        batch.busy.discard(row.id)
                         if verdict.outcome is Outcome.HOLD:
                             batch.hold = verdict
                         elif when is not None:
@@ -425,14 +367,12 @@ class Worker:
                         raise
                     verdict = classify(exc, connecting=False)
                     await self._recorder.failure(row, verdict)
-                    batch.busy.discard(row.id)
                     if verdict.outcome is Outcome.HOLD:
                         batch.hold = verdict
                     continue
                 if recording is not None:
                     await recording  # done already unless the send did not get as far as DATA
-                recording = asyncio.create_task(self._record_sent(batch, row, result))
-                batch.done += 1
+                recording = asyncio.create_task(self._recorder.sent(row, result))
         finally:
             if following is not None:
                 # Not sent after all (the account is held, or the database failed): back to the batch, which
@@ -440,19 +380,6 @@ class Worker:
                 batch.rows.appendleft(following)
             if recording is not None:
                 await recording
-
-    async def _record_sent(self, batch: _Batch, row: Row, result: SendResult) -> None:
-        await self._recorder.sent(row, result)
-        batch.busy.discard(row.id)
-
-
-def _journal(outbox: Outbox, owner: str) -> DeliveryJournal | None:
-    """The worker's delivery journal on SQLite (beside the database file); None on PostgreSQL, whose workers
-    may run on other hosts, which could not replay it."""
-    if not outbox.db.is_sqlite:
-        return None
-    directory = journal_directory(outbox.db.engine.url.database or "")
-    return DeliveryJournal(directory, owner) if directory is not None else None
 
 
 def _allowance(connection: Connection, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:

@@ -1,7 +1,8 @@
 """The sandbox's HTTP side: the OAuth endpoints in both providers' path shapes, plus the app factory.
 
 Microsoft shape: ``/{tenant}/oauth2/v2.0/authorize`` and ``/{tenant}/oauth2/v2.0/token``.
-Google shape: ``/o/oauth2/v2/auth`` and ``/token``.  Both: ``/revoke`` (RFC 7009), ``/consent``.
+Google shape: ``/o/oauth2/v2/auth`` and ``/token``.  Both: ``/revoke`` (RFC 7009), ``/introspect``
+(RFC 7662), ``/consent``.
 Every route is ``async def`` so that the state is only touched from the event loop thread.
 """
 
@@ -140,6 +141,16 @@ def create_app(state: SandboxState, inbox: Inbox, facts: Callable[[], list[tuple
         if token_value:
             state.revoke(token_value)
         return Response(status_code=200, headers=_NO_STORE)
+
+    @app.post("/introspect")
+    async def introspect(request: Request) -> Response:
+        """RFC 7662 token introspection, for resource servers such as Dovecot's ``oauth2`` passdb.
+
+        Without client authentication (RFC 7662 s2.1 wants some): like the control endpoints, the sandbox
+        is a loopback test tool, and the answer tells nothing to anyone who does not hold the token.
+        """
+        form, _ = _single_values(await request.form())
+        return JSONResponse(state.introspect(form.get("token", "")), headers=_NO_STORE)
 
     app.include_router(control_router(state, inbox, pages))
     return app

@@ -363,6 +363,23 @@ class SandboxState:
 
     # --- SMTP ---------------------------------------------------------------------------------------------
 
+    def introspect(self, token: str) -> dict[str, object]:
+        """The RFC 7662 s2.2 answer for ``token``: ``{"active": false}`` unless it is a live access token of
+        this sandbox, else its ``email`` (the consenting mailbox; none for app-only tokens), scope and expiry."""
+        record = self._access.get(token)
+        if record is None or record.expires_at <= self._clock():
+            return {"active": False}
+        answer: dict[str, object] = {
+            "active": True,
+            "token_type": "Bearer",
+            "client_id": record.client_id,
+            "scope": record.scope,
+            "exp": int(record.expires_at),
+        }
+        if record.account:
+            answer.update(email=record.account, username=record.account, sub=record.account)
+        return answer
+
     def check_smtp_token(self, token: str, user: str) -> SmtpAuthCheck:
         """Whether SMTP may accept ``token`` for mailbox ``user`` ("" = the token's own account)."""
         record = self._access.get(token)

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from .replies import enhanced_status
 
 __all__ = [
+    "AUTH_LINE_LIMIT",
     "OAUTHBEARER_ERROR_RESPONSE",
     "XOAUTH2_ERROR_RESPONSE",
     "SaslReply",
+    "initial_response_fits",
     "oauthbearer_initial_response",
     "parse_error_challenge",
     "xoauth2_initial_response",
@@ -31,6 +33,10 @@ __all__ = [
 XOAUTH2_ERROR_RESPONSE = ""
 #: What the client sends after an OAUTHBEARER error challenge: a single %x01, base64 "AQ==" (RFC 7628 s3.2.3).
 OAUTHBEARER_ERROR_RESPONSE = base64.b64encode(b"\x01").decode("ascii")
+
+#: The longest SMTP command line, CRLF included (RFC 5321 s4.5.3.1.4); RFC 4954 s4 applies it to AUTH with
+#: an initial response.  Strict servers enforce it: Dovecot answers ``500 5.5.2 Line too long``.
+AUTH_LINE_LIMIT = 512
 
 # Characters that would break the \x01-separated key/value framing, or the SMTP command line.
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
@@ -72,6 +78,16 @@ def oauthbearer_initial_response(user: str, host: str, port: int, token: str) ->
     _check("access token", token)
     message = f"n,a={_saslname(user)},\x01host={host}\x01port={int(port)}\x01auth=Bearer {token}\x01\x01"
     return _b64(message)
+
+
+def initial_response_fits(mechanism: str, initial_response: str) -> bool:
+    """Whether ``AUTH <mechanism> <initial_response>`` CRLF fits in :data:`AUTH_LINE_LIMIT` octets.
+
+    When it does not (Entra access tokens are > 2 KB), RFC 4954 s4 says the client MUST NOT send the initial
+    response on the AUTH line: it sends ``AUTH <mechanism>`` alone and the response after the server's
+    empty ``334`` challenge, on a line of its own (servers accept response lines of at least 12,288 octets).
+    """
+    return len(f"AUTH {mechanism} {initial_response}\r\n".encode()) <= AUTH_LINE_LIMIT
 
 
 def parse_error_challenge(b64: str) -> dict[str, str]:

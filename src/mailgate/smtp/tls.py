@@ -2,20 +2,75 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import stat
 
 import aiosmtplib
 
-__all__ = ["client_context", "describe_tls"]
+__all__ = ["CA_FILE_MAX_BYTES", "CaFileError", "client_context", "describe_tls", "read_ca_file"]
+
+#: The largest ``ca_file`` read: Mozilla's bundle of every public CA is about 220 KB as PEM.
+CA_FILE_MAX_BYTES = 1024 * 1024
+
+_WHAT_TO_DO = "Set ca_file to the PEM file of the CA that signed the server's certificate, or leave it empty."
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))  # fmt: skip
+
+
+class CaFileError(ValueError):
+    """``ca_file`` cannot be used; the message names the file, says why and what to do."""
+
+
+def _check_regular(path: str, mode: int, size: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise CaFileError(f"{path} is {kind}, not a regular file. {_WHAT_TO_DO}")
+    if size > CA_FILE_MAX_BYTES:
+        raise CaFileError(
+            f"{path} is {size:,} bytes, more than a CA file holds (at most {CA_FILE_MAX_BYTES:,}). {_WHAT_TO_DO}"
+        )
+
+
+def read_ca_file(path: str) -> bytes:
+    """The content of ``path``, a regular file of at most :data:`CA_FILE_MAX_BYTES`, or :class:`CaFileError`.
+
+    Never waits on the file: a FIFO, a device or a directory is refused after ``os.stat``, before it is
+    opened; the open itself is non-blocking (a FIFO swapped in after the check cannot block either) and the
+    opened file is checked again.  Blocking only as reading a small regular file is: call it in a thread.
+    """
+    try:
+        info = os.stat(path)
+        _check_regular(path, info.st_mode, info.st_size)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise CaFileError(f"{path} does not exist on the mailgate server. {_WHAT_TO_DO}") from exc
+    except OSError as exc:
+        raise CaFileError(f"{path} cannot be read ({exc.strerror}). {_WHAT_TO_DO}") from exc
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        _check_regular(path, info.st_mode, info.st_size)
+        data = file.read(CA_FILE_MAX_BYTES + 1)
+    _check_regular(path, info.st_mode, len(data))  # it grew since fstat
+    return data
 
 
 def client_context(ca_file: str = "") -> ssl.SSLContext:
     """A context that verifies the server's certificate and host name (never disabled).
 
-    With ``ca_file`` only the CAs of that PEM file are trusted (a private server's CA); otherwise the default
-    store, which honours ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` and the system store.  Blocking: file I/O.
+    With ``ca_file`` only the CAs of that PEM file are trusted (a private server's CA), read by
+    :func:`read_ca_file` (:class:`CaFileError` when unusable); otherwise the default store, which honours
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` and the system store.  Blocking: file I/O, call it in a thread.
     """
-    return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    if not ca_file:
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    data = read_ca_file(ca_file)
+    if not data.strip():  # an empty cadata gives a context that trusts nothing, and no error
+        raise CaFileError(f"{ca_file} is empty. {_WHAT_TO_DO}")
+    try:
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=data.decode("ascii"))
+    except (UnicodeDecodeError, ssl.SSLError, ValueError) as exc:
+        raise CaFileError(f"{ca_file} holds no PEM certificate that can be loaded. {_WHAT_TO_DO}") from exc
 
 
 def _names(value: object) -> str:

@@ -24,13 +24,14 @@ from .auth import (
     OAUTHBEARER_ERROR_RESPONSE,
     XOAUTH2_ERROR_RESPONSE,
     SaslReply,
+    initial_response_fits,
     oauthbearer_initial_response,
     parse_error_challenge,
     xoauth2_initial_response,
 )
 from .channel import CommandChannel
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
-from .tls import client_context, describe_tls
+from .tls import CaFileError, client_context, describe_tls
 from .transaction import Prepared, SendResult, StaleConnection, envelope, envelope_commands, run_transaction
 
 __all__ = ["NextMessage", "SendResult", "SmtpConnection", "Step", "TokenSource"]
@@ -169,7 +170,9 @@ class SmtpConnection:
                 self._ssl_context = await asyncio.to_thread(client_context, ca_file)
             except (OSError, ValueError) as exc:
                 err = SmtpPermanentError(
-                    f"Cannot load ca_file {ca_file!r}: {exc}",
+                    f"Cannot load ca_file: {exc}"
+                    if isinstance(exc, CaFileError)
+                    else f"Cannot load ca_file {ca_file!r}: {exc}",
                     hint="ca_file must be a readable PEM file with the CA certificate(s) that signed the server's.",
                 )
                 self._steps.append(Step("tls", False, err.message, err.hint))
@@ -302,7 +305,15 @@ class SmtpConnection:
             )
             self._steps.append(Step("auth", False, err.message, err.hint))
             raise err from exc
-        reply = await smtp.execute_command(b"AUTH", mechanism.encode(), initial.encode("ascii"))
+        if initial_response_fits(mechanism, initial):
+            reply = await smtp.execute_command(b"AUTH", mechanism.encode(), initial.encode("ascii"))
+        else:
+            # RFC 4954 s4: too long for the AUTH line.  XOAUTH2 and OAUTHBEARER are client-first, so the
+            # server's first challenge is empty ("334 "); the response goes on a line of its own.
+            reply = await smtp.execute_command(b"AUTH", mechanism.encode())
+            if reply.code != 334:
+                return SaslReply(reply.code, reply.message)
+            reply = await smtp.execute_command(initial.encode("ascii"))
         if reply.code != 334:
             return SaslReply(reply.code, reply.message)
         # An error challenge: the client MUST answer (empty line for XOAUTH2, %x01 for OAUTHBEARER,

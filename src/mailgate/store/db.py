@@ -27,9 +27,8 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the worker read while the web server writes; busy_timeout waits instead of failing at once.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    # Every commit on the disk before it returns (some builds default to NORMAL in WAL mode).  The outbox's
-    # own connection commits with NORMAL and syncs the log itself before the writes that must be on the disk
-    # return; only delivery records and claims do not wait for that (see outbox.commit).
+    # Every commit on the disk before it returns (some builds default to NORMAL in WAL mode).  Only the
+    # outbox's delivery records and claims do not wait for the disk (see outbox.commit).
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=30000")
     # After a checkpoint the write-ahead log starts over, and is cut back to this size: a burst of large

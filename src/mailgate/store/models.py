@@ -20,6 +20,7 @@ __all__ = [
     "OAuthStateRow",
     "OutboxBodyRow",
     "OutboxMessageRow",
+    "RevokedSession",
     "UtcDateTime",
     "utcnow",
 ]
@@ -57,6 +58,14 @@ class AdminUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RevokedSession(Base):
+    """An admin session ended by logout: refused until its cookie would have expired (then deleted)."""
+
+    __tablename__ = "revoked_sessions"
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class ApiKey(Base):

@@ -11,6 +11,7 @@ from . import accounts_api, email_api, health, messages_api, oauth_api
 from .errors import install_error_handlers
 from .openapi import DocumentedAPI, install_docs
 from .pages import install_pages
+from .proxies import TrustedProxies
 
 __all__ = ["create_app"]
 
@@ -38,6 +39,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health.router)
     install_pages(app, services)
     install_docs(app, prefix, f"{services.settings.context_path}/static")
+    # Outermost (added last): the limiter, the Origin check and the access log all see the same client.
+    app.add_middleware(TrustedProxies, proxies=services.settings.trusted_proxies)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -21,12 +21,22 @@ from pydantic import ValidationError as PydanticValidationError
 from ..app import Services
 from ..budget import ByteBudget
 from ..errors import MailgateError, ValidationError
-from ..outbox import AttachmentRequest, Limits, MessageRequest, MessageTooLargeError, Status, from_raw, from_request
+from ..outbox import (
+    AttachmentRequest,
+    Limits,
+    MessageRequest,
+    MessageTooLargeError,
+    NewMessage,
+    Status,
+    from_raw,
+    from_request,
+)
+from ..outbox.checks import MAX_ATTACHMENTS, MAX_HEADERS
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .openapi import schema_ref
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "MessageIn", "queue_message", "router"]
+__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_OFFSET", "MessageIn", "queue_message", "router"]
 
 router = APIRouter(prefix="/email/messages", tags=["messages"])
 #: The longest Idempotency-Key accepted (a longer one is a 422).
@@ -36,6 +46,12 @@ SMALL_REQUEST = 1024 * 1024
 #: A large body must keep coming while it holds its share of the intake: one that stalls this long between two
 #: of its chunks is refused (408), so that a sender gone silent does not keep the others waiting for good.
 BODY_IDLE_SECONDS = 30.0
+#: A request this large, or with this many items (recipients, attachments, header fields; for a raw message:
+#: "@" in it), is parsed and composed in a worker thread: the event loop keeps answering the other requests.
+HEAVY_BYTES = 64 * 1024
+HEAVY_ITEMS = 16
+#: The largest ``offset`` of a listing (the databases' integers are 64-bit; no outbox holds this many).
+MAX_OFFSET = 2**53
 
 
 class UnsupportedMediaTypeError(MailgateError):
@@ -70,8 +86,8 @@ class MessageIn(BaseModel):
     subject: str = Field(default="", max_length=998)
     text: str = ""
     html: str | None = None
-    attachments: list[AttachmentIn] = Field(default_factory=list)
-    headers: dict[str, str] = Field(default_factory=dict)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_HEADERS)
 
     def to_request(self) -> MessageRequest:
         return MessageRequest(
@@ -144,6 +160,57 @@ async def _read_body(request: Request, limit: int, held: contextlib.AsyncExitSta
     return b"".join(chunks)
 
 
+def _check_idempotency_key(key: str) -> None:
+    if not key.strip():
+        raise ValidationError({"Idempotency-Key": "must not be empty"})
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValidationError({"Idempotency-Key": "must not contain control characters (CR, LF, NUL...)"})
+
+
+def _parse_json(body: bytes) -> MessageIn:
+    try:
+        return MessageIn.model_validate_json(body or b"null")
+    except PydanticValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+
+async def _compose(taken: list[bytes], media: str, limits: Limits, services: Services) -> tuple[NewMessage, str]:
+    """The checked message of a request's body (popped from ``taken``, so that a JSON body is freed once parsed:
+    a large message takes several copies while it is composed), parsed and composed in a worker thread when
+    it is heavy (HEAVY_BYTES, HEAVY_ITEMS): thousands of addresses or parts would otherwise stall every request.
+    With the account it goes out through (see :meth:`mailgate.accounts.Accounts.route`)."""
+    heavy = len(taken[0]) > HEAVY_BYTES
+    if media == "message/rfc822":
+        body = taken.pop()
+        if heavy or body.count(b"@", 0, HEAVY_BYTES) > HEAVY_ITEMS:
+            message = await asyncio.to_thread(from_raw, body, limits)
+        else:
+            message = from_raw(body, limits)
+        # Routed by its From, which it has (from_raw refuses a message without one).
+        return message, await services.accounts.route(message.sender, None)
+    parsed = await asyncio.to_thread(_parse_json, taken.pop()) if heavy else _parse_json(taken.pop())
+    try:
+        account, refused = await services.accounts.route(parsed.from_, parsed.account), None
+    except ValidationError as exc:
+        if "account" in exc.errors:
+            raise
+        # The message's own faults first (recipients, headers...), then whether its From may be used.
+        account, refused = parsed.account or DEFAULT_ACCOUNT, exc
+    if account != DEFAULT_ACCOUNT:
+        limits = await _limits_of(services, account, limits)
+    request = parsed.to_request()
+    items = len(request.to) + len(request.cc) + len(request.bcc) + len(request.attachments) + len(request.headers)
+    if heavy or items > HEAVY_ITEMS:
+        message = await asyncio.to_thread(from_request, request, limits)
+    else:
+        message = from_request(request, limits)
+    if refused is not None:
+        raise refused
+    if not parsed.from_ and message.sender and not await services.accounts.may_send(account, message.sender):
+        raise ValidationError({"from": f"account {account!r} may not send as {message.sender!r}"})
+    return message, account
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_POST_DOC)
 async def post_message(
     request: Request,
@@ -165,40 +232,19 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
     async with contextlib.AsyncExitStack() as held:  # a large body's share of the outbox's intake
         body = await _read_body(request, limits.max_bytes, held, outbox.intake)
         media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
         # What Idempotency-Key compares; hashed in parts (joined, a large body would be copied once more).
         digest = hashlib.sha256(media.encode() + b"\0")
         digest.update(body)
-        if media == "message/rfc822":
-            message = from_raw(body, limits)
-            # Routed by its From, which it has (from_raw refuses a message without one).
-            account = await services.accounts.route(message.sender, None)
-        elif media in ("application/json", ""):
-            try:
-                parsed = MessageIn.model_validate_json(body or b"null")
-            except PydanticValidationError as exc:
-                raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
-            del body  # parsed: not needed while the message is composed (a large one takes several copies)
-            try:
-                account, refused = await services.accounts.route(parsed.from_, parsed.account), None
-            except ValidationError as exc:
-                if "account" in exc.errors:
-                    raise
-                # The message's own faults first (recipients, headers...), then whether its From may be used.
-                account, refused = parsed.account or DEFAULT_ACCOUNT, exc
-            if account != DEFAULT_ACCOUNT:
-                limits = await _limits_of(services, account, limits)
-            message = from_request(parsed.to_request(), limits)
-            if refused is not None:
-                raise refused
-            if not parsed.from_ and message.sender and not await services.accounts.may_send(account, message.sender):
-                raise ValidationError({"from": f"account {account!r} may not send as {message.sender!r}"})
-        else:
+        if media not in ("message/rfc822", "application/json", ""):
             raise UnsupportedMediaTypeError(
                 f"Content-Type {media!r} is not accepted.",
                 hint="Send application/json, or a whole message as message/rfc822.",
             )
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise ValidationError({"Idempotency-Key": "must not be empty"})
+        taken = [body]
+        del body  # only in taken: _compose lets go of it once parsed
+        message, account = await _compose(taken, media, limits, services)
         view, created = await outbox.enqueue(
             message, idempotency_key=idempotency_key, request_hash=digest.hexdigest(), account_id=account
         )
@@ -227,7 +273,7 @@ async def list_messages(
     services: ServicesDep,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     account: Annotated[str | None, Query(max_length=64, description="Only this account's messages.")] = None,
 ) -> dict[str, Any]:
     """Newest first, optionally only some statuses (``?status=failed&status=held``) or one account."""

@@ -21,7 +21,7 @@ from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
 from .deps import ServicesDep
 from .ratelimit import LoginLimiter
-from .session import Flash, WebKeys, WebSessionMiddleware, web_keys
+from .session import SESSION_COOKIE, Flash, WebKeys, WebSessionMiddleware, web_keys
 
 __all__ = [
     "ACCOUNTS_PAGE",
@@ -181,18 +181,19 @@ async def login(request: Request, services: ServicesDep, _: CsrfDep) -> Response
         return render(request, "login.html", context, status_code=401)
     limiter.succeeded(address, username)
     keys = web_keys(request)
-    cookie, _session = keys.new_session(username)
+    cookie, _session = keys.new_session(username, await services.admins.current_generation(username) or "")
     response = RedirectResponse(_safe_next(request, next_path), status_code=303)
     keys.set_session_cookie(response, cookie)
     return response
 
 
 @router.post("/logout")
-async def logout(request: Request, _: CsrfDep) -> RedirectResponse:
+async def logout(request: Request, services: ServicesDep, _: CsrfDep) -> RedirectResponse:
     keys = web_keys(request)
-    session = keys.read_session(request.cookies.get("mailgate_session"))
+    session = keys.read_session(request.cookies.get(SESSION_COOKIE))
     if session is not None:
-        keys.revoke(session)
+        # In the database: refused by every process, after restarts too, until it would have expired.
+        await services.admins.revoke_session(session.session_id, session.expires)
     response = RedirectResponse(page_url(request, LOGIN_PAGE), status_code=303)
     keys.clear_session_cookie(response)
     keys.set_flash(response, Flash("info", "You are logged out."))
@@ -211,7 +212,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
         secure=settings.base_url.startswith("https://"),
     )
     app.state.login_limiter = LoginLimiter()
-    app.add_middleware(WebSessionMiddleware, api_prefix=settings.api_prefix)
+    app.add_middleware(WebSessionMiddleware, base_url=settings.base_url)
     app.mount(f"{prefix}/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.include_router(router, prefix=prefix)
     app.include_router(oauth_page.router, prefix=prefix)

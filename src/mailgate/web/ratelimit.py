@@ -1,5 +1,9 @@
 """Login rate limiting, in memory: failed sign-ins per client address and user name, and per address.
 
+One limiter counts both ways of guessing the admin password: the login form and HTTP Basic on the API
+(:func:`mailgate.web.deps.require_admin`).  The address is the socket's, or what a trusted proxy reports
+(:mod:`.proxies`), never an ``X-Forwarded-For`` header the client wrote itself.
+
 In memory is enough for one admin account (OWASP: throttle by account and by source).  Several processes
 each count on their own, which still bounds guessing to a few attempts per window per process.
 """

@@ -1,15 +1,18 @@
-"""Admin login sessions and one-shot flash messages, in HMAC-signed cookies (no server-side table).
+"""Admin login sessions and one-shot flash messages, in HMAC-signed cookies.
 
-A session cookie is ``<payload>.<signature>`` where the payload (base64url JSON) holds the user, the issue
-and expiry times and a random session id, and the signature is HMAC-SHA256 under a key derived (HKDF) from
-mailgate's secret key material, so every process that shares the data dir (or ``MAILGATE_SECRET_KEY``)
-accepts the same sessions.  Logging out deletes the cookie and remembers the session id as revoked in this
-process until it would have expired anyway.
+A session cookie is ``<payload>.<signature>`` where the payload (base64url JSON) holds the user, the expiry
+time, a random session id and the generation of the user's password (:func:`mailgate.admins.
+password_generation`), and the signature is HMAC-SHA256 under a key derived (HKDF) from mailgate's secret
+key material, so every process that shares the data dir (or ``MAILGATE_SECRET_KEY``) accepts the same
+sessions.  The database says when a session ended early: logging out records its id (table
+``revoked_sessions``, in every process and after restarts), and changing the password changes the
+generation, which ends every session issued before.
 
 :class:`WebSessionMiddleware` reads the cookie on every request and sets ``request.state.session_user``
 (what :func:`mailgate.web.deps.require_admin` accepts) and ``request.state.session_id`` (what CSRF tokens
-are bound to).  A state-changing API request authenticated only by the session cookie must carry the CSRF
-token in an ``X-CSRF-Token`` header; without it the middleware answers 403.
+are bound to).  It refuses, for every way of authenticating, a state-changing request that a browser says
+comes from another site (:func:`.csrf.cross_site`); the CSRF token of the API is checked in ``require_admin``,
+which knows whether the session was what authenticated the request.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -33,6 +37,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import csrf
+
+if TYPE_CHECKING:
+    from ..app import Services
 
 __all__ = [
     "FLASH_COOKIE",
@@ -59,11 +66,17 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class SessionData:
-    """A verified session: who, and the random id CSRF tokens are bound to."""
+    """A session whose signature and expiry are good: who, the random id CSRF tokens are bound to, and the
+    password generation it was issued under (still to be checked against the database)."""
 
     user: str
     session_id: str
     expires_at: float
+    generation: str = ""
+
+    @property
+    def expires(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, UTC)
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,6 @@ class WebKeys:
         self.secure = secure
         self.lifetime = lifetime
         self._clock = clock
-        #: Session ids logged out in this process, with the time their cookie would have expired.
-        self._revoked: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"WebKeys(path={self.cookie_path!r}, <key hidden>)"
@@ -122,28 +133,28 @@ class WebKeys:
         return data if isinstance(data, dict) else None
 
     # -- sessions -------------------------------------------------------------------------------------
-    def new_session(self, user: str) -> tuple[str, SessionData]:
-        """A fresh session (a new id at every login: no session fixation) and its cookie value."""
+    def new_session(self, user: str, generation: str) -> tuple[str, SessionData]:
+        """A fresh session (a new id at every login: no session fixation) and its cookie value;
+        ``generation`` is the user's current password generation."""
         now = self._clock()
-        data = SessionData(user=user, session_id=secrets.token_urlsafe(18), expires_at=now + self.lifetime)
-        cookie = self.sign("session", {"u": data.user, "s": data.session_id, "e": data.expires_at})
+        data = SessionData(
+            user=user, session_id=secrets.token_urlsafe(18), expires_at=now + self.lifetime, generation=generation
+        )
+        cookie = self.sign("session", {"u": data.user, "s": data.session_id, "e": data.expires_at, "g": generation})
         return cookie, data
 
     def read_session(self, cookie: str | None) -> SessionData | None:
+        """The session of a cookie signed by us and not expired; whether it ended early is the database's to
+        say (:meth:`mailgate.admins.Admins.session_valid`)."""
         data = self.unsign("session", cookie)
         if data is None:
             return None
-        user, session_id, expires_at = data.get("u"), data.get("s"), data.get("e")
+        user, session_id, expires_at, generation = data.get("u"), data.get("s"), data.get("e"), data.get("g")
         if not isinstance(user, str) or not isinstance(session_id, str) or not isinstance(expires_at, int | float):
             return None
-        if expires_at <= self._clock() or session_id in self._revoked:
-            return None
-        return SessionData(user=user, session_id=session_id, expires_at=float(expires_at))
-
-    def revoke(self, session: SessionData) -> None:
-        now = self._clock()
-        self._revoked = {sid: exp for sid, exp in self._revoked.items() if exp > now}
-        self._revoked[session.session_id] = session.expires_at
+        if not isinstance(generation, str) or expires_at <= self._clock():
+            return None  # a cookie without a generation predates them: sign in again
+        return SessionData(user=user, session_id=session_id, expires_at=float(expires_at), generation=generation)
 
     def set_session_cookie(self, response: Response, cookie: str) -> None:
         response.set_cookie(
@@ -183,43 +194,45 @@ def web_keys(request: HTTPConnection) -> WebKeys:
 
 
 class WebSessionMiddleware:
-    """Pure ASGI middleware: verifies the session cookie, issues the CSRF seed cookie, guards the API."""
+    """Pure ASGI middleware: verifies the session cookie, issues the CSRF seed cookie, refuses cross-site
+    state-changing requests."""
 
-    def __init__(self, app: ASGIApp, *, api_prefix: str) -> None:
+    def __init__(self, app: ASGIApp, *, base_url: str) -> None:
         self.app = app
-        self.api_prefix = api_prefix
+        self.base_url = base_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
+        if scope["method"] in _UNSAFE:
+            problem = csrf.cross_site(conn, self.base_url)
+            if problem:
+                # Whatever authenticates it: a browser replays cached Basic credentials and cookies alike.
+                refusal = JSONResponse(
+                    {
+                        "error": "forbidden",
+                        "message": f"Refused: {problem}.",
+                        "hint": "Change settings from mailgate's own pages, or from a program (which sends no "
+                        "Origin or Sec-Fetch-Site header).",
+                    },
+                    status_code=403,
+                )
+                await refusal(scope, receive, send)
+                return
         keys = web_keys(conn)
         state = scope.setdefault("state", {})
         session = keys.read_session(conn.cookies.get(SESSION_COOKIE))
+        if session is not None:
+            services: Services = conn.app.state.services
+            if not await services.admins.session_valid(session.user, session.session_id, session.generation):
+                session = None
         state["session_user"] = session.user if session else None
         state["session_id"] = session.session_id if session else ""
         seed = conn.cookies.get(csrf.SEED_COOKIE, "")
         new_seed = "" if csrf.valid_seed(seed) else csrf.new_seed()
         state["csrf_seed"] = new_seed or seed
-        if (
-            session is not None
-            and scope["method"] in _UNSAFE
-            and conn.url.path.startswith(self.api_prefix + "/")
-            and not conn.headers.get("authorization")
-            and not csrf.check(keys, state["csrf_seed"], session.session_id, conn.headers.get(csrf.HEADER, ""))
-        ):
-            # The session cookie alone must not authorize a cross-site request (SameSite is defence in depth).
-            refusal = JSONResponse(
-                {
-                    "error": "forbidden",
-                    "message": "The CSRF token is missing or wrong.",
-                    "hint": f"Send the page's token in the {csrf.HEADER} header, or use HTTP Basic or an API key.",
-                },
-                status_code=403,
-            )
-            await refusal(scope, receive, send)
-            return
 
         async def send_with_seed(message: Message) -> None:
             # Only when a page put a token in a form: a favicon or script request must not replace the

@@ -5,7 +5,7 @@ A new table ``accounts`` lists the accounts with the extra senders each may use 
 each pending authorization remembers which account it is for (one redirect URI serves every account).
 
 Revision ID: 0006_accounts
-Revises: 0005_outbox_bodies
+Revises: 0006_revoked_sessions
 """
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from alembic import op
 from mailgate.store.models import UtcDateTime
 
 revision = "0006_accounts"
-down_revision = "0005_outbox_bodies"
+down_revision = "0006_revoked_sessions"
 branch_labels = None
 depends_on = None
 

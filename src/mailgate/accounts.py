@@ -218,7 +218,7 @@ class Accounts:
         """Save the account's OAuth settings (creating the account); ``update.copy_from`` names another."""
         self.check_name(name)
         if update.copy_from is not None:
-            await self.require(self.check_name(update.copy_from, "copy_from"))
+            self.check_name(update.copy_from, "copy_from")  # whether it has settings to copy: ConfigService
         return await self._config.save_oauth(update, name)
 
     async def save_email_server(

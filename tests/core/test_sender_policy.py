@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from mailgate.accounts import parse_senders
@@ -73,3 +74,21 @@ async def test_accounts_that_cannot_be_checked_do_not_restrict(services: Service
     assert await services.accounts.route("anyone@example.com", None) == "relay"
     assert await services.accounts.route("x@example.org", None) == "relay"
     assert await services.accounts.route("alice@example.com", None) == "default"
+
+
+async def test_account_routes_refuse_bad_input_and_write_nothing(api: httpx.AsyncClient) -> None:
+    """422 naming the field, never a 500, and no account half-created."""
+    base = "/ddenterpriseapi/v2/accounts"
+    cases = [
+        ("put", f"{base}/reports/oauth/config", {"copy_from": "nope"}, "copy_from"),
+        ("put", f"{base}/reports/oauth/config", {"copy_from": "Bad Name"}, "copy_from"),
+        ("put", f"{base}/Reports/oauth/config", {"provider": "google"}, "account"),
+        ("put", f"{base}/reports/email/server", {"host": "smtp.example.com", "senders": ["not an address"]}, "senders"),
+        ("put", f"{base}/reports/email/server", {"host": "bad host!", "senders": ["a@example.com"]}, "host"),
+    ]
+    for method, path, body, field in cases:
+        r = await api.request(method, path, json=body)
+        assert r.status_code == 422 and field in r.json()["fields"], (path, body, r.text)
+    assert [a["name"] for a in (await api.get(base)).json()] == ["default"]
+    assert (await api.get(f"{base}/reports/oauth/config")).status_code == 404
+    assert (await api.delete(f"{base}/reports")).status_code == 404

@@ -48,6 +48,9 @@ def test_accounts_are_configured_listed_and_deleted_from_the_command_line(tmp_pa
                    "--body", "b", "--account", "reports")  # fmt: skip
     assert refused.exit_code == 1 and "may not send as 'mallory@evil.test'" in refused.output
     assert _run(tmp_path, "outbox", "list", "--account", "reports").output.strip().endswith("0 of 0 message(s)")
+    assert _run(tmp_path, "outbox", "purge", "--account", "reports").output.strip() == "Deleted 0 message(s)."
+    no_worker = _run(tmp_path, "worker", "--account", "nope")
+    assert no_worker.exit_code == 1 and "No account 'nope'" in no_worker.output
 
     kept = _run(tmp_path, "accounts", "delete", "default")
     assert kept.exit_code == 1 and "cannot be deleted" in kept.output

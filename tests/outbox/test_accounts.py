@@ -3,12 +3,14 @@ routing by From, a From no account may use, isolation of a revoked consent, dele
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from mailgate.store.models import OAuthAccountRow, OAuthStateRow
+from mailgate.configure import EmailServerUpdate
+from mailgate.store.models import OAuthAccountRow, OAuthStateRow, OutboxMessageRow
 
 from .conftest import API, Env, SandboxEnv
 
@@ -184,3 +186,18 @@ async def test_a_from_the_consenting_mailbox_may_not_use_is_refused_before_it_is
     assert await env.stored_count() == before
     ok = await post(env, **{"from": "Alice <ALICE@sandbox.test>"})
     assert ok.status_code == 202, ok.text
+
+
+async def test_listing_and_purging_one_account(env: Env) -> None:
+    """``GET /v2/email/messages?account=`` and ``mailgate outbox list|purge --account`` see one account's mail."""
+    await env.services.accounts.save_email_server(
+        "reports", EmailServerUpdate(host="smtp.example.com", authentication="none")
+    )
+    theirs = (await post(env, account="reports", **{"from": REPORTS})).json()["id"]
+    ours = (await post(env, **{"from": "alice@example.com"})).json()["id"]
+    listed = (await env.api.get(MESSAGES, params={"account": "reports"})).json()
+    assert [m["id"] for m in listed["items"]] == [theirs] and listed["total"] == 1
+    async with env.services.db.session() as session:
+        await session.execute(update(OutboxMessageRow).values(status="failed"))
+    assert await env.services.outbox.purge(["failed"], timedelta(0), "reports") == 1
+    assert [m.id for m in (await env.services.outbox.list())[0]] == [ours]

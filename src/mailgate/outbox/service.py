@@ -278,8 +278,8 @@ class Outbox:
         self.doorbell.ring()
         return MessageView.of(row)
 
-    async def purge(self, statuses: Sequence[str], older_than: timedelta) -> int:
-        """Delete sent/failed/held messages last changed before ``now - older_than``."""
+    async def purge(self, statuses: Sequence[str], older_than: timedelta, account: str | None = None) -> int:
+        """Delete sent/failed/held messages (of one account, or all) last changed before ``now - older_than``."""
         allowed = {*FINAL, Status.HELD.value}
         refused = [s for s in statuses if s not in allowed]
         if refused or not statuses:
@@ -287,7 +287,10 @@ class Outbox:
         cutoff = self.clock() - older_than
         async with self.db.session() as session:
             # Their bodies go with them (ON DELETE CASCADE: SQLite enforces it on mailgate's connections).
-            result = await session.execute(delete(Row).where(Row.status.in_(list(statuses)), Row.updated_at <= cutoff))
+            where = [Row.status.in_(list(statuses)), Row.updated_at <= cutoff]
+            if account is not None:
+                where.append(Row.account_id == account)
+            result = await session.execute(delete(Row).where(*where))
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def expire_sent(self, account_id: str = DEFAULT_ACCOUNT, *, chunk: int = EXPIRE_CHUNK) -> int:

@@ -127,8 +127,8 @@ class DeleteResult:
 @dataclass
 class _Cache:
     read_at: float = -1.0
-    #: ConfigService.changes when read: a save through this process makes it stale at once.
-    changes: int = -1
+    #: ConfigService.changes and ConsentFlow.changes when read: a save or consent in this process makes it stale.
+    changes: tuple[int, int] = (-1, -1)
     policies: dict[str, _Policy] = field(default_factory=dict)
 
 
@@ -278,10 +278,10 @@ class Accounts:
     # -- the sender policy -------------------------------------------------------------------------------
 
     async def _policies(self) -> dict[str, _Policy]:
-        fresh = time.monotonic() - self._cache.read_at < POLICY_TTL_SECONDS
-        if fresh and self._cache.changes == self._config.changes:
+        changes = (self._config.changes, self._consent.changes)
+        if time.monotonic() - self._cache.read_at < POLICY_TTL_SECONDS and self._cache.changes == changes:
             return self._cache.policies
-        started, changes = time.monotonic(), self._config.changes
+        started = time.monotonic()
         async with self._db.session() as session:
             accounts = {row.name: row for row in (await session.execute(select(AccountRow))).scalars()}
             servers = {row.account_id: row for row in (await session.execute(select(EmailServerRow))).scalars()}

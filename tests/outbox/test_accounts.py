@@ -201,3 +201,13 @@ async def test_listing_and_purging_one_account(env: Env) -> None:
         await session.execute(update(OutboxMessageRow).values(status="failed"))
     assert await env.services.outbox.purge(["failed"], timedelta(0), "reports") == 1
     assert [m.id for m in (await env.services.outbox.list())[0]] == [ours]
+
+
+async def test_a_consent_applies_to_the_next_message_at_once(sandbox_env: SandboxEnv) -> None:
+    """Before any consent the account has no mailbox and restricts nothing (its mail waits, held); the consent
+    makes its mailbox the sender policy for the very next request (the policy read is cached for a second)."""
+    s, env = sandbox_env, sandbox_env.env
+    assert (await post(env, **{"from": "mallory@evil.test"})).status_code == 202
+    assert (await s.harness.authorize()).status_code == 200  # alice@sandbox.test
+    r = await post(env, **{"from": "mallory@evil.test"})
+    assert r.status_code == 422 and list(r.json()["fields"]) == ["from"], r.text

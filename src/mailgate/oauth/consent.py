@@ -65,6 +65,8 @@ class ConsentFlow:
         self._db, self._box, self._client, self._catalogue, self._tokens = db, box, client, catalogue, tokens
         self._ttl = state_ttl
         self._clock = clock
+        #: Consents stored and disconnections made through this object (readers that cache them compare it).
+        self.changes = 0
 
     async def start(
         self,
@@ -148,6 +150,7 @@ class ConsentFlow:
             )
         account = account_from_id_token(answer.id_token)
         await self._store(name, config, answer, account)
+        self.changes += 1
         self._tokens.forget(name)
         log.info(
             "authorization of account %s completed for provider %s, mailbox %s",
@@ -186,6 +189,7 @@ class ConsentFlow:
             if row is not None:
                 await session.delete(row)
         self._tokens.forget(account_name)
+        self.changes += 1
         log.info("disconnected account %s (revoked at provider: %s)", account_name, revoked)
         return revoked
 

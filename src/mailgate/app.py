@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .accounts import Accounts
 from .admins import Admins
 from .config import Settings
 from .configure import ConfigService
@@ -33,6 +34,7 @@ class Services:
     admins: Admins
     mailer: Mailer
     outbox: Outbox
+    accounts: Accounts
 
     async def aclose(self) -> None:
         await self.token_client.aclose()
@@ -75,6 +77,7 @@ async def build_services(
         db, box, client, catalogue, margin=timedelta(seconds=settings.refresh_margin_seconds), clock=clock
     )
     config = ConfigService(db, box, catalogue, settings.default_redirect_uri)
+    consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock)
     return Services(
         settings=settings,
         db=db,
@@ -82,9 +85,10 @@ async def build_services(
         catalogue=catalogue,
         token_client=client,
         tokens=tokens,
-        consent=ConsentFlow(db, box, client, catalogue, tokens, clock=clock),
+        consent=consent,
         config=config,
         admins=Admins(db),
         mailer=Mailer(config, tokens),
         outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
+        accounts=Accounts(db, config, consent, clock=clock),
     )

@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import ValidationError
 from .providers import Catalogue, is_loopback_host, validate_tenant
 from .smtp.tls import CaFileError, client_context
 from .store import Database, SecretBox
-from .store.models import OAuthAccountRow
+from .store.models import AccountRow, OAuthAccountRow
 from .store.repository import (
     DEFAULT_ACCOUNT,
+    ensure_account,
     get_account,
     get_email_server,
     get_oauth_config,
@@ -58,6 +60,9 @@ class OAuthConfigUpdate:
     redirect_uri: str | None = None
     authorization_url: str | None = None
     token_url: str | None = None
+    #: Another account whose client settings (provider, tenant, client ID and secret, redirect URI) are the
+    #: base of this update: one app registration serving several mailboxes.
+    copy_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,22 @@ class ConfigService:
     def __init__(self, db: Database, box: SecretBox, catalogue: Catalogue, default_redirect_uri: str) -> None:
         self._db, self._box, self._catalogue = db, box, catalogue
         self.default_redirect_uri = default_redirect_uri
+        #: Saves made through this object (readers that cache settings compare it).
+        self.changes = 0
+
+    async def account_names(self) -> list[str]:
+        """Every account's name: ``default`` first, then by name."""
+        async with self._db.session() as session:
+            names = set((await session.execute(select(AccountRow.name))).scalars())
+        return sorted(names | {DEFAULT_ACCOUNT}, key=lambda n: (n != DEFAULT_ACCOUNT, n))
 
     # -- OAuth page -------------------------------------------------------------------------------------
-    async def oauth_view(self) -> OAuthView:
+    async def oauth_view(self, account: str = DEFAULT_ACCOUNT) -> OAuthView:
+        """The OAuth page of ``account``."""
         async with self._db.session() as session:
-            config = await get_oauth_config(session, self._box)
-            account = await get_account(session, DEFAULT_ACCOUNT)
-        return self._view(config, account)
+            config = await get_oauth_config(session, self._box, account)
+            tokens = await get_account(session, account)
+        return self._view(config, tokens)
 
     def _view(self, config: OAuthConfig | None, account: OAuthAccountRow | None) -> OAuthView:
         spec = self._catalogue.providers.get(config.provider) if config else None
@@ -136,12 +150,16 @@ class ConfigService:
             access_token_expires_at=live.access_token_expires_at if live else None,
         )
 
-    async def save_oauth(self, update: OAuthConfigUpdate) -> OAuthView:
+    async def save_oauth(self, update: OAuthConfigUpdate, account_name: str = DEFAULT_ACCOUNT) -> OAuthView:
+        """Merge ``update`` into the account's OAuth settings (creating the account), validated whole first."""
         async with self._db.session() as session:
-            current = await get_oauth_config(session, self._box)
+            current = await get_oauth_config(session, self._box, account_name)
+            if update.copy_from is not None:
+                update = await self._copied(session, update, update.copy_from)
             config, spec = self._validate_oauth(update, current)
-            await save_oauth_config(session, self._box, config)
-            account = await get_account(session, DEFAULT_ACCOUNT)
+            await save_oauth_config(session, self._box, config, account_name)
+            self.changes += 1
+            account = await get_account(session, account_name)
             identity = (config.provider, config.client_id, config.tenant)
             if account is not None and (
                 current is None or (current.provider, current.client_id, current.tenant) != identity
@@ -149,10 +167,25 @@ class ConfigService:
                 # A refresh token belongs to the client (and tenant) that obtained it.
                 await session.delete(account)
                 account = None
-            if await get_email_server(session, self._box) is None:
+            if await get_email_server(session, self._box, account_name) is None:
                 # Choosing a provider pre-fills the Email server page.
-                await save_email_server(session, self._box, _server_defaults(spec))
+                await save_email_server(session, self._box, _server_defaults(spec), account_name)
         return self._view(config, account)
+
+    async def _copied(self, session: AsyncSession, update: OAuthConfigUpdate, source: str) -> OAuthConfigUpdate:
+        """``update`` on top of the client settings of account ``source`` (the fields sent win)."""
+        config = await get_oauth_config(session, self._box, source) if source else None
+        if config is None:
+            raise ValidationError({"copy_from": f"account {source!r} has no OAuth settings to copy"})
+        return OAuthConfigUpdate(
+            provider=config.provider if update.provider is None else update.provider,
+            tenant=config.tenant if update.tenant is None else update.tenant,
+            client_id=config.client_id if update.client_id is None else update.client_id,
+            client_secret=update.client_secret or config.client_secret,
+            redirect_uri=config.redirect_uri if update.redirect_uri is None else update.redirect_uri,
+            authorization_url=update.authorization_url,
+            token_url=update.token_url,
+        )
 
     def _validate_oauth(
         self, update: OAuthConfigUpdate, current: OAuthConfig | None
@@ -206,27 +239,34 @@ class ConfigService:
         return OAuthConfig(provider=provider, **values), spec
 
     # -- Email server page ------------------------------------------------------------------------------
-    async def email_server(self) -> EmailServerConfig:
-        """The stored settings, else the defaults of the chosen provider."""
+    async def email_server(self, account: str = DEFAULT_ACCOUNT) -> EmailServerConfig:
+        """The account's stored settings, else the defaults of its chosen provider."""
         async with self._db.session() as session:
-            return await self._stored_server(session)
+            return await self._stored_server(session, account)
 
-    async def _stored_server(self, session: AsyncSession) -> EmailServerConfig:
-        server = await get_email_server(session, self._box)
+    async def _stored_server(self, session: AsyncSession, account: str) -> EmailServerConfig:
+        server = await get_email_server(session, self._box, account)
         if server is not None:
             return server
-        oauth = await get_oauth_config(session, self._box)
+        oauth = await get_oauth_config(session, self._box, account)
         spec = self._catalogue.providers.get(oauth.provider) if oauth else None
         return _server_defaults(spec)
 
-    async def save_email_server(self, update: EmailServerUpdate) -> EmailServerConfig:
-        """Merge ``update`` into the stored settings, validate the result whole, then store it (or nothing)."""
+    async def save_email_server(
+        self, update: EmailServerUpdate, account: str = DEFAULT_ACCOUNT, *, senders: list[str] | None = None
+    ) -> EmailServerConfig:
+        """Merge ``update`` into the account's stored settings (creating the account), validate the result
+        whole, then store it (or nothing).  ``senders``: the account's extra senders, replaced when given
+        (already validated, see :func:`mailgate.accounts.parse_senders`)."""
         async with self._db.session() as session:
-            current = await self._stored_server(session)
+            current = await self._stored_server(session, account)
             # File I/O off the event loop: the path is the user's, and may name anything (issue 20 point 9).
             ca_problem = await asyncio.to_thread(_check_ca_file, _merged(update.ca_file, current.ca_file))
             server = _validate_server(update, current, ca_problem)
-            await save_email_server(session, self._box, server)
+            await save_email_server(session, self._box, server, account)
+            self.changes += 1
+            if senders is not None:
+                (await ensure_account(session, account)).senders = list(senders)
         return server
 
 

@@ -12,6 +12,7 @@ from .errors import ConfigurationError
 from .oauth import TokenManager
 from .smtp import SendResult, SmtpConnection, Step, test_connection
 from .smtp.transport import TokenSource
+from .store.repository import DEFAULT_ACCOUNT
 from .types import Authentication, EmailServerConfig
 
 __all__ = ["Mailer"]
@@ -22,27 +23,31 @@ class Mailer:
         self._config = config
         self._tokens = tokens
 
-    async def server(self) -> EmailServerConfig:
-        server = await self._config.email_server()
+    async def server(self, account: str = DEFAULT_ACCOUNT) -> EmailServerConfig:
+        """The account's Email server, or ConfigurationError when it has none."""
+        server = await self._config.email_server(account)
         if not server.host:
             raise ConfigurationError(
-                "The Email server is not configured.", hint="Fill in and save the Email server page (host, port)."
+                "The Email server is not configured"
+                + ("." if account == DEFAULT_ACCOUNT else f" for account {account!r}."),
+                hint="Fill in and save the Email server page (host, port).",
             )
         return server
 
-    def token_source(self, server: EmailServerConfig) -> TokenSource | None:
-        return self._tokens.source() if server.authentication is Authentication.OAUTH else None
+    def token_source(self, server: EmailServerConfig, account: str = DEFAULT_ACCOUNT) -> TokenSource | None:
+        """The account's access tokens when the server authenticates with OAuth, else None."""
+        return self._tokens.source(account) if server.authentication is Authentication.OAUTH else None
 
-    async def connection(self) -> SmtpConnection:
-        """A connection to the configured server, not yet opened (``async with`` opens and closes it)."""
-        server = await self.server()
-        return SmtpConnection(server, self.token_source(server))
+    async def connection(self, account: str = DEFAULT_ACCOUNT) -> SmtpConnection:
+        """A connection to the account's server, not yet opened (``async with`` opens and closes it)."""
+        server = await self.server(account)
+        return SmtpConnection(server, self.token_source(server, account))
 
-    async def send(self, message: EmailMessage) -> SendResult:
-        async with await self.connection() as conn:
+    async def send(self, message: EmailMessage, account: str = DEFAULT_ACCOUNT) -> SendResult:
+        async with await self.connection(account) as conn:
             return await conn.send(message)
 
-    async def test(self, *, send_to: str | None = None) -> list[Step]:
+    async def test(self, *, send_to: str | None = None, account: str = DEFAULT_ACCOUNT) -> list[Step]:
         """Connect, TLS, EHLO, AUTH, and with ``send_to`` a short test message: each step's outcome."""
-        server = await self.server()
-        return await test_connection(server, self.token_source(server), send_to=send_to)
+        server = await self.server(account)
+        return await test_connection(server, self.token_source(server, account), send_to=send_to)

@@ -55,9 +55,12 @@ class Harness:
         )
         assert r.status_code == 200, r.text
 
-    async def consent(self, *, accept: bool = True, account: str = "alice@sandbox.test") -> str:
-        """Start at mailgate's /authorize, consent at the sandbox; the URL the browser is sent back to."""
-        start = await self.api.get(f"{API}/oauth/authorize")
+    async def consent(
+        self, *, accept: bool = True, account: str = "alice@sandbox.test", start_at: str = f"{API}/oauth/authorize"
+    ) -> str:
+        """Start at mailgate's /authorize (``start_at``: another account's), consent at the sandbox signed in
+        as ``account``; the URL the browser is sent back to."""
+        start = await self.api.get(start_at)
         assert start.status_code == 302, start.text
         async with httpx.AsyncClient(follow_redirects=False) as browser:
             page = await browser.get(start.headers["location"])

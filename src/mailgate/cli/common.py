@@ -17,7 +17,17 @@ from ..app import Services, build_services
 from ..config import Settings
 from ..errors import MailgateError
 
-__all__ = ["DataDir", "fail", "load_settings", "on_stop_signals", "report", "run", "run_with_services", "with_services"]
+__all__ = [
+    "Account",
+    "DataDir",
+    "fail",
+    "load_settings",
+    "on_stop_signals",
+    "report",
+    "run",
+    "run_with_services",
+    "with_services",
+]
 
 T = TypeVar("T")
 
@@ -25,6 +35,9 @@ T = TypeVar("T")
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default: MAILGATE_DATA_DIR, else ./mailgate-data).")
 ]
+
+#: ``--account NAME`` of the commands that configure or send (the routes without an account edit ``default``).
+Account = Annotated[str, typer.Option("--account", help="The account (sending mailbox) to use.")]
 
 
 def load_settings(data_dir: Path | None = None, *, listen_port: int | None = None) -> Settings:

@@ -13,9 +13,11 @@ from urllib.parse import parse_qsl, urlsplit
 import typer
 
 from ..app import Services, build_services
-from ..configure import EmailServerUpdate, OAuthConfigUpdate
+from ..configure import EmailServerUpdate, OAuthConfigUpdate, OAuthView
 from ..errors import MailgateError
-from .common import DataDir, load_settings, on_stop_signals, report, run, run_with_services
+from ..store.repository import DEFAULT_ACCOUNT
+from .accounts import accounts_app
+from .common import Account, DataDir, load_settings, on_stop_signals, report, run, run_with_services
 from .outbox import register as register_outbox
 
 #: What ``mailgate --help`` says (the module docstring is for the code's readers, not the command's users).
@@ -31,6 +33,7 @@ apikey_app = typer.Typer(no_args_is_help=True, help="API keys for applications (
 app.add_typer(oauth_app, name="oauth")
 app.add_typer(email_app, name="email")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(accounts_app, name="accounts")
 register_outbox(app)
 
 
@@ -156,24 +159,37 @@ def oauth_configure(
     ] = None,
     tenant: Annotated[str, typer.Option(help="Microsoft: Directory (tenant) ID or domain.")] = "",
     redirect_uri: Annotated[str, typer.Option(help="Authorized redirect URI (default from MAILGATE_BASE_URL).")] = "",
+    account: Account = DEFAULT_ACCOUNT,
     data_dir: DataDir = None,
 ) -> None:
-    """Save the OAuth page's settings from the command line."""
+    """Save the OAuth page's settings (of --account, created if new) from the command line."""
     if client_secret is None:
         client_secret = typer.prompt("Client secret", hide_input=True)
     update = OAuthConfigUpdate(
         provider=provider, client_id=client_id, client_secret=client_secret, tenant=tenant, redirect_uri=redirect_uri
     )
-    view = run_with_services(data_dir, lambda s: s.config.save_oauth(update))
+    view = run_with_services(data_dir, lambda s: s.accounts.save_oauth(account, update))
     typer.echo(f"Saved. Token URL: {view.token_url}\nAuthorized redirect URI: {view.redirect_uri}")
 
 
+@oauth_app.command("copy")
+def oauth_copy(
+    source: Annotated[str, typer.Option("--from", help="The account whose client settings are copied.")],
+    account: Account = DEFAULT_ACCOUNT,
+    data_dir: DataDir = None,
+) -> None:
+    """Give --account the client settings of another account (one app registration, several mailboxes)."""
+    update = OAuthConfigUpdate(copy_from=source)
+    view = run_with_services(data_dir, lambda s: s.accounts.save_oauth(account, update))
+    typer.echo(f"Saved: {view.provider} client {view.client_id}. Next: mailgate oauth authorize --account {account}")
+
+
 @oauth_app.command("authorize")
-def oauth_authorize(data_dir: DataDir = None) -> None:
+def oauth_authorize(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = None) -> None:
     """Authorize on a headless server: open the printed URL anywhere, then paste the URL you land on."""
 
     async def flow(services: Services) -> str:
-        start = await services.consent.start()
+        start = await services.consent.start(account_name=await services.accounts.require(account))
         typer.echo("1. Open this URL in a browser and sign in with the mailbox that will send:\n")
         typer.echo(f"   {start.url}\n")
         typer.echo("2. After consenting, the browser goes to the redirect URI (the page may fail to load: fine).")
@@ -187,17 +203,25 @@ def oauth_authorize(data_dir: DataDir = None) -> None:
 
 
 @oauth_app.command("status")
-def oauth_status(data_dir: DataDir = None) -> None:
+def oauth_status(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = None) -> None:
     """Show the OAuth configuration and the token status (never the secrets)."""
-    view = run_with_services(data_dir, lambda s: s.config.oauth_view())
+
+    async def status(services: Services) -> OAuthView:
+        return await services.config.oauth_view(await services.accounts.require(account))
+
+    view = run_with_services(data_dir, status)
     for key, value in view.to_dict().items():
         typer.echo(f"{key:24} {'' if value is None else value}")
 
 
 @oauth_app.command("disconnect")
-def oauth_disconnect(data_dir: DataDir = None) -> None:
+def oauth_disconnect(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = None) -> None:
     """Revoke the refresh token at the provider (where supported) and delete it here."""
-    revoked = run_with_services(data_dir, lambda s: s.consent.disconnect())
+
+    async def disconnect(services: Services) -> bool:
+        return await services.consent.disconnect(await services.accounts.require(account))
+
+    revoked = run_with_services(data_dir, disconnect)
     typer.echo("Disconnected" + (" (revoked at the provider)." if revoked else " (deleted locally)."))
 
 
@@ -210,9 +234,16 @@ def email_configure(
     username: Annotated[str, typer.Option(help="Mailbox to sign in as (default: the consenting account).")] = "",
     sender: Annotated[str, typer.Option(help="From address (default: the consenting account).")] = "",
     ca_file: Annotated[str, typer.Option(help="PEM file of the CA that signed the server certificate.")] = "",
+    also_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also-from", help="Another From the account may use: an alias or *@domain (repeatable; replaces)."
+        ),
+    ] = None,
+    account: Account = DEFAULT_ACCOUNT,
     data_dir: DataDir = None,
 ) -> None:
-    """Save the Email server page's settings from the command line."""
+    """Save the Email server page's settings (of --account, created if new) from the command line."""
     password = None
     if authentication == "password":
         password = typer.prompt("SMTP password", hide_input=True)
@@ -226,19 +257,20 @@ def email_configure(
         password=password,
         ca_file=ca_file,
     )
-    run_with_services(data_dir, lambda s: s.config.save_email_server(update))
+    run_with_services(data_dir, lambda s: s.accounts.save_email_server(account, update, also_from))
     typer.echo("Saved.")
 
 
 @email_app.command("test")
 def email_test(
     send_to: Annotated[str | None, typer.Option(help="Also send a test message to this address.")] = None,
+    account: Account = DEFAULT_ACCOUNT,
     data_dir: DataDir = None,
 ) -> None:
     """Connect, TLS, EHLO, AUTH (and optionally send): each step with what to do on failure."""
 
     async def test(services: Services) -> bool:
-        steps = await services.mailer.test(send_to=send_to)
+        steps = await services.mailer.test(send_to=send_to, account=await services.accounts.require(account))
         for step in steps:
             mark = typer.style("PASS", fg="green") if step.ok else typer.style("FAIL", fg="red")
             typer.echo(f"{mark} {step.name:8} {step.detail}")
@@ -257,9 +289,12 @@ def send(
     body: Annotated[str, typer.Option(help="Plain-text body ('-' reads standard input).")],
     attach: Annotated[list[Path] | None, typer.Option("--attach", help="File to attach (repeatable).")] = None,
     sender: Annotated[str, typer.Option("--from", help="From address (default: the configured sender).")] = "",
+    account: Annotated[
+        str | None, typer.Option(help="Account to send through (default: the one whose senders include --from).")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Send one message now through the configured Email server."""
+    """Send one message now through an account's Email server (not through the outbox)."""
     from ..smtp import Attachment, build_message
 
     text = sys.stdin.read() if body == "-" else body
@@ -272,7 +307,8 @@ def send(
         attachments.append(Attachment(filename=path.name, content_type=ctype, data=path.read_bytes()))
 
     async def deliver(services: Services) -> str:
-        server = await services.mailer.server()
+        name = await services.accounts.route(sender or None, account)
+        server = await services.mailer.server(name)
         message = build_message(
             sender=sender or server.sender or server.username,
             to=to,
@@ -280,7 +316,7 @@ def send(
             text=text,
             attachments=attachments,
         )
-        result = await services.mailer.send(message)
+        result = await services.mailer.send(message, name)
         refused = "".join(f"\n  refused {addr}: {code} {reply}" for addr, (code, reply) in result.refused.items())
         return f"Sent {message['Message-ID']} to {', '.join(result.accepted)}{refused}"
 

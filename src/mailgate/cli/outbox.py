@@ -28,7 +28,8 @@ def _line(view: MessageView) -> str:
     error = f"  {view.last_error_code}" if view.last_error and view.status != Status.SENT else ""
     when = view.created_at.strftime("%Y-%m-%d %H:%M:%S")
     rcpts = ", ".join(view.recipients[:3]) + (f" +{len(view.recipients) - 3}" if len(view.recipients) > 3 else "")
-    return f"{view.id}  {view.status:8} {view.attempts:>3}  {when}  {rcpts}  {view.subject[:40]!r}{error}"
+    subject = f"{view.subject[:40]!r}{error}"
+    return f"{view.id}  {view.status:8} {view.attempts:>3}  {when}  {view.account_id}  {rcpts}  {subject}"
 
 
 @outbox_app.command("list")
@@ -36,11 +37,14 @@ def outbox_list(
     status: Annotated[list[Status] | None, typer.Option("--status", help="Only these statuses (repeatable).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    account: Annotated[str | None, typer.Option(help="Only this account's messages (default: every account).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """List messages, newest first: id, status, attempts, queued at, recipients, subject."""
+    """List messages, newest first: id, status, attempts, queued at, account, recipients, subject."""
     statuses = [s.value for s in status or []]
-    items, total = run_with_services(data_dir, lambda s: s.outbox.list(statuses=statuses, limit=limit, offset=offset))
+    items, total = run_with_services(
+        data_dir, lambda s: s.outbox.list(statuses=statuses, limit=limit, offset=offset, account=account)
+    )
     for item in items:
         typer.echo(_line(item))
     typer.echo(f"{len(items)} of {total} message(s)")
@@ -70,19 +74,25 @@ def outbox_purge(
         list[Status] | None, typer.Option("--status", help="sent, failed or held (repeatable) [sent, failed].")
     ] = None,
     older_than_days: Annotated[float, typer.Option(min=0, help="Only messages last changed this long ago.")] = 30,
+    account: Annotated[str | None, typer.Option(help="Only this account's messages (default: every account).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Delete old sent and failed messages (never queued, retrying or sending ones)."""
     statuses = [s.value for s in status] if status else [Status.SENT.value, Status.FAILED.value]
     older = timedelta(days=older_than_days)
-    count = run_with_services(data_dir, lambda s: s.outbox.purge(statuses, older))
+    count = run_with_services(data_dir, lambda s: s.outbox.purge(statuses, older, account))
     typer.echo(f"Deleted {count} message(s).")
 
 
-async def run_worker(services: Services, metrics: tuple[str, int] | None = None) -> None:
+async def run_worker(
+    services: Services, metrics: tuple[str, int] | None = None, accounts: tuple[str, ...] = ()
+) -> None:
     """Deliver the outbox until SIGINT/SIGTERM (used by ``mailgate worker``); with ``metrics`` (host, port),
-    serve this process's ``/metrics`` and ``/healthz`` there meanwhile."""
-    worker = Worker(services.outbox, services.mailer)
+    serve this process's ``/metrics`` and ``/healthz`` there meanwhile.  ``accounts``: only these (default:
+    every account, followed as they are added and deleted)."""
+    for name in accounts:
+        await services.accounts.require(name)
+    worker = Worker(services.outbox, services.mailer, accounts=accounts)
     server = _health_server(services, *metrics) if metrics else None
 
     def stop() -> None:
@@ -154,11 +164,14 @@ def worker(
         typer.Option(help="Serve this worker's /metrics and /healthz (Prometheus) on this port.", min=0, max=65535),
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address of --metrics-port.")] = "127.0.0.1",
+    account: Annotated[
+        list[str] | None, typer.Option("--account", help="Deliver only this account's mail (repeatable; default: all).")
+    ] = None,
 ) -> None:
     """Run only the delivery worker (scale-out: several workers share a PostgreSQL outbox)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = (metrics_host, metrics_port) if metrics_port is not None else None
-    run_with_services(data_dir, lambda services: run_worker(services, metrics))
+    run_with_services(data_dir, lambda services: run_worker(services, metrics, tuple(account or ())))
 
 
 def register(app: typer.Typer) -> None:

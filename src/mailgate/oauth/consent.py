@@ -40,9 +40,12 @@ class AuthorizationStart:
 
 @dataclass(frozen=True)
 class AuthorizationResult:
+    #: The mailbox that consented (from the ID token; "" when the provider did not say).
     account: str
     provider: str
     return_to: str
+    #: The mailgate account the refresh token was stored on.
+    account_name: str = DEFAULT_ACCOUNT
 
 
 class ConsentFlow:
@@ -62,19 +65,28 @@ class ConsentFlow:
         self._db, self._box, self._client, self._catalogue, self._tokens = db, box, client, catalogue, tokens
         self._ttl = state_ttl
         self._clock = clock
+        #: Consents stored and disconnections made through this object (readers that cache them compare it).
+        self.changes = 0
 
     async def start(
-        self, *, binding: str | None = None, return_to: str = "", login_hint: str = ""
+        self,
+        *,
+        binding: str | None = None,
+        return_to: str = "",
+        login_hint: str = "",
+        account_name: str = DEFAULT_ACCOUNT,
     ) -> AuthorizationStart:
-        """A new authorization request: remembers state, PKCE verifier and which provider/client it is for."""
+        """A new authorization request for ``account_name``: remembers state, PKCE verifier, the account and
+        which provider/client it is for (every account shares the one redirect URI: the state says which)."""
         binding = binding or secrets.token_urlsafe(32)
         state, verifier = new_state(), new_code_verifier()
         async with self._db.session() as session:
-            config = _complete_config(await get_oauth_config(session, self._box))
+            config = _complete_config(await get_oauth_config(session, self._box, account_name))
             provider = self._catalogue.get(config.provider)
             session.add(
                 OAuthStateRow(
                     state_hash=sha256_hex(state),
+                    account_id=account_name,
                     binding_hash=sha256_hex(binding),
                     code_verifier_enc=self._box.encrypt(verifier),
                     provider=config.provider,
@@ -103,8 +115,9 @@ class ConsentFlow:
         code = params.get("code", "")
         if not code:
             raise OAuthFlowError("The provider's answer has no authorization code.", hint=_RESTART)
+        name = pending.account_id
         async with self._db.session() as session:
-            config = _complete_config(await get_oauth_config(session, self._box))
+            config = _complete_config(await get_oauth_config(session, self._box, name))
         if (config.provider, config.client_id, config.tenant) != (
             pending.provider,
             pending.client_id,
@@ -136,10 +149,18 @@ class ConsentFlow:
                 "access at myaccount.google.com/permissions and authorize again.",
             )
         account = account_from_id_token(answer.id_token)
-        await self._store(config, answer, account)
-        self._tokens.forget(DEFAULT_ACCOUNT)
-        log.info("authorization completed for provider %s, account %s", config.provider, account or "(unknown)")
-        return AuthorizationResult(account=account, provider=config.provider, return_to=pending.return_to)
+        await self._store(name, config, answer, account)
+        self.changes += 1
+        self._tokens.forget(name)
+        log.info(
+            "authorization of account %s completed for provider %s, mailbox %s",
+            name,
+            config.provider,
+            account or "(unknown)",
+        )
+        return AuthorizationResult(
+            account=account, provider=config.provider, return_to=pending.return_to, account_name=name
+        )
 
     async def return_to(self, state: str) -> str:
         """Where the flow started with ``state`` asked to come back to ("" when unknown), also after it failed."""
@@ -149,13 +170,13 @@ class ConsentFlow:
             row = await session.get(OAuthStateRow, sha256_hex(state))
             return row.return_to if row is not None else ""
 
-    async def disconnect(self) -> bool:
-        """Revoke the refresh token at the provider when it supports RFC 7009, then delete it here.
+    async def disconnect(self, account_name: str = DEFAULT_ACCOUNT) -> bool:
+        """Revoke the account's refresh token at the provider when it supports RFC 7009, then delete it here.
 
         Returns whether the provider confirmed the revocation; the local token is deleted either way.
         """
         async with self._db.session() as session:
-            row = await get_account(session, DEFAULT_ACCOUNT)
+            row = await get_account(session, account_name)
             if row is None:
                 return False
             refresh_token = self._box.decrypt(row.refresh_token_enc)
@@ -164,11 +185,12 @@ class ConsentFlow:
         if refresh_token and spec is not None and spec.revocation_url:
             revoked = await self._client.revoke(spec.revocation_url, refresh_token)
         async with self._db.session() as session:
-            row = await get_account(session, DEFAULT_ACCOUNT)
+            row = await get_account(session, account_name)
             if row is not None:
                 await session.delete(row)
-        self._tokens.forget(DEFAULT_ACCOUNT)
-        log.info("disconnected account (revoked at provider: %s)", revoked)
+        self._tokens.forget(account_name)
+        self.changes += 1
+        log.info("disconnected account %s (revoked at provider: %s)", account_name, revoked)
         return revoked
 
     async def _spend_state(self, binding: str | None, state: str) -> OAuthStateRow:
@@ -197,13 +219,13 @@ class ConsentFlow:
             raise OAuthFlowError("This authorization request has expired.", hint=_RESTART)
         return row
 
-    async def _store(self, config: OAuthConfig, answer: TokenResponse, account: str) -> None:
+    async def _store(self, name: str, config: OAuthConfig, answer: TokenResponse, account: str) -> None:
         now = self._clock()
         provider = self._catalogue.get(config.provider)
         async with self._db.session() as session:
-            row = await get_account(session, DEFAULT_ACCOUNT)
+            row = await get_account(session, name)
             if row is None:
-                row = OAuthAccountRow(id=DEFAULT_ACCOUNT, refresh_count=0)
+                row = OAuthAccountRow(id=name, refresh_count=0)
                 session.add(row)
             row.provider, row.client_id, row.account = config.provider, config.client_id, account
             row.refresh_token_enc = self._box.encrypt(answer.refresh_token)
@@ -211,7 +233,7 @@ class ConsentFlow:
             row.access_token_expires_at = answer.expires_at
             row.status, row.status_reason = TokenStatus.VALID.value, ""
             row.authorized_at = row.last_refreshed_at = now
-            server = await get_email_server(session, self._box)
+            server = await get_email_server(session, self._box, name)
             if server is None:
                 server = EmailServerConfig(
                     host=provider.smtp_host,
@@ -224,7 +246,7 @@ class ConsentFlow:
             # The consenting account is the mailbox: fill what the administrator left empty.
             if account and (not server.username or not server.sender):
                 server = replace(server, username=server.username or account, sender=server.sender or account)
-            await save_email_server(session, self._box, server)
+            await save_email_server(session, self._box, server, name)
 
 
 def _complete_config(config: OAuthConfig | None) -> OAuthConfig:

@@ -107,7 +107,7 @@ class TokenManager:
                 # Another process refreshed while we waited for the lock.
                 self._cache[account_id] = stored
                 return stored.token
-            config = await get_oauth_config(session, self._box)
+            config = await get_oauth_config(session, self._box, account_id)
             if config is None:
                 raise ConfigurationError("OAuth is not configured.", hint="Fill in and save the OAuth page.")
             provider = self._catalogue.get(config.provider)

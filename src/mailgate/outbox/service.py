@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..budget import ByteBudget
 from ..config import OutboxSettings
@@ -277,8 +278,8 @@ class Outbox:
         self.doorbell.ring()
         return MessageView.of(row)
 
-    async def purge(self, statuses: Sequence[str], older_than: timedelta) -> int:
-        """Delete sent/failed/held messages last changed before ``now - older_than``."""
+    async def purge(self, statuses: Sequence[str], older_than: timedelta, account: str | None = None) -> int:
+        """Delete sent/failed/held messages (of one account, or all) last changed before ``now - older_than``."""
         allowed = {*FINAL, Status.HELD.value}
         refused = [s for s in statuses if s not in allowed]
         if refused or not statuses:
@@ -286,7 +287,10 @@ class Outbox:
         cutoff = self.clock() - older_than
         async with self.db.session() as session:
             # Their bodies go with them (ON DELETE CASCADE: SQLite enforces it on mailgate's connections).
-            result = await session.execute(delete(Row).where(Row.status.in_(list(statuses)), Row.updated_at <= cutoff))
+            where = [Row.status.in_(list(statuses)), Row.updated_at <= cutoff]
+            if account is not None:
+                where.append(Row.account_id == account)
+            result = await session.execute(delete(Row).where(*where))
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def expire_sent(self, account_id: str = DEFAULT_ACCOUNT, *, chunk: int = EXPIRE_CHUNK) -> int:
@@ -314,13 +318,15 @@ class Outbox:
         return MessageView.of(row)
 
     async def list(
-        self, *, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0
+        self, *, statuses: Sequence[str] = (), limit: int = 50, offset: int = 0, account: str | None = None
     ) -> tuple[list[MessageView], int]:
-        """Newest first; ``(page, total matching)``."""
+        """Newest first, of one account or all; ``(page, total matching)``."""
         unknown = [s for s in statuses if s not in {st.value for st in Status}]
         if unknown:
             raise ValidationError({"status": f"unknown status {unknown[0]!r}; one of {', '.join(Status)}"})
-        where = [Row.status.in_(list(statuses))] if statuses else []
+        where: list[ColumnElement[bool]] = [Row.status.in_(list(statuses))] if statuses else []
+        if account is not None:
+            where.append(Row.account_id == account)
         async with self.db.session() as session:
             total = (await session.execute(select(func.count()).select_from(Row).where(*where))).scalar_one()
             rows = (

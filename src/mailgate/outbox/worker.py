@@ -27,7 +27,6 @@ from sqlalchemy import Connection
 from ..mailer import Mailer
 from ..smtp import SmtpConnection
 from ..smtp.transport import NextMessage
-from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
 from .policy import Outcome, Status, Verdict, classify
@@ -83,15 +82,17 @@ class Worker:
         owner: str | None = None,
         connection_factory: ConnectionFactory | None = None,
         random_source: Callable[[], float] = random.random,
-        accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,),
+        accounts: tuple[str, ...] = (),
     ) -> None:
+        """``accounts``: the accounts to deliver for; none given, every account (followed as they come and go).
+        A ``connection_factory`` replaces the SMTP connections (tests)."""
         self.outbox = outbox
         self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._factory = connection_factory or (lambda server: SmtpConnection(server, mailer.token_source(server)))
         self._recorder = Recorder(outbox, self.owner, random_source)
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
+        self._every_account, self._custom_factory = not accounts, connection_factory
         #: When :meth:`housekeeping` is next due (time.monotonic()); at once when the worker starts.
         self._housekeeping_due = 0.0
 
@@ -175,19 +176,36 @@ class Worker:
 
     async def run_once(self) -> int:
         """One cycle for every account: release or hold, claim due messages, send them.  Messages attempted."""
+        if self._every_account:
+            await self._follow_accounts()
         total = 0
-        for lane in self._lanes.values():
+        for lane in list(self._lanes.values()):
             total += await self._cycle(lane)
         return total
 
+    async def _follow_accounts(self) -> None:
+        """A lane for each account (its own connection pool, limits and hold), none for deleted ones."""
+        names = await self.outbox.config.account_names()
+        for gone in [name for name in self._lanes if name not in names]:
+            await self._close_pool(self._lanes.pop(gone))
+        for name in names:
+            self._lanes.setdefault(name, _Lane(name))
+
+    def _new_connection(self, server: EmailServerConfig, account: str) -> SmtpConnection:
+        if self._custom_factory is not None:
+            return self._custom_factory(server)
+        return SmtpConnection(server, self.mailer.token_source(server, account))
+
     # -- one cycle of one account ----------------------------------------------------------------------
 
-    async def _readiness(self) -> tuple[EmailServerConfig | None, Verdict | None, tuple[Any, ...], ProviderSpec | None]:
-        """The server, why the account cannot send now (or None), a fingerprint of its configuration, and
+    async def _readiness(
+        self, account: str
+    ) -> tuple[EmailServerConfig | None, Verdict | None, tuple[Any, ...], ProviderSpec | None]:
+        """The account's server, why it cannot send now (or None), a fingerprint of its configuration, and
         the provider whose limits apply."""
         config = self.outbox.config
-        server = await config.email_server()
-        view = await config.oauth_view()
+        server = await config.email_server(account)
+        view = await config.oauth_view(account)
         fingerprint = (server, view.provider, view.client_id, view.token_status, view.authorized_at)
         spec = self.outbox.provider_of(view.provider, server)
         server_, problem = self._problem(server, view.token_status, view.token_status_reason)
@@ -212,7 +230,7 @@ class Worker:
 
     async def _cycle(self, lane: _Lane) -> int:
         now = self._clock()
-        server, problem, fingerprint, spec = await self._readiness()
+        server, problem, fingerprint, spec = await self._readiness(lane.account_id)
         async with self.outbox.db.session() as session:
             if problem is not None:
                 held = await queue.hold_account(session, lane.account_id, now, problem.code, problem.message)
@@ -240,7 +258,7 @@ class Worker:
             await self._close_pool(lane)
             lane.server = server
         while len(lane.pool) < connections:
-            lane.pool.append(self._factory(server))
+            lane.pool.append(self._new_connection(server, lane.account_id))
         del lane.pool[connections:]
         # Every connection finishes its message before the cycle ends, even when another one failed.
         outcomes: list[object] = list(

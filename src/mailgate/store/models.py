@@ -10,6 +10,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AccountRow",
     "AdminUser",
     "ApiKey",
     "Base",
@@ -78,11 +79,21 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
+class AccountRow(Base):
+    """A sending mailbox (``default`` always exists): the senders it may use besides its own mailbox."""
+
+    __tablename__ = "accounts"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: Extra From addresses it may use: ``alias@example.com`` or ``*@example.com``, lower-cased.
+    senders: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class OAuthConfigRow(Base):
-    """The OAuth page: one row (id 1)."""
+    """The OAuth page of an account: one row per account."""
 
     __tablename__ = "oauth_config"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
     tenant: Mapped[str] = mapped_column(String(255), default="")
     client_id: Mapped[str] = mapped_column(String(255))
@@ -111,10 +122,10 @@ class OAuthAccountRow(Base):
 
 
 class EmailServerRow(Base):
-    """The Email server page: one row (id 1)."""
+    """The Email server page of an account: one row per account."""
 
     __tablename__ = "email_server"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     security: Mapped[str] = mapped_column(String(16))
@@ -131,6 +142,8 @@ class OAuthStateRow(Base):
 
     __tablename__ = "oauth_states"
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The account whose mailbox consents (every account shares the one redirect URI).
+    account_id: Mapped[str] = mapped_column(String(64), default="default")
     #: Hash of the browser cookie the flow is bound to.
     binding_hash: Mapped[str] = mapped_column(String(64))
     code_verifier_enc: Mapped[str] = mapped_column(Text)

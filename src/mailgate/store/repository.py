@@ -7,10 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..types import Authentication, EmailServerConfig, OAuthConfig, Security
 from .crypto import SecretBox
-from .models import EmailServerRow, OAuthAccountRow, OAuthConfigRow
+from .models import AccountRow, EmailServerRow, OAuthAccountRow, OAuthConfigRow
 
 __all__ = [
     "DEFAULT_ACCOUNT",
+    "ensure_account",
     "get_account",
     "get_email_server",
     "get_oauth_config",
@@ -19,13 +20,21 @@ __all__ = [
     "save_oauth_config",
 ]
 
-#: The account of the OAuth page.  (Rows are keyed so that more accounts can come later.)
+#: The account of the OAuth and Email server pages of the guide (and of every route without an account).
 DEFAULT_ACCOUNT = "default"
-_SINGLETON = 1
 
 
-async def get_oauth_config(session: AsyncSession, box: SecretBox) -> OAuthConfig | None:
-    row = await session.get(OAuthConfigRow, _SINGLETON)
+async def ensure_account(session: AsyncSession, account: str) -> AccountRow:
+    """The account's row, created (with no extra senders) when it does not exist yet."""
+    row = await session.get(AccountRow, account)
+    if row is None:
+        row = AccountRow(name=account, senders=[])
+        session.add(row)
+    return row
+
+
+async def get_oauth_config(session: AsyncSession, box: SecretBox, account: str = DEFAULT_ACCOUNT) -> OAuthConfig | None:
+    row = await session.get(OAuthConfigRow, account)
     if row is None:
         return None
     return OAuthConfig(
@@ -37,10 +46,13 @@ async def get_oauth_config(session: AsyncSession, box: SecretBox) -> OAuthConfig
     )
 
 
-async def save_oauth_config(session: AsyncSession, box: SecretBox, config: OAuthConfig) -> None:
-    row = await session.get(OAuthConfigRow, _SINGLETON)
+async def save_oauth_config(
+    session: AsyncSession, box: SecretBox, config: OAuthConfig, account: str = DEFAULT_ACCOUNT
+) -> None:
+    await ensure_account(session, account)
+    row = await session.get(OAuthConfigRow, account)
     if row is None:
-        row = OAuthConfigRow(id=_SINGLETON)
+        row = OAuthConfigRow(account_id=account)
         session.add(row)
     row.provider = config.provider
     row.tenant = config.tenant
@@ -49,8 +61,10 @@ async def save_oauth_config(session: AsyncSession, box: SecretBox, config: OAuth
     row.redirect_uri = config.redirect_uri
 
 
-async def get_email_server(session: AsyncSession, box: SecretBox) -> EmailServerConfig | None:
-    row = await session.get(EmailServerRow, _SINGLETON)
+async def get_email_server(
+    session: AsyncSession, box: SecretBox, account: str = DEFAULT_ACCOUNT
+) -> EmailServerConfig | None:
+    row = await session.get(EmailServerRow, account)
     if row is None:
         return None
     return EmailServerConfig(
@@ -65,10 +79,13 @@ async def get_email_server(session: AsyncSession, box: SecretBox) -> EmailServer
     )
 
 
-async def save_email_server(session: AsyncSession, box: SecretBox, config: EmailServerConfig) -> None:
-    row = await session.get(EmailServerRow, _SINGLETON)
+async def save_email_server(
+    session: AsyncSession, box: SecretBox, config: EmailServerConfig, account: str = DEFAULT_ACCOUNT
+) -> None:
+    await ensure_account(session, account)
+    row = await session.get(EmailServerRow, account)
     if row is None:
-        row = EmailServerRow(id=_SINGLETON)
+        row = EmailServerRow(account_id=account)
         session.add(row)
     row.host = config.host
     row.port = config.port

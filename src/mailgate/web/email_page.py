@@ -13,13 +13,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ..app import Services
 from ..configure import EmailServerUpdate, OAuthView
 from ..errors import MailgateError, ValidationError
 from ..smtp import Step
+from ..store.repository import DEFAULT_ACCOUNT
 from ..types import Authentication, EmailServerConfig
 from .deps import ServicesDep
 from .oauth_page import token_status_text
-from .pages import EMAIL_PAGE, OAUTH_PAGE, CsrfDep, PageUser, page_url, redirect_to, render
+from .pages import ACCOUNTS_PAGE, EMAIL_PAGE, CsrfDep, PageUser, account_pages, page_url, redirect_to, render
 from .session import Flash
 
 __all__ = ["router", "sender_warning"]
@@ -59,8 +61,9 @@ def sender_warning(sender: str, username: str, view: OAuthView) -> str:
     )
 
 
-def _values(server: EmailServerConfig) -> dict[str, str]:
+def _values(server: EmailServerConfig, senders: list[str]) -> dict[str, str]:
     return {
+        "senders": "\n".join(senders),
         "host": server.host,
         "port": str(server.port),
         "security": server.security.value,
@@ -80,11 +83,13 @@ async def _page(
     steps: list[Step] | None = None,
     tested: str = "",
     status_code: int = 200,
+    account: str = DEFAULT_ACCOUNT,
 ) -> HTMLResponse:
     services = request.app.state.services
-    server = await services.config.email_server()
-    view: OAuthView = await services.config.oauth_view()
-    values = values or _values(server)
+    server = await services.config.email_server(account)
+    view: OAuthView = await services.config.oauth_view(account)
+    values = values or _values(server, await services.accounts.senders(account))
+    oauth_path, email_path = account_pages(account)
     status_class, status_text = token_status_text(view, on_email_page=True)
     provider = services.catalogue.providers.get(view.provider)
     return render(
@@ -92,7 +97,7 @@ async def _page(
         "email_server.html",
         {
             "title": "Email server",
-            "page": "email",
+            "page": "email" if account == DEFAULT_ACCOUNT else "accounts",
             "values": values,
             "errors": errors or {},
             "password_set": bool(server.password),
@@ -107,7 +112,9 @@ async def _page(
             ],
             "tested": tested,
             "tests_ok": bool(steps) and all(s.ok for s in steps or []),
-            "oauth_page": page_url(request, OAUTH_PAGE),
+            "oauth_page": page_url(request, oauth_path),
+            "self_url": page_url(request, email_path),
+            "account_name": "" if account == DEFAULT_ACCOUNT else account,
         },
         status_code=status_code,
     )
@@ -119,11 +126,30 @@ async def email_page(request: Request, _user: PageUser) -> Response:
     return await _page(request)
 
 
+@router.get(ACCOUNTS_PAGE + "/{account}/email-server", response_class=HTMLResponse)
+async def account_email_page(request: Request, account: str, _user: PageUser, services: ServicesDep) -> Response:
+    """The Email server page of another account (saving it creates the account)."""
+    return await _page(request, account=services.accounts.check_name(account))
+
+
 @router.post(EMAIL_PAGE, response_class=HTMLResponse)
 async def email_action(request: Request, _user: PageUser, _csrf: CsrfDep, services: ServicesDep) -> Response:
     """Save the form, then do what the pressed button asks: save, authorize, test or send."""
+    return await _act(request, services, DEFAULT_ACCOUNT)
+
+
+@router.post(ACCOUNTS_PAGE + "/{account}/email-server", response_class=HTMLResponse)
+async def account_email_action(
+    request: Request, account: str, _user: PageUser, _csrf: CsrfDep, services: ServicesDep
+) -> Response:
+    """The same for another account (saving creates it)."""
+    return await _act(request, services, services.accounts.check_name(account))
+
+
+async def _act(request: Request, services: Services, account: str) -> Response:
     form = await request.form()
-    values = {name: str(form.get(name, "")).strip()[:4096] for name in (*_FIELDS, "send_to")}
+    values = {name: str(form.get(name, "")).strip()[:4096] for name in (*_FIELDS, "send_to", "senders")}
+    senders = [line.strip() for line in values["senders"].splitlines() if line.strip()]
     action = str(form.get("action", "save"))
     password = str(form.get("password", ""))[:4096]
     errors: dict[str, str] = {}
@@ -135,7 +161,8 @@ async def email_action(request: Request, _user: PageUser, _csrf: CsrfDep, servic
     if action == "send" and not _ADDRESS.match(values["send_to"]):
         errors["send_to"] = "must be an email address to send the test message to"
     try:
-        await services.config.save_email_server(
+        await services.accounts.save_email_server(
+            account,
             EmailServerUpdate(
                 host=values["host"],
                 port=port,
@@ -145,36 +172,39 @@ async def email_action(request: Request, _user: PageUser, _csrf: CsrfDep, servic
                 sender=values["sender"],
                 password=password or None,
                 ca_file=values["ca_file"],
-            )
+            ),
+            senders if "senders" in form else None,
         )
     except ValidationError as exc:
         errors = {**exc.errors, **errors}
     except MailgateError as exc:
         errors.setdefault("form", f"{exc.message} {exc.hint}".strip())
     if errors:
-        return await _page(request, values, errors, status_code=422)
+        return await _page(request, values, errors, status_code=422, account=account)
     if action == "authorize":
-        return await _authorize(request, values)
+        return await _authorize(request, values, account)
     if action in ("test", "send"):
         send_to = values["send_to"] if action == "send" else None
         try:
-            steps = await services.mailer.test(send_to=send_to)
+            steps = await services.mailer.test(send_to=send_to, account=account)
         except MailgateError as exc:
             steps = [Step("connect", False, exc.message, exc.hint)]
-        return await _page(request, values, steps=steps, tested=action)
-    return redirect_to(request, EMAIL_PAGE, Flash("ok", "Saved."))
+        return await _page(request, values, steps=steps, tested=action, account=account)
+    return redirect_to(request, account_pages(account)[1], Flash("ok", "Saved."))
 
 
-async def _authorize(request: Request, values: dict[str, str]) -> Response:
+async def _authorize(request: Request, values: dict[str, str], account: str) -> Response:
     """Send the browser through the consent flow (``/v2/oauth/authorize``), back to this page afterwards."""
     services = request.app.state.services
+    oauth_path, email_path = account_pages(account)
     if values["authentication"] != Authentication.OAUTH.value:
-        return await _page(request, values, {"authentication": "choose OAuth to authorize a mailbox"}, status_code=422)
-    view: OAuthView = await services.config.oauth_view()
+        errors = {"authentication": "choose OAuth to authorize a mailbox"}
+        return await _page(request, values, errors, status_code=422, account=account)
+    view: OAuthView = await services.config.oauth_view(account)
     if not view.client_id:
         return redirect_to(
             request,
-            OAUTH_PAGE,
+            oauth_path,
             Flash(
                 "error",
                 "OAuth is not configured yet.",
@@ -182,6 +212,7 @@ async def _authorize(request: Request, values: dict[str, str]) -> Response:
                 "on the Email server page.",
             ),
         )
-    back = quote(page_url(request, EMAIL_PAGE), safe="/")
-    target = f"{services.settings.api_prefix}/oauth/authorize?return_to={back}"
+    back = quote(page_url(request, email_path), safe="/")
+    start = "" if account == DEFAULT_ACCOUNT else f"/accounts/{quote(account, safe='')}"
+    target = f"{services.settings.api_prefix}{start}/oauth/authorize?return_to={back}"
     return RedirectResponse(target, status_code=303)

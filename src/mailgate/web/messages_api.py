@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
@@ -31,6 +32,7 @@ from ..outbox import (
     from_request,
 )
 from ..outbox.checks import MAX_ATTACHMENTS, MAX_HEADERS
+from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .openapi import schema_ref
 
@@ -70,9 +72,12 @@ class AttachmentIn(BaseModel):
 
 
 class MessageIn(BaseModel):
-    """A message to queue.  ``from`` defaults to the sender configured on the Email server page."""
+    """A message to queue.  ``account`` (optional) is the account to send it through, else the one whose
+    senders include ``from``; ``from`` defaults to the sender configured on that account's Email server page
+    (``default``'s when neither is given)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    account: str | None = Field(default=None, max_length=64)
     from_: str | None = Field(default=None, alias="from", max_length=998)
     to: list[str] = Field(default_factory=list)
     cc: list[str] = Field(default_factory=list)
@@ -162,31 +167,48 @@ def _check_idempotency_key(key: str) -> None:
         raise ValidationError({"Idempotency-Key": "must not contain control characters (CR, LF, NUL...)"})
 
 
-def _parse_json(body: bytes) -> MessageRequest:
+def _parse_json(body: bytes) -> MessageIn:
     try:
-        parsed = MessageIn.model_validate_json(body or b"null")
+        return MessageIn.model_validate_json(body or b"null")
     except PydanticValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
-    return parsed.to_request()
 
 
-async def _compose(taken: list[bytes], media: str, limits: Limits) -> NewMessage:
+async def _compose(taken: list[bytes], media: str, limits: Limits, services: Services) -> tuple[NewMessage, str]:
     """The checked message of a request's body (popped from ``taken``, so that a JSON body is freed once parsed:
     a large message takes several copies while it is composed), parsed and composed in a worker thread when
-    it is heavy (HEAVY_BYTES, HEAVY_ITEMS): thousands of addresses or parts would otherwise stall every request."""
+    it is heavy (HEAVY_BYTES, HEAVY_ITEMS): thousands of addresses or parts would otherwise stall every request.
+    With the account it goes out through (see :meth:`mailgate.accounts.Accounts.route`)."""
     heavy = len(taken[0]) > HEAVY_BYTES
     if media == "message/rfc822":
         body = taken.pop()
         if heavy or body.count(b"@", 0, HEAVY_BYTES) > HEAVY_ITEMS:
-            return await asyncio.to_thread(from_raw, body, limits)
-        return from_raw(body, limits)
-    if heavy:
-        return await asyncio.to_thread(lambda: from_request(_parse_json(taken.pop()), limits))
-    request = _parse_json(taken.pop())
+            message = await asyncio.to_thread(from_raw, body, limits)
+        else:
+            message = from_raw(body, limits)
+        # Routed by its From, which it has (from_raw refuses a message without one).
+        return message, await services.accounts.route(message.sender, None)
+    parsed = await asyncio.to_thread(_parse_json, taken.pop()) if heavy else _parse_json(taken.pop())
+    try:
+        account, refused = await services.accounts.route(parsed.from_, parsed.account), None
+    except ValidationError as exc:
+        if "account" in exc.errors:
+            raise
+        # The message's own faults first (recipients, headers...), then whether its From may be used.
+        account, refused = parsed.account or DEFAULT_ACCOUNT, exc
+    if account != DEFAULT_ACCOUNT:
+        limits = await _limits_of(services, account, limits)
+    request = parsed.to_request()
     items = len(request.to) + len(request.cc) + len(request.bcc) + len(request.attachments) + len(request.headers)
-    if items > HEAVY_ITEMS:
-        return await asyncio.to_thread(from_request, request, limits)
-    return from_request(request, limits)
+    if heavy or items > HEAVY_ITEMS:
+        message = await asyncio.to_thread(from_request, request, limits)
+    else:
+        message = from_request(request, limits)
+    if refused is not None:
+        raise refused
+    if not parsed.from_ and message.sender and not await services.accounts.may_send(account, message.sender):
+        raise ValidationError({"from": f"account {account!r} may not send as {message.sender!r}"})
+    return message, account
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_POST_DOC)
@@ -222,13 +244,27 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
             )
         taken = [body]
         del body  # only in taken: _compose lets go of it once parsed
-        message = await _compose(taken, media, limits)
-        view, created = await outbox.enqueue(message, idempotency_key=idempotency_key, request_hash=digest.hexdigest())
+        message, account = await _compose(taken, media, limits, services)
+        view, created = await outbox.enqueue(
+            message, idempotency_key=idempotency_key, request_hash=digest.hexdigest(), account_id=account
+        )
     location = f"{services.settings.api_prefix}/email/messages/{view.id}"
     headers = {"Location": location}
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse({"id": view.id, "status": view.status}, status_code=202, headers=headers)
+
+
+async def _limits_of(services: Services, account: str, limits: Limits) -> Limits:
+    """``limits`` (the default account's) with ``account``'s sender and its provider's recipient limit."""
+    server = await services.config.email_server(account)
+    spec = services.outbox.provider_of((await services.config.oauth_view(account)).provider, server)
+    return replace(
+        limits,
+        default_sender=server.sender or server.username,
+        max_recipients=spec.max_recipients if spec else 0,
+        provider=spec.label if spec else "",
+    )
 
 
 @router.get("")
@@ -238,9 +274,11 @@ async def list_messages(
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    account: Annotated[str | None, Query(max_length=64, description="Only this account's messages.")] = None,
 ) -> dict[str, Any]:
-    """Newest first, optionally only some statuses (``?status=failed&status=held``)."""
-    items, total = await services.outbox.list(statuses=[s.value for s in status_ or []], limit=limit, offset=offset)
+    """Newest first, optionally only some statuses (``?status=failed&status=held``) or one account."""
+    statuses = [s.value for s in status_ or []]
+    items, total = await services.outbox.list(statuses=statuses, limit=limit, offset=offset, account=account)
     following = offset + len(items)
     return {
         "items": [item.to_dict() for item in items],

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from ..app import Services
 from ..configure import OAuthConfigUpdate
 from ..errors import OAuthFlowError
 from ..providers import Catalogue
@@ -17,7 +18,7 @@ from .deps import AdminDep, ServicesDep
 from .schemas import OAuthConfigIn, sent_text
 from .session import Flash, web_keys
 
-__all__ = ["FLOW_COOKIE", "public_catalogue", "router"]
+__all__ = ["FLOW_COOKIE", "public_catalogue", "router", "start_authorization", "write_config"]
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -38,7 +39,13 @@ async def put_config(body: OAuthConfigIn, _: AdminDep, services: ServicesDep) ->
     are not carried over (they belong to the old app registration).  The merged settings are validated whole:
     on a 422 (naming each field) nothing is stored.
     """
-    view = await services.config.save_oauth(
+    return await write_config(services, DEFAULT_ACCOUNT, body)
+
+
+async def write_config(services: Services, account: str, body: OAuthConfigIn) -> dict[str, Any]:
+    """A partial update of the account's OAuth settings (creating the account); see ``put_config``."""
+    view = await services.accounts.save_oauth(
+        account,
         OAuthConfigUpdate(
             provider=sent_text(body, "provider"),
             tenant=sent_text(body, "tenant"),
@@ -47,9 +54,10 @@ async def put_config(body: OAuthConfigIn, _: AdminDep, services: ServicesDep) ->
             redirect_uri=sent_text(body, "redirect_uri"),
             authorization_url=body.authorization_url,
             token_url=body.token_url,
-        )
+            copy_from=body.copy_from,
+        ),
     )
-    services.tokens.forget(DEFAULT_ACCOUNT)
+    services.tokens.forget(account)
     return view.to_dict()
 
 
@@ -81,13 +89,21 @@ async def list_providers(_: AdminDep, services: ServicesDep) -> list[dict[str, A
 @router.get("/authorize", response_class=RedirectResponse, status_code=302)
 async def authorize(request: Request, _: AdminDep, services: ServicesDep, return_to: str = "") -> Response:
     """302 to the provider's consent page.  A cookie binds the flow to this browser (RFC 9700 s.4.7.1)."""
+    return await start_authorization(request, services, DEFAULT_ACCOUNT, return_to)
+
+
+async def start_authorization(request: Request, services: Services, account: str, return_to: str) -> Response:
+    """302 to the provider's consent page for ``account`` (the one-time state records the account)."""
     safe_return = return_to if _local_page(services.settings.context_path, return_to) else ""
-    start = await services.consent.start(binding=request.cookies.get(FLOW_COOKIE), return_to=safe_return)
+    start = await services.consent.start(
+        binding=request.cookies.get(FLOW_COOKIE), return_to=safe_return, account_name=account
+    )
     response = RedirectResponse(start.url, status_code=302)
     response.set_cookie(
         FLOW_COOKIE,
         start.binding,
         max_age=1800,
+        # The redirect URI's path: the callback is where the cookie must come back.
         path=f"{services.settings.api_prefix}/oauth",
         httponly=True,
         secure=services.settings.base_url.startswith("https://"),
@@ -133,6 +149,8 @@ async def redirect(request: Request, services: ServicesDep) -> Response:
         return JSONResponse(body)
     if _local_page(services.settings.context_path, result.return_to):
         who = f" as {result.account}" if result.account else ""
+        if result.account_name != DEFAULT_ACCOUNT:
+            who += f" for account {result.account_name}"
         text = f"Authorized{who}: the refresh token is stored and mailgate can send email with OAuth."
         return _back(request, result.return_to, Flash("ok", text))
     return templates.TemplateResponse(

@@ -8,13 +8,14 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from ..app import Services
 from ..configure import OAuthConfigUpdate, OAuthView
 from ..errors import MailgateError, ValidationError
 from ..store.repository import DEFAULT_ACCOUNT
 from ..types import TokenStatus
 from .deps import ServicesDep
 from .oauth_api import public_catalogue
-from .pages import EMAIL_PAGE, OAUTH_PAGE, CsrfDep, PageUser, redirect_to, render
+from .pages import ACCOUNTS_PAGE, OAUTH_PAGE, CsrfDep, PageUser, account_pages, redirect_to, render
 from .session import Flash
 
 __all__ = ["router", "token_status_text"]
@@ -51,8 +52,10 @@ def _page(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
     retype_secret: bool = False,
+    account: str = DEFAULT_ACCOUNT,
 ) -> HTMLResponse:
     services = request.app.state.services
+    oauth_path, email_path = account_pages(account)
     catalogue = public_catalogue(request.app.state.services.catalogue)
     values = values or {
         "provider": view.provider or catalogue[0]["name"],
@@ -67,7 +70,7 @@ def _page(
         "oauth.html",
         {
             "title": "OAuth",
-            "page": "oauth",
+            "page": "oauth" if account == DEFAULT_ACCOUNT else "accounts",
             "providers": catalogue,
             "values": values,
             "errors": errors or {},
@@ -84,7 +87,9 @@ def _page(
             "status_class": status_class,
             "status_text": status_text,
             "authorized_at": _when(view.authorized_at),
-            "email_page": services.settings.context_path + EMAIL_PAGE,
+            "email_page": services.settings.context_path + email_path,
+            "self_url": services.settings.context_path + oauth_path,
+            "account_name": "" if account == DEFAULT_ACCOUNT else account,
         },
         status_code=status_code,
     )
@@ -96,28 +101,50 @@ async def oauth_page(request: Request, _user: PageUser, services: ServicesDep) -
     return _page(request, await services.config.oauth_view())
 
 
+@router.get(ACCOUNTS_PAGE + "/{account}/oauth", response_class=HTMLResponse)
+async def account_oauth_page(request: Request, account: str, _user: PageUser, services: ServicesDep) -> Response:
+    """The OAuth page of another account (saving it creates the account)."""
+    services.accounts.check_name(account)
+    return _page(request, await services.config.oauth_view(account), account=account)
+
+
 @router.post(OAUTH_PAGE, response_class=HTMLResponse)
 async def save_oauth(request: Request, _user: PageUser, _csrf: CsrfDep, services: ServicesDep) -> Response:
     """Validate and save; on error show each field's problem next to it and keep what was typed."""
+    return await _save(request, services, DEFAULT_ACCOUNT)
+
+
+@router.post(ACCOUNTS_PAGE + "/{account}/oauth", response_class=HTMLResponse)
+async def save_account_oauth(
+    request: Request, account: str, _user: PageUser, _csrf: CsrfDep, services: ServicesDep
+) -> Response:
+    """Save another account's OAuth page (creating the account)."""
+    services.accounts.check_name(account)
+    return await _save(request, services, account)
+
+
+async def _save(request: Request, services: Services, account: str) -> Response:
     form = await request.form()
     values = {name: str(form.get(name, ""))[:4096] for name in ("provider", "tenant", "client_id", "redirect_uri")}
     secret = str(form.get("client_secret", ""))[:4096]
-    before = await services.config.oauth_view()
+    before = await services.config.oauth_view(account)
+    oauth_path, _ = account_pages(account)
     try:
-        view = await services.config.save_oauth(
+        view = await services.accounts.save_oauth(
+            account,
             OAuthConfigUpdate(
                 provider=values["provider"],
                 tenant=values["tenant"],
                 client_id=values["client_id"],
                 client_secret=secret or None,
                 redirect_uri=values["redirect_uri"],
-            )
+            ),
         )
     except ValidationError as exc:
-        return _page(request, before, values, exc.errors, status_code=422, retype_secret=bool(secret))
+        return _page(request, before, values, exc.errors, 422, retype_secret=bool(secret), account=account)
     except MailgateError as exc:
-        return _page(request, before, values, {"form": f"{exc.message} {exc.hint}".strip()}, status_code=409)
-    services.tokens.forget(DEFAULT_ACCOUNT)
+        return _page(request, before, values, {"form": f"{exc.message} {exc.hint}".strip()}, 409, account=account)
+    services.tokens.forget(account)
     text = "Saved."
     if before.refresh_token_set and not view.refresh_token_set:
         text += (
@@ -126,19 +153,32 @@ async def save_oauth(request: Request, _user: PageUser, _csrf: CsrfDep, services
         )
     elif not view.refresh_token_set:
         text += " Next: on the Email server page, choose OAuth authentication and click Authorize."
-    return redirect_to(request, OAUTH_PAGE, Flash("ok", text))
+    return redirect_to(request, oauth_path, Flash("ok", text))
 
 
 @router.post(OAUTH_PAGE + "/disconnect", response_class=HTMLResponse)
 async def disconnect(request: Request, _user: PageUser, _csrf: CsrfDep, services: ServicesDep) -> Response:
     """Revoke the refresh token at the provider (when it supports revocation) and delete it here."""
-    view = await services.config.oauth_view()
+    return await _disconnect(request, services, DEFAULT_ACCOUNT)
+
+
+@router.post(ACCOUNTS_PAGE + "/{account}/oauth/disconnect", response_class=HTMLResponse)
+async def disconnect_account(
+    request: Request, account: str, _user: PageUser, _csrf: CsrfDep, services: ServicesDep
+) -> Response:
+    """Disconnect another account."""
+    return await _disconnect(request, services, await services.accounts.require(account))
+
+
+async def _disconnect(request: Request, services: Services, account: str) -> Response:
+    view = await services.config.oauth_view(account)
     spec = services.catalogue.providers.get(view.provider)
+    oauth_path, _ = account_pages(account)
     try:
-        revoked = await services.consent.disconnect()
+        revoked = await services.consent.disconnect(account)
     except MailgateError as exc:
-        return redirect_to(request, OAUTH_PAGE, Flash("error", exc.message, exc.hint))
-    services.tokens.forget(DEFAULT_ACCOUNT)
+        return redirect_to(request, oauth_path, Flash("error", exc.message, exc.hint))
+    services.tokens.forget(account)
     text, hint = "Disconnected: the refresh token was deleted here", ""
     if revoked:
         text += " and revoked at the provider."
@@ -151,4 +191,4 @@ async def disconnect(request: Request, _user: PageUser, _csrf: CsrfDep, services
     else:
         text += ", but the provider did not confirm the revocation."
         hint = "Remove mailgate's access in the account's security settings at the provider if needed."
-    return redirect_to(request, OAUTH_PAGE, Flash("ok", text, hint))
+    return redirect_to(request, oauth_path, Flash("ok", text, hint))

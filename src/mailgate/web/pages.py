@@ -17,18 +17,21 @@ from fastapi.templating import Jinja2Templates
 from ..admins import ADMIN_USER
 from ..app import Services
 from ..store import load_or_create_key
+from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
 from .deps import ServicesDep
 from .ratelimit import LoginLimiter
 from .session import SESSION_COOKIE, Flash, WebKeys, WebSessionMiddleware, web_keys
 
 __all__ = [
+    "ACCOUNTS_PAGE",
     "EMAIL_PAGE",
     "OAUTH_PAGE",
     "PAGE_HEADERS",
     "CsrfDep",
     "LoginRequired",
     "PageUser",
+    "account_pages",
     "install_pages",
     "page_url",
     "redirect_to",
@@ -38,6 +41,7 @@ __all__ = [
 
 OAUTH_PAGE = "/configuration/oauth"
 EMAIL_PAGE = "/configuration/email-server"
+ACCOUNTS_PAGE = "/configuration/accounts"
 LOGIN_PAGE = "/login"
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -61,6 +65,14 @@ class LoginRequired(Exception):
     def __init__(self, next_path: str) -> None:
         super().__init__(next_path)
         self.next_path = next_path
+
+
+def account_pages(account: str) -> tuple[str, str]:
+    """The OAuth and Email server pages of ``account`` (the guide's own pages for ``default``)."""
+    if account == DEFAULT_ACCOUNT:
+        return OAUTH_PAGE, EMAIL_PAGE
+    base = f"{ACCOUNTS_PAGE}/{quote(account, safe='')}"
+    return f"{base}/oauth", f"{base}/email-server"
 
 
 def page_url(request: Request, page: str) -> str:
@@ -111,6 +123,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             "static": f"{prefix}/static",
             "oauth_url": prefix + OAUTH_PAGE,
             "email_url": prefix + EMAIL_PAGE,
+            "accounts_url": prefix + ACCOUNTS_PAGE,
             "logout_url": prefix + "/logout",
             **context,
         },
@@ -189,7 +202,7 @@ async def logout(request: Request, services: ServicesDep, _: CsrfDep) -> Redirec
 
 def install_pages(app: FastAPI, services: Services) -> None:
     """Mount the admin pages, their static files, the session middleware and the page error handlers."""
-    from . import email_page, oauth_page
+    from . import accounts_page, email_page, oauth_page
 
     settings = services.settings
     prefix = settings.context_path
@@ -204,6 +217,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
     app.include_router(router, prefix=prefix)
     app.include_router(oauth_page.router, prefix=prefix)
     app.include_router(email_page.router, prefix=prefix)
+    app.include_router(accounts_page.router, prefix=prefix)
 
     @app.get(prefix, include_in_schema=False)
     async def context_root() -> RedirectResponse:

@@ -58,6 +58,12 @@ class OAuthConfigIn(_Patch):
         default=None, description="Read-only: accepted when equal to the derived URL."
     )
     token_url: str | None = Field(default=None, description="Read-only: accepted when equal to the derived URL.")
+    copy_from: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Another account whose provider, tenant, client ID and secret and redirect URI are copied "
+        "(one app registration for several mailboxes); the other fields sent win.",
+    )
     # Read-only fields a client may echo back from a GET.
     client_secret_set: bool | None = Field(default=None, description="Read-only: ignored.")
     refresh_token_set: bool | None = Field(default=None, description="Read-only: ignored.")
@@ -72,6 +78,13 @@ class EmailServerIn(_Patch):
     sender: str | None = Field(default=None, description=_CLEAR)
     password: str | None = Field(default=None, description=_SECRET + " Dropped when authentication is not password.")
     ca_file: str | None = Field(default=None, description=_CLEAR)
+    senders: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="The account's extra senders besides its mailbox: addresses (aliases) or *@domain. "
+        + _KEEP
+        + " Null or [] clears them.",
+    )
     password_set: bool | None = Field(default=None, description="Read-only: ignored.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from .mailer import Mailer
 from .oauth import ConsentFlow, TokenClient, TokenManager
 from .outbox import Outbox
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
+from .relay import DEFAULT_ACCOUNT, RelayMetrics, RelayUsers, SenderCheck
 from .store import Database, SecretBox, load_or_create_key
 from .store.files import private_data_dir
 
@@ -33,6 +35,10 @@ class Services:
     admins: Admins
     mailer: Mailer
     outbox: Outbox
+    #: The SMTP relay's credentials, the counters of its listener, and which senders an account may use.
+    relay_users: RelayUsers
+    relay_metrics: RelayMetrics
+    sender_allowed: SenderCheck
 
     async def aclose(self) -> None:
         await self.token_client.aclose()
@@ -52,6 +58,28 @@ def load_providers(settings: Settings) -> Catalogue:
                 hint="Point MAILGATE_PROVIDERS_FILE at a readable TOML file, or unset it.",
             ) from exc
     return load_catalogue(bundled_catalogue_text(), override, str(settings.providers_file or ""))
+
+
+def default_account_senders(config: ConfigService) -> SenderCheck:
+    """``sender_allowed(account, address)`` until accounts exist: the account ``default`` may send as its
+    Email server page's username and sender (read again at most once a second: this is per message)."""
+    read: list[tuple[float, frozenset[str]]] = []
+
+    async def sender_allowed(account: str, address: str) -> bool:
+        if account != DEFAULT_ACCOUNT:
+            return False
+        if not read or time.monotonic() - read[0][0] >= 1.0:
+            started = time.monotonic()
+            server = await config.email_server()
+            read[:] = [(started, frozenset(a.strip().lower() for a in (server.username, server.sender) if a.strip()))]
+        return address.strip().lower() in read[0][1]
+
+    return sender_allowed
+
+
+async def _account_exists(name: str) -> bool:
+    # Only the account ``default`` exists until accounts land (then: Services.accounts).
+    return name == DEFAULT_ACCOUNT
 
 
 async def build_services(
@@ -87,4 +115,7 @@ async def build_services(
         admins=Admins(db),
         mailer=Mailer(config, tokens),
         outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
+        relay_users=RelayUsers(db, box, _account_exists),
+        relay_metrics=RelayMetrics(),
+        sender_allowed=default_account_senders(config),
     )

@@ -65,6 +65,30 @@ class Relay:
 RelayFactory = Callable[..., Any]
 
 
+async def start_relay(
+    env: Env, started: list[RelayServer], *, senders: list[str] | None = None, **relay: Any
+) -> tuple[RelayServer, RelayCertificate, int, int | None, str]:
+    """Start a relay on free ports in front of ``env``'s outbox with user ``app1``: (server, certificate,
+    port, implicit-TLS port, password)."""
+    services = env.services
+    failed_logins = relay.pop("failed_logins", None)
+    settings = replace(services.settings.relay, port=0, **relay)
+    new = await services.relay_users.add("app1", senders=senders or [])
+    server, certificate = create_relay(
+        settings,
+        services.settings.data_dir,
+        users=services.relay_users,
+        outbox=services.outbox,
+        sender_allowed=services.sender_allowed,
+        metrics=services.relay_metrics,
+        failed_logins=failed_logins,
+    )
+    listening = await server.start()
+    started.append(server)
+    assert listening.port is not None
+    return server, certificate, listening.port, listening.tls_port, new.password
+
+
 @pytest.fixture
 async def make_relay(
     make_env: EnvFactory,  # noqa: F811
@@ -84,22 +108,10 @@ async def make_relay(
     ) -> Relay:
         env: Env = await make_env(providers_toml=providers_toml, **outbox)
         await use_server(env, smtp, ca_file)
-        services = env.services
-        settings = replace(services.settings.relay, port=0, **(relay or {}))
-        new = await services.relay_users.add("app1", senders=senders or [])
-        server, certificate = create_relay(
-            settings,
-            services.settings.data_dir,
-            users=services.relay_users,
-            outbox=services.outbox,
-            sender_allowed=services.sender_allowed,
-            metrics=services.relay_metrics,
-            failed_logins=failed_logins,
+        server, certificate, port, tls_port, password = await start_relay(
+            env, started, senders=senders, failed_logins=failed_logins, **(relay or {})
         )
-        listening = await server.start()
-        started.append(server)
-        assert listening.port is not None
-        return Relay(env, server, certificate, listening.port, listening.tls_port, "app1", new.password, smtp)
+        return Relay(env, server, certificate, port, tls_port, "app1", password, smtp)
 
     yield factory
     for server in started:

@@ -78,6 +78,11 @@ class RelayServer:
         self._servers: list[asyncio.Server] = []
         self._connections: set[RelaySMTP] = set()
 
+    @property
+    def open_sessions(self) -> int:
+        """Connections open now."""
+        return len(self._connections)
+
     def _protocol(self, *, implicit_tls: bool) -> RelaySMTP:
         # No STARTTLS requirement when trusted networks may relay without AUTH (devices that cannot do TLS
         # either); AUTH itself always needs TLS, and is not even offered before it (RFC 4954 s4).

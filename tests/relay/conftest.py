@@ -21,6 +21,7 @@ from ..outbox.conftest import (  # noqa: F401 - fixtures
     ca,
     ca_file,
     database_url,
+    env,
     make_env,
     server_context,
     smtp,
@@ -66,11 +67,11 @@ RelayFactory = Callable[..., Any]
 
 
 async def start_relay(
-    env: Env, started: list[RelayServer], *, senders: list[str] | None = None, **relay: Any
+    target: Env, started: list[RelayServer], *, senders: list[str] | None = None, **relay: Any
 ) -> tuple[RelayServer, RelayCertificate, int, int | None, str]:
-    """Start a relay on free ports in front of ``env``'s outbox with user ``app1``: (server, certificate,
+    """Start a relay on free ports in front of ``target``'s outbox with user ``app1``: (server, certificate,
     port, implicit-TLS port, password)."""
-    services = env.services
+    services = target.services
     failed_logins = relay.pop("failed_logins", None)
     settings = replace(services.settings.relay, port=0, **relay)
     new = await services.relay_users.add("app1", senders=senders or [])
@@ -106,12 +107,12 @@ async def make_relay(
         failed_logins: FailedLogins | None = None,
         **outbox: Any,
     ) -> Relay:
-        env: Env = await make_env(providers_toml=providers_toml, **outbox)
-        await use_server(env, smtp, ca_file)
+        made: Env = await make_env(providers_toml=providers_toml, **outbox)
+        await use_server(made, smtp, ca_file)
         server, certificate, port, tls_port, password = await start_relay(
-            env, started, senders=senders, failed_logins=failed_logins, **(relay or {})
+            made, started, senders=senders, failed_logins=failed_logins, **(relay or {})
         )
-        return Relay(env, server, certificate, port, tls_port, "app1", password, smtp)
+        return Relay(made, server, certificate, port, tls_port, "app1", password, smtp)
 
     yield factory
     for server in started:

@@ -49,6 +49,7 @@ from outbox_bench import (  # noqa: E402 - the sandbox child and mailgate's set-
     PASSWORD,
     SECRET_KEY,
     RemoteSandbox,
+    _cpu_seconds,
     _free_port,
     _sandbox_child,
     _setup,
@@ -101,14 +102,19 @@ async def _received(sandbox: RemoteSandbox) -> int:
     return int((await sandbox.stats())["smtp_messages"])
 
 
-async def _timed(sandbox: RemoteSandbox, send: Sender, first: int, count: int, clients: int) -> float:
-    """Messages/second from the first connection until the sandbox has received all ``count``."""
+async def _timed(
+    sandbox: RemoteSandbox, send: Sender, first: int, count: int, clients: int, pids: dict[str, int]
+) -> tuple[float, dict[str, float]]:
+    """Messages/second from the first connection until the sandbox has received all ``count``, and the CPU
+    milliseconds per message of each process of ``pids`` (by name)."""
     before = await _received(sandbox)
+    cpu = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     start = time.perf_counter()
     await _clients(send, first, count, clients)
     while await _received(sandbox) < before + count:  # noqa: ASYNC110 - polling the sink in another process
         await asyncio.sleep(0.02)
-    return count / (time.perf_counter() - start)
+    rate = count / (time.perf_counter() - start)
+    return rate, {name: (_cpu_seconds(pid) - cpu[name]) * 1000 / count for name, pid in pids.items()}
 
 
 async def _listening(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
@@ -239,13 +245,19 @@ async def main() -> None:
                 runs["emailproxy"] = (emailproxy, args.emailproxy_messages, args.emailproxy_clients)
 
             first = 0
+            pids = {"bench client": os.getpid(), "sandbox": sandbox.pid, "mailgate serve": procs[0].pid}
+            if len(procs) > 1:
+                pids["emailproxy"] = procs[1].pid
             for send, count, clients in runs.values():  # warm-up: connections, caches, the first token
-                await _timed(sandbox, send, first, max(clients, count // 4), clients)
+                await _timed(sandbox, send, first, max(clients, count // 4), clients, pids)
                 first += count
             rates: dict[str, list[float]] = {name: [] for name in runs}
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
             for round_ in range(args.rounds):
                 for name, (send, count, clients) in runs.items():
-                    rates[name].append(await _timed(sandbox, send, first, count, clients))
+                    rate, used = await _timed(sandbox, send, first, count, clients, pids)
+                    rates[name].append(rate)
+                    cpu[name].append(used)
                     first += count
                 print(f"round {round_ + 1}: " + ", ".join(f"{n} {r[-1]:.1f}/s" for n, r in rates.items()), flush=True)
             medians = {name: statistics.median(r) for name, r in rates.items()}
@@ -253,6 +265,10 @@ async def main() -> None:
             for name, value in medians.items():
                 _, count, clients = runs[name]
                 print(f"  {name:10} median {value:8.1f} messages/s  ({count} messages per run, {clients} clients)")
+                busy = {p: statistics.median(run[p] for run in cpu[name]) for p in pids}
+                print(
+                    "             CPU ms/message: " + ", ".join(f"{p} {ms:.2f}" for p, ms in busy.items() if ms >= 0.01)
+                )
             print(f"  relay / direct:     {medians['relay'] / medians['direct']:.2f}  (target >= 0.8)")
             if "emailproxy" in medians:
                 print(f"  relay / emailproxy: {medians['relay'] / medians['emailproxy']:.1f}  (target >= 20)")

@@ -14,6 +14,7 @@ import binascii
 import dataclasses
 import ipaddress
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,9 @@ AUTH_REQUIRED = "530 5.7.0 Authentication required: log in (AUTH PLAIN or LOGIN,
 #: are the recipients, and Bcc is removed from what is delivered.  (RFC 5322 s3.6.3 allows a message without
 #: To and Cc, or with only ``To: undisclosed-recipients:;``, as cron and Bcc-only senders write.)
 _ENVELOPE_BCC = "Bcc: {}\r\n"
+#: A To, Cc or Bcc field with an address on its first line (else the message gets _ENVELOPE_BCC).
+_ADDRESSED = re.compile(rb"^(?:to|cc|bcc)[ \t]*:[^\r\n]*@", re.IGNORECASE | re.MULTILINE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclasses.dataclass
@@ -217,7 +221,9 @@ class RelayHandler:
         sender = envelope.mail_from or ""
         content = envelope.content
         assert isinstance(content, bytes)  # decode_data=False
-        if envelope.rcpt_tos and envelope.rcpt_tos[0].isascii():
+        end = _HEADER_END.search(content)
+        addressed = _ADDRESSED.search(content, 0, end.start() if end else len(content))
+        if not addressed and envelope.rcpt_tos and envelope.rcpt_tos[0].isascii():
             content = _ENVELOPE_BCC.format(envelope.rcpt_tos[0]).encode() + content
         limits = await self._outbox.limits()
         try:

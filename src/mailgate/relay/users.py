@@ -6,6 +6,8 @@ its own ``senders`` list (an address, or ``*@domain``).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hmac
 import re
 import secrets
@@ -18,6 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import NotFoundError, ValidationError
+from ..singleflight import SingleFlight
 from ..store import Database, SecretBox
 from ..store.models import RelayUserRow
 
@@ -37,7 +40,7 @@ SenderCheck = Callable[[str, str], Awaitable[bool]]
 #: ``account_exists(name)``: is there such an account?  Injected (app.py).
 AccountCheck = Callable[[str], Awaitable[bool]]
 
-#: A verified login is trusted this long without asking the database again (a relay client logs in on every
+#: A user read from the database is used this long without reading it again (a relay client logs in on every
 #: connection).  A user removed in another process is refused within this time; in this process, at once.
 LOGIN_CACHE_SECONDS = 1.0
 #: ``last_used_at`` is written at most this often per user.
@@ -102,8 +105,9 @@ class RelayUsers:
         self._db = db
         self._box = box
         self._account_exists = account_exists
-        #: name -> (password digest, user, when verified (monotonic)).
-        self._verified: dict[str, tuple[str, RelayUser, float]] = {}
+        #: name -> (password digest, user, when read (monotonic)): users recently read from the database.
+        self._known: dict[str, tuple[str, RelayUser, float]] = {}
+        self._reading: SingleFlight[str, tuple[str, RelayUser, float] | None] = SingleFlight()
         #: Incremented by every removal: a lookup that read a user before it must not cache it.
         self._removals = 0
 
@@ -156,28 +160,40 @@ class RelayUsers:
         async with self._db.session() as session:
             result = await session.execute(delete(RelayUserRow).where(RelayUserRow.name == name))
         self._removals += 1
-        self._verified.pop(name, None)
+        self._known.pop(name, None)
         if getattr(result, "rowcount", 0) == 0:
             raise NotFoundError(
                 f"No relay user named {name!r}.", hint="List the relay users with `mailgate relay user list`."
             )
 
     async def authenticate(self, name: str, password: str) -> RelayUser | None:
-        """The user when ``password`` is its password, else None.  One HMAC and (at most once a second per
-        user) one indexed read: well under a millisecond of CPU."""
+        """The user when ``password`` is its password, else None.  One HMAC, and at most once a second per
+        user one indexed read shared by the logins under way: well under a millisecond of CPU."""
         digest = self._box.digest(password)
-        cached = self._verified.get(name)
-        if cached is not None and time.monotonic() - cached[2] < LOGIN_CACHE_SECONDS:
-            return cached[1] if hmac.compare_digest(cached[0], digest) else None
+        cached = self._known.get(name)
+        if cached is None or time.monotonic() - cached[2] >= LOGIN_CACHE_SECONDS:
+            # Applications log in on every connection, often many at once: those that find the user due share
+            # one read (each doing its own, 16 clients made a read each per second).
+            cached = await self._reading.run(name, functools.partial(self._read, name))
+        if cached is None or not hmac.compare_digest(cached[0], digest):
+            return None
+        user = cached[1]
+        now = datetime.now(UTC)
+        if user.last_used_at is None or now - user.last_used_at >= LAST_USED_RESOLUTION:
+            user = dataclasses.replace(user, last_used_at=now)
+            self._known[name] = (cached[0], user, cached[2])
+            async with self._db.session() as session:
+                await session.execute(update(RelayUserRow).where(RelayUserRow.name == name).values(last_used_at=now))
+        return user
+
+    async def _read(self, name: str) -> tuple[str, RelayUser, float] | None:
         removals = self._removals
         async with self._db.session() as session:
             row = (await session.execute(select(RelayUserRow).where(RelayUserRow.name == name))).scalar_one_or_none()
-            if row is None or not hmac.compare_digest(row.password_hash, digest):
-                return None
-            user = _user(row)
-            now = datetime.now(UTC)
-            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-                await session.execute(update(RelayUserRow).where(RelayUserRow.id == row.id).values(last_used_at=now))
-        if removals == self._removals:
-            self._verified[name] = (digest, user, time.monotonic())
-        return user
+        if row is None:
+            self._known.pop(name, None)
+            return None
+        known = (row.password_hash, _user(row), time.monotonic())
+        if removals == self._removals:  # not removed meanwhile (in this process): it may be remembered
+            self._known[name] = known
+        return known

@@ -153,7 +153,7 @@ class RelayHandler:
             self._metrics.logins_failed += 1
             record.failed_logins += 1
             wait = self._failed.failed(record.peer)
-            log.warning("relay %s: login failed for user %r; answering in %.1fs", record.peer, name, wait)
+            log.warning("relay %s: login failed for user %r; answering in %.1fs", record.peer, name[:64], wait)
             await asyncio.sleep(wait)  # this session only
             return AuthResult(success=False, handled=False, message=BAD_CREDENTIALS)
         self._failed.succeeded(record.peer)
@@ -239,7 +239,9 @@ class RelayHandler:
             return f"550 5.7.1 The From address <{checked.sender}> is not one this user may send as"
         message = dataclasses.replace(checked, sender=sender, recipients=tuple(dict.fromkeys(envelope.rcpt_tos)))
         try:
-            view, _ = await self._outbox.enqueue(message, account_id=account)
+            # Shielded: a client that disconnects now (after its final ".") does not cut the commit short; the
+            # message is then delivered although the client saw no 250 (RFC 5321 s6.1 accepts that duplicate).
+            view, _ = await asyncio.shield(self._outbox.enqueue(message, account_id=account))
         except MailgateError as exc:
             return f"451 4.3.0 Not queued: {_one_line(exc.message)}; try again later"
         except Exception:

@@ -44,7 +44,7 @@ async def test_swaks_sends_a_message_with_dot_lines(relay: Relay) -> None:
 
 async def test_swaks_wrong_password(relay: Relay) -> None:
     code, out = await _swaks(relay, password="wrong-password")
-    assert code != 0 and "535" in out
+    assert code != 0 and "535" in out, out
     assert await relay.queued() == 0
 
 
@@ -53,7 +53,7 @@ async def test_swaks_without_auth_is_530(relay: Relay) -> None:
     code, out = await _run(
         swaks, "--server", f"127.0.0.1:{relay.port}", "--tls", "--from", SENDER, "--to", "bob@example.com",
     )  # fmt: skip
-    assert code != 0 and "530" in out
+    assert code != 0 and "530" in out, out
     assert await relay.queued() == 0
 
 
@@ -63,13 +63,13 @@ async def test_swaks_auth_before_starttls_is_not_offered(relay: Relay) -> None:
         swaks, "--server", f"127.0.0.1:{relay.port}", "--auth", "PLAIN", "--auth-user", relay.user,
         "--auth-password", relay.password, "--from", SENDER, "--to", "bob@example.com",
     )  # fmt: skip
-    assert code != 0
-    assert "Host did not advertise authentication" in out
+    assert code != 0, out
+    assert "Host did not advertise authentication" in out, out
 
 
 async def test_swaks_forbidden_sender(relay: Relay) -> None:
     code, out = await _swaks(relay, sender="ceo@example.com")
-    assert code != 0 and "550 5.7.1" in out
+    assert code != 0 and "550 5.7.1" in out, out
     assert await relay.queued() == 0
 
 
@@ -109,7 +109,7 @@ async def test_msmtp_wrong_password(relay: Relay, tmp_path: Path) -> None:
     msmtp = need_tool("msmtp")
     config = _msmtp_config(relay, tmp_path, password="wrong-password")
     code, out = await _run(msmtp, f"--file={config}", "-a", "relay", "bob@example.com", stdin=b"Subject: x\n\nx\n")
-    assert code != 0 and "535" in out
+    assert code != 0 and "535" in out, out
     assert await relay.queued() == 0
 
 
@@ -117,5 +117,5 @@ async def test_msmtp_forbidden_sender(relay: Relay, tmp_path: Path) -> None:
     msmtp = need_tool("msmtp")
     config = _msmtp_config(relay, tmp_path, password=relay.password, sender="ceo@example.com")
     code, out = await _run(msmtp, f"--file={config}", "-a", "relay", "bob@example.com", stdin=b"Subject: x\n\nx\n")
-    assert code != 0 and "5.7.1" in out
+    assert code != 0 and "5.7.1" in out, out
     assert await relay.queued() == 0

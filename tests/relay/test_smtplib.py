@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
+import logging
 import smtplib
 
 import pytest
@@ -178,3 +180,28 @@ async def test_smtputf8_and_8bitmime(relay: Relay) -> None:
     [received] = relay.upstream.handler.messages
     parsed = email.message_from_bytes(received.content, policy=email.policy.default)
     assert parsed["Subject"] == "Grüße" and _body(received.content) == "Äpfel\r\n".encode()
+
+
+async def test_each_session_is_logged_without_the_password(relay: Relay, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await _send(relay, ["bob@example.com"], _message(extra="Message-ID: <logged@example.com>\r\n"))
+
+    def guess() -> None:
+        with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as client:
+            client.starttls(context=relay.context())
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login(relay.user, "a-wrong-guess")
+
+    await asyncio.to_thread(guess)
+    for _ in range(500):  # the session line is written when the connection is gone
+        if not relay.server.open_sessions:
+            break
+        await asyncio.sleep(0.01)
+    [view] = (await relay.env.services.outbox.list(statuses=[], limit=10, offset=0))[0]
+    sessions = [r.getMessage() for r in caplog.records if r.getMessage().startswith("relay session")]
+    assert any(f"user=app1 queued=1 [{view.id} <logged@example.com>]" in line for line in sessions), sessions
+    assert any("user=- queued=0 failed_logins=2" in line for line in sessions), sessions
+    everything = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert relay.password not in everything and "a-wrong-guess" not in everything
+    # Nor in base64, as AUTH PLAIN sends it.
+    assert base64.b64encode(f"\0app1\0{relay.password}".encode()).decode() not in everything

@@ -150,7 +150,7 @@ def _port(key: str, value: str) -> int:
     except ValueError:
         raise ConfigurationError(f"{key}={value!r} is not a port number") from None
     if not 0 <= port <= 65535:
-        raise ConfigurationError(f"{key} must be a port number between 1 and 65535")
+        raise ConfigurationError(f"{key} must be a port number between 1 and 65535 (0: any free port)")
     return port
 
 

@@ -8,6 +8,7 @@ import base64
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import email
 import email.policy
 import ipaddress
@@ -18,7 +19,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mailgate.relay import FailedLogins, RelayServer
+from mailgate.errors import ConfigurationError
+from mailgate.relay import FailedLogins, RelayServer, create_relay
 
 from ..outbox.conftest import SandboxEnv, sandbox_env  # noqa: F401 - fixture
 from .conftest import SENDER, Relay, RelayFactory, start_relay
@@ -193,3 +195,19 @@ async def test_100_messages_from_16_parallel_clients_each_delivered_once(
     by_subject = {m.subject: m for m in sandbox.messages}
     assert set(by_subject["parallel 7"].rcpt_tos) == {"r7@example.com", "cc7@example.com"}
     assert all(m.account == account for m in sandbox.messages)  # over XOAUTH2, as the consenting mailbox
+
+
+async def test_a_port_in_use_is_a_clear_error(relay: Relay) -> None:
+    services = relay.env.services
+    settings = dataclasses.replace(services.settings.relay, port=relay.port)
+    second, _ = create_relay(
+        settings,
+        services.settings.data_dir,
+        users=services.relay_users,
+        outbox=services.outbox,
+        sender_allowed=services.sender_allowed,
+        metrics=services.relay_metrics,
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        await second.start()
+    assert f"port {relay.port}" in caught.value.message and "free port" in caught.value.hint

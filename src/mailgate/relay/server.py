@@ -12,6 +12,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 
 from ..config import RelaySettings
+from ..errors import ConfigurationError
 from .guard import RelayMetrics
 from .handler import RelayHandler, SessionRecord, peer_host
 
@@ -123,6 +124,14 @@ class RelayServer:
                 )
                 self._servers.append(server)
                 ports[1] = int(server.sockets[0].getsockname()[1])
+        except OSError as exc:
+            await self.stop()
+            raise ConfigurationError(
+                f"The SMTP relay cannot listen on {host} (port {self._settings.port} / TLS port "
+                f"{self._settings.tls_port}): {exc.strerror or exc}",
+                hint="Choose a free port (MAILGATE_RELAY_PORT, --relay-port, MAILGATE_RELAY_TLS_PORT) and an address "
+                "of this machine (MAILGATE_RELAY_HOST); ports under 1024 need privileges.",
+            ) from exc
         except BaseException:
             await self.stop()
             raise

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.relay import fingerprint
+
 from ..conftest import ADMIN_PASSWORD
 from ..outbox.conftest import Env, use_server
 from ..smtp.servers import RunningServer
@@ -35,7 +37,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _serve(env: Env, relay_port: int, *, worker: bool) -> asyncio.subprocess.Process:
+async def _serve(env: Env, relay_port: int, *, worker: bool, output: Path | None = None) -> asyncio.subprocess.Process:
     child_env = {
         **os.environ,
         "MAILGATE_DATA_DIR": str(env.settings.data_dir),
@@ -45,10 +47,11 @@ async def _serve(env: Env, relay_port: int, *, worker: bool) -> asyncio.subproce
         "MAILGATE_OUTBOX_POLL_SECONDS": "0.2",
     }
     argv = ["serve", "--port", str(_free_port()), "--relay-port", str(relay_port)]
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailgate", *argv, *([] if worker else ["--no-worker"]), env=child_env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    with output.open("wb") if output else open(os.devnull, "wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mailgate", *argv, *([] if worker else ["--no-worker"]), env=child_env,
+            stdout=out, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
 
 
 async def _listening(port: int, process: asyncio.subprocess.Process) -> None:
@@ -70,7 +73,8 @@ async def test_kill_9_after_250s_loses_nothing(env: Env, smtp: RunningServer, ca
     await use_server(env, smtp, ca_file)
     password = (await env.services.relay_users.add("app1")).password
     relay_port = _free_port()
-    first = await _serve(env, relay_port, worker=False)
+    printed = Path(env.settings.data_dir).parent / "serve.out"
+    first = await _serve(env, relay_port, worker=False, output=printed)
     accepted: list[str] = []
     enough = threading.Event()
     try:
@@ -102,6 +106,11 @@ async def test_kill_9_after_250s_loses_nothing(env: Env, smtp: RunningServer, ca
             first.kill()
             await first.wait()
     at_kill = list(accepted)
+    # What `mailgate serve` printed at start: where the relay listens and the certificate to trust.
+    cert = (Path(env.settings.data_dir) / "relay-cert.pem").read_bytes()
+    text = printed.read_text()
+    assert f"SMTP relay on 127.0.0.1:{relay_port} (STARTTLS" in text, text
+    assert f"SHA-256 fingerprint: {fingerprint(cert)}" in text, text
     assert KILL_AFTER <= len(at_kill) < MESSAGES, "every message was sent before the kill: raise MESSAGES"
     assert smtp.handler.messages == []  # nothing was delivered yet (no worker)
 

@@ -10,6 +10,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v swaks >/dev/null 2>&1 || need_apt+=(swaks)
+command -v msmtp >/dev/null 2>&1 || need_apt+=(msmtp)  # the relay tests drive it (issue 22)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the README walkthrough test runs its curl commands
 { [ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/submission ]; } || need_apt+=(dovecot-core dovecot-submissiond)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -164,6 +164,10 @@ class Accounts:
         """Every account's name, ``default`` first, then by name."""
         return await self._config.account_names()
 
+    async def exists(self, name: str) -> bool:
+        """Whether an account ``name`` exists (``default`` always does)."""
+        return name in await self.names()
+
     async def require(self, name: str) -> str:
         """``name`` when such an account exists, else NotFoundError (404)."""
         self.check_name(name)

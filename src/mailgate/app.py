@@ -15,6 +15,7 @@ from .mailer import Mailer
 from .oauth import ConsentFlow, TokenClient, TokenManager
 from .outbox import Outbox
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
+from .relay import RelayMetrics, RelayUsers
 from .store import Database, SecretBox, load_or_create_key
 from .store.files import private_data_dir
 
@@ -35,6 +36,9 @@ class Services:
     mailer: Mailer
     outbox: Outbox
     accounts: Accounts
+    #: The SMTP relay's credentials and the counters of its listener.
+    relay_users: RelayUsers
+    relay_metrics: RelayMetrics
 
     async def aclose(self) -> None:
         await self.token_client.aclose()
@@ -78,6 +82,7 @@ async def build_services(
     )
     config = ConfigService(db, box, catalogue, settings.default_redirect_uri)
     consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock)
+    accounts = Accounts(db, config, consent, clock=clock)
     return Services(
         settings=settings,
         db=db,
@@ -90,5 +95,7 @@ async def build_services(
         admins=Admins(db),
         mailer=Mailer(config, tokens),
         outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
-        accounts=Accounts(db, config, consent, clock=clock),
+        accounts=accounts,
+        relay_users=RelayUsers(db, box, accounts.exists),
+        relay_metrics=RelayMetrics(),
     )

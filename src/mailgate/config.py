@@ -16,6 +16,7 @@ __all__ = [
     "HttpSettings",
     "OutboxSettings",
     "ProxyNetwork",
+    "RelaySettings",
     "Settings",
     "local_base_url",
     "parse_trusted_proxies",
@@ -115,6 +116,78 @@ class HttpSettings:
         return cls(**_numbers_from_env(env, cls._ENV))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class RelaySettings:
+    """The SMTP relay for applications that only speak SMTP with a password (``MAILGATE_RELAY_*``).
+
+    Off unless a port is set.  STARTTLS on ``port`` (AUTH only after it), implicit TLS on ``tls_port``.
+    """
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+    #: Implicit TLS (SMTPS, RFC 8314 s3.3) for clients that cannot do STARTTLS.
+    tls_port: int | None = None
+    #: PEM certificate (chain) and key; without them a self-signed pair is generated in the data dir.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Client networks that may relay without AUTH (devices that cannot authenticate); none by default.
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None or self.tls_port is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RelaySettings:
+        values: dict[str, object] = {}
+        for key, attr in (("MAILGATE_RELAY_PORT", "port"), ("MAILGATE_RELAY_TLS_PORT", "tls_port")):
+            if env.get(key):
+                values[attr] = _port(key, env[key])
+        if env.get("MAILGATE_RELAY_HOST"):
+            values["host"] = env["MAILGATE_RELAY_HOST"].strip()
+        for key, attr in (("MAILGATE_RELAY_TLS_CERT", "tls_cert"), ("MAILGATE_RELAY_TLS_KEY", "tls_key")):
+            if env.get(key):
+                values[attr] = Path(env[key])
+        if env.get("MAILGATE_RELAY_TRUSTED_NETWORKS"):
+            values["trusted_networks"] = parse_networks(env["MAILGATE_RELAY_TRUSTED_NETWORKS"])
+        relay = cls(**values)  # type: ignore[arg-type]
+        relay.check()
+        return relay
+
+    def check(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigurationError(
+                "MAILGATE_RELAY_TLS_CERT and MAILGATE_RELAY_TLS_KEY go together: set both, or neither "
+                "(then a self-signed certificate is generated in the data dir)"
+            )
+        if self.port is not None and self.port == self.tls_port:
+            raise ConfigurationError("MAILGATE_RELAY_PORT and MAILGATE_RELAY_TLS_PORT must differ")
+
+
+def _port(key: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{key}={value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"{key} must be a port number between 1 and 65535 (0: any free port)")
+    return port
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``MAILGATE_RELAY_TRUSTED_NETWORKS``: networks separated by commas or spaces (``10.0.0.0/24, ::1``)."""
+    out = []
+    for item in text.replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"MAILGATE_RELAY_TRUSTED_NETWORKS: {item!r} is not a network",
+                hint="Write networks as 192.168.1.0/24 or single addresses as 192.168.1.10, separated by commas.",
+            ) from None
+    return tuple(out)
+
+
 def _numbers_from_env(env: Mapping[str, str], table: Mapping[str, tuple[str, type]]) -> dict[str, object]:
     """The positive numbers of ``table``'s variables (name -> (field, int or float)) that ``env`` sets."""
     values: dict[str, object] = {}
@@ -145,6 +218,7 @@ class Settings:
     refresh_margin_seconds: float = 300.0
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
 
     @property
     def resolved_database_url(self) -> str:
@@ -185,6 +259,7 @@ class Settings:
             values["trusted_proxies"] = parse_trusted_proxies(env["MAILGATE_TRUSTED_PROXIES"])
         values["outbox"] = OutboxSettings.from_env(env)
         values["http"] = HttpSettings.from_env(env)
+        values["relay"] = RelaySettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()

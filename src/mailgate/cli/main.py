@@ -15,10 +15,12 @@ import typer
 from ..app import Services, build_services
 from ..configure import EmailServerUpdate, OAuthConfigUpdate, OAuthView
 from ..errors import MailgateError
+from ..relay import RelayServer
 from ..store.repository import DEFAULT_ACCOUNT
 from .accounts import accounts_app
 from .common import Account, DataDir, load_settings, on_stop_signals, report, run, run_with_services
 from .outbox import register as register_outbox
+from .relay import register as register_relay
 
 #: What ``mailgate --help`` says (the module docstring is for the code's readers, not the command's users).
 HELP = (
@@ -35,6 +37,7 @@ app.add_typer(email_app, name="email")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(accounts_app, name="accounts")
 register_outbox(app)
+register_relay(app)
 
 
 @app.command()
@@ -45,8 +48,14 @@ def serve(
     worker: Annotated[
         bool, typer.Option(help="Deliver the outbox in this process (--no-worker: `mailgate worker` does).")
     ] = True,
+    relay_port: Annotated[
+        int | None,
+        typer.Option(help="Run the SMTP relay (STARTTLS) on this port (default: MAILGATE_RELAY_PORT, else off)."),
+    ] = None,
 ) -> None:
-    """Run the admin UI, the REST API, the OAuth redirect endpoint and the outbox worker."""
+    """Run the admin UI, the REST API, the OAuth redirect endpoint, the outbox worker and the SMTP relay."""
+    import dataclasses
+
     import uvicorn
 
     from ..outbox import Worker
@@ -58,6 +67,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Without MAILGATE_BASE_URL, the redirect URI follows the port listened on (not 8080 on any port).
     settings = load_settings(data_dir, listen_port=port)
+    if relay_port is not None:
+        settings = dataclasses.replace(settings, relay=dataclasses.replace(settings.relay, port=relay_port))
 
     async def main() -> None:
         services = await build_services(settings)
@@ -96,6 +107,7 @@ def serve(
             )
             server = uvicorn.Server(config)
             install_log_redaction()  # after uvicorn configured its loggers
+            relay = await _start_relay(services) if settings.relay.enabled else None
             delivery = Worker(services.outbox, services.mailer) if worker else None
             task = asyncio.create_task(delivery.run(), name="outbox-worker") if delivery else None
             # SIGTERM/SIGINT: uvicorn shuts the HTTP server down, then the worker finishes its messages and
@@ -104,6 +116,8 @@ def serve(
             try:
                 await server.serve()
             finally:
+                if relay is not None:
+                    await relay.stop()  # first: no new message while the worker finishes
                 if delivery is not None and task is not None:
                     delivery.stop()
                     await task
@@ -111,6 +125,32 @@ def serve(
             await services.aclose()
 
     run(main())
+
+
+async def _start_relay(services: Services) -> RelayServer:
+    """Start the SMTP relay of ``mailgate serve`` and print where, and the certificate to trust."""
+    from ..relay import create_relay
+
+    settings = services.settings
+    server, certificate = create_relay(
+        settings.relay,
+        settings.data_dir,
+        users=services.relay_users,
+        outbox=services.outbox,
+        sender_allowed=services.accounts.may_send,
+        metrics=services.relay_metrics,
+    )
+    listening = await server.start()
+    if listening.port is not None:
+        typer.echo(f"SMTP relay on {listening.host}:{listening.port} (STARTTLS, then AUTH PLAIN or LOGIN)")
+    if listening.tls_port is not None:
+        typer.echo(f"SMTP relay on {listening.host}:{listening.tls_port} (implicit TLS, then AUTH PLAIN or LOGIN)")
+    origin = "generated" if certificate.generated else "configured"
+    typer.echo(f"Relay certificate ({origin}, {certificate.cert_path}) SHA-256 fingerprint: {certificate.fingerprint}")
+    if settings.relay.trusted_networks:
+        networks = ", ".join(str(n) for n in settings.relay.trusted_networks)
+        typer.echo(f"Relay without AUTH for: {networks}")
+    return server
 
 
 @app.command()

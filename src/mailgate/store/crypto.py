@@ -7,6 +7,8 @@ string, stretched with HKDF) or from a 0600 key file generated in the data dir o
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -22,17 +24,32 @@ __all__ = ["KEY_FILE_NAME", "SecretBox", "load_or_create_key"]
 KEY_FILE_NAME = "secret.key"
 
 
+def _derive(key_material: str, purpose: bytes) -> bytes:
+    """A 32-byte key for one purpose: keys for different uses are independent (HKDF, RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"mailgate-secrets-v1", info=purpose).derive(
+        key_material.encode()
+    )
+
+
 class SecretBox:
-    """Encrypts and decrypts short strings.  Holds the key; never shows it."""
+    """Encrypts and decrypts short strings, and makes keyed digests of secrets.  Holds the keys; never shows
+    them."""
 
     def __init__(self, key_material: str) -> None:
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"mailgate-secrets-v1", info=b"fernet").derive(
-            key_material.encode()
-        )
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = Fernet(base64.urlsafe_b64encode(_derive(key_material, b"fernet")))
+        self._mac_key = _derive(key_material, b"hmac-sha256")
 
     def __repr__(self) -> str:
         return "SecretBox(<key hidden>)"
+
+    def digest(self, secret: str) -> str:
+        """HMAC-SHA256 of ``secret`` under a key derived from mailgate's secret key (hex).
+
+        For long random secrets (generated passwords): a fast keyed hash is enough, no slow KDF, since they
+        cannot be guessed; keyed, so that a copy of the database alone does not allow checking guesses.
+        Compare digests with ``hmac.compare_digest``.
+        """
+        return hmac.new(self._mac_key, secret.encode(), hashlib.sha256).hexdigest()
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii") if plaintext else ""

@@ -20,6 +20,7 @@ __all__ = [
     "OAuthStateRow",
     "OutboxBodyRow",
     "OutboxMessageRow",
+    "RelayUserRow",
     "RevokedSession",
     "UtcDateTime",
     "utcnow",
@@ -220,3 +221,19 @@ class OutboxBodyRow(Base):
     __tablename__ = "outbox_bodies"
     id: Mapped[str] = mapped_column(String(36), ForeignKey("outbox_messages.id", ondelete="CASCADE"), primary_key=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RelayUserRow(Base):
+    """A credential of the SMTP relay (one per application).  ``password_hash``: SecretBox.digest of the
+    generated password; the password itself is never stored."""
+
+    __tablename__ = "relay_users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The account it sends through (by name).
+    account: Mapped[str] = mapped_column(String(64), default="default")
+    #: Addresses (or ``*@domain``) it may send as besides its account's senders.
+    senders: Mapped[list[str]] = mapped_column(JSON, default=list)
+    password_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

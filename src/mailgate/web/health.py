@@ -67,4 +67,5 @@ async def healthz(request: Request, services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(services: ServicesDep) -> str:
     outbox = services.outbox
-    return outbox.metrics.render(await outbox.counts(), services.tokens.refresh_requests, outbox.intake)
+    text = outbox.metrics.render(await outbox.counts(), services.tokens.refresh_requests, outbox.intake)
+    return text + services.relay_metrics.render()

@@ -1,6 +1,6 @@
 """The admin pages' frame: login, logout, rendering, and the wiring of sessions, CSRF and static files.
 
-The configuration pages themselves live in :mod:`.oauth_page` and :mod:`.email_page`.
+The configuration pages themselves live in :mod:`.oauth_page`, :mod:`.email_page` and :mod:`.relay_page`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "EMAIL_PAGE",
     "OAUTH_PAGE",
     "PAGE_HEADERS",
+    "RELAY_PAGE",
     "CsrfDep",
     "LoginRequired",
     "PageUser",
@@ -42,6 +43,7 @@ __all__ = [
 OAUTH_PAGE = "/configuration/oauth"
 EMAIL_PAGE = "/configuration/email-server"
 ACCOUNTS_PAGE = "/configuration/accounts"
+RELAY_PAGE = "/configuration/relay"
 LOGIN_PAGE = "/login"
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -124,6 +126,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             "oauth_url": prefix + OAUTH_PAGE,
             "email_url": prefix + EMAIL_PAGE,
             "accounts_url": prefix + ACCOUNTS_PAGE,
+            "relay_url": prefix + RELAY_PAGE,
             "logout_url": prefix + "/logout",
             **context,
         },
@@ -202,7 +205,7 @@ async def logout(request: Request, services: ServicesDep, _: CsrfDep) -> Redirec
 
 def install_pages(app: FastAPI, services: Services) -> None:
     """Mount the admin pages, their static files, the session middleware and the page error handlers."""
-    from . import accounts_page, email_page, oauth_page
+    from . import accounts_page, email_page, oauth_page, relay_page
 
     settings = services.settings
     prefix = settings.context_path
@@ -218,6 +221,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
     app.include_router(oauth_page.router, prefix=prefix)
     app.include_router(email_page.router, prefix=prefix)
     app.include_router(accounts_page.router, prefix=prefix)
+    app.include_router(relay_page.router, prefix=prefix)
 
     @app.get(prefix, include_in_schema=False)
     async def context_root() -> RedirectResponse:

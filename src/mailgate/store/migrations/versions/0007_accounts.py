@@ -4,7 +4,7 @@ The single OAuth configuration and Email server (rows with id 1) become the acco
 A new table ``accounts`` lists the accounts with the extra senders each may use (aliases, ``*@domain``), and
 each pending authorization remembers which account it is for (one redirect URI serves every account).
 
-Revision ID: 0006_accounts
+Revision ID: 0007_accounts
 Revises: 0006_revoked_sessions
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 from mailgate.store.models import UtcDateTime
 
-revision = "0006_accounts"
+revision = "0007_accounts"
 down_revision = "0006_revoked_sessions"
 branch_labels = None
 depends_on = None

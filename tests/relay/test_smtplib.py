@@ -205,3 +205,31 @@ async def test_each_session_is_logged_without_the_password(relay: Relay, caplog:
     assert relay.password not in everything and "a-wrong-guess" not in everything
     # Nor in base64, as AUTH PLAIN sends it.
     assert base64.b64encode(f"\0app1\0{relay.password}".encode()).decode() not in everything
+
+
+async def test_a_relay_user_sends_as_its_own_accounts_senders_only(relay: Relay) -> None:
+    """A relay credential belongs to an account (issue 22): it sends through that account, as that account's
+    senders, and not as another account's."""
+    services, api = relay.env.services, relay.env.api
+    server = (await api.get("/ddenterpriseapi/v2/email/server")).json()
+    body = {k: server[k] for k in ("host", "port", "security", "authentication", "ca_file")}
+    r = await api.put(
+        "/ddenterpriseapi/v2/accounts/alerts/email/server",
+        json={**body, "authentication": "password", "username": "alerts@example.com", "password": "upstream pw"},
+    )
+    assert r.status_code == 200, r.text
+    alerts = await services.relay_users.add("alerts-app", account="alerts")
+    as_alerts = Relay(**{**relay.__dict__, "user": "alerts-app", "password": alerts.password})
+
+    def mail_from(client_relay: Relay, sender: str) -> tuple[int, bytes]:
+        with client_relay.client() as client:
+            return client.mail(sender)
+
+    code, text = await asyncio.to_thread(mail_from, as_alerts, SENDER)  # default's mailbox
+    assert code == 550 and b"account 'alerts'" in text, text
+    code, _ = await asyncio.to_thread(mail_from, relay, "alerts@example.com")  # default's user, alerts' mailbox
+    assert code == 550
+    raw = b"From: alerts@example.com\r\nTo: bob@example.com\r\nSubject: disk\r\n\r\nfull\r\n"
+    assert await _send(as_alerts, ["bob@example.com"], raw, sender="alerts@example.com") == {}
+    items, _ = await services.outbox.list(statuses=[], limit=10, offset=0)
+    assert [item.account_id for item in items] == ["alerts"]

@@ -1,20 +1,17 @@
 """Sending stored message bytes (what the outbox keeps) with SmtpConnection.send, against real aiosmtpd servers.
 
 Bytes go out unchanged when they are 7-bit or the server offers 8BITMIME; 8-bit bytes to a server without
-8BITMIME are re-encoded for 7-bit transport.  ``before_data`` is awaited after RCPT and before DATA; if it
-raises, the transaction is reset and nothing is sent.
+8BITMIME are re-encoded for 7-bit transport.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -69,12 +66,10 @@ def parsed(raw: bytes) -> EmailMessage:
 
 @dataclass
 class RecordingMailbox(Mailbox):
-    """A Mailbox that logs the transaction commands it gets, with the MAIL parameters, and can tell the test's
-    event loop when a recipient is accepted."""
+    """A Mailbox that logs the transaction commands it gets, with the MAIL parameters."""
 
     #: (command, argument) in order: ("MAIL", params), ("RCPT", address), ("DATA", ""), ("RSET", "").
     log: list[tuple[str, str]] = field(default_factory=list)
-    on_rcpt: Any = None  # (loop, callback) called on the test's loop
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -86,11 +81,7 @@ class RecordingMailbox(Mailbox):
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.log.append(("RCPT", address))
-        reply = await super().handle_RCPT(server, session, envelope, address, options)
-        if self.on_rcpt is not None:
-            loop, callback = self.on_rcpt
-            loop.call_soon_threadsafe(callback)
-        return reply
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.log.append(("DATA", ""))
@@ -128,7 +119,7 @@ def box(server: RunningServer) -> RecordingMailbox:
 async def test_seven_bit_bytes_arrive_unchanged(start_server: ServerFactory, client_context: ssl.SSLContext) -> None:
     server = start_server(RecordingMailbox())
     async with connection(server, client_context) as conn:
-        result = await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT])
+        result = await conn.send(SENDER, [RCPT], SEVEN_BIT)
     assert result.accepted == (RCPT,)
     [received] = server.handler.messages
     # aiosmtpd records the content between DATA and the final dot, dot-unstuffed: exactly what was given.
@@ -142,7 +133,7 @@ async def test_eight_bit_bytes_to_an_8bitmime_server_arrive_unchanged(
     raw = eight_bit_message()
     server = start_server(RecordingMailbox())
     async with connection(server, client_context) as conn:
-        await conn.send(raw, sender=SENDER, recipients=[RCPT])
+        await conn.send(SENDER, [RCPT], raw)
     [received] = server.handler.messages
     assert received.content == raw
     [params] = box(server).mail_params()
@@ -156,7 +147,7 @@ async def test_eight_bit_bytes_to_a_7bit_server_are_reencoded(
     async with connection(seven_bit_server, client_context) as conn:
         # Twice over the same connection: the stored bytes are not changed by the first re-encoding.
         for _ in range(2):
-            result = await conn.send(raw, sender=SENDER, recipients=[RCPT])
+            result = await conn.send(SENDER, [RCPT], raw)
             assert result.accepted == (RCPT,)
     first, second = seven_bit_server.handler.messages
     assert first.content == second.content
@@ -181,7 +172,7 @@ async def test_seven_bit_bytes_to_a_7bit_server_arrive_unchanged(
     seven_bit_server: RunningServer, client_context: ssl.SSLContext
 ) -> None:
     async with connection(seven_bit_server, client_context) as conn:
-        await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT])
+        await conn.send(SENDER, [RCPT], SEVEN_BIT)
     [received] = seven_bit_server.handler.messages
     assert received.content == SEVEN_BIT
 
@@ -197,58 +188,10 @@ async def test_eight_bit_part_without_charset_to_a_7bit_server(
     ).encode()
     async with connection(seven_bit_server, client_context) as conn:
         try:
-            await conn.send(raw, sender=SENDER, recipients=[RCPT])
+            await conn.send(SENDER, [RCPT], raw)
         except SmtpError:
             # Refusing it with a clear error would do too (nothing sent).
             assert seven_bit_server.handler.messages == []
             return
     [received] = seven_bit_server.handler.messages
     assert received.content.isascii()
-
-
-class DatabaseDown(Exception):
-    pass
-
-
-async def test_before_data_that_raises_abandons_the_transaction_and_sends_nothing(
-    start_server: ServerFactory, client_context: ssl.SSLContext
-) -> None:
-    server = start_server(RecordingMailbox())
-    failure = DatabaseDown("the previous result could not be committed")
-    async with connection(server, client_context) as conn:
-        before: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        before.set_exception(failure)
-        with pytest.raises(DatabaseDown) as caught:
-            await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT], before_data=before)
-        assert caught.value is failure
-        # DATA was answered 354 (pipelined with MAIL and RCPT): the server waits for the message, and closing
-        # the connection is the only way not to send it.
-        assert box(server).log == [("MAIL", f"SIZE={len(SEVEN_BIT)} BODY=8BITMIME"), ("RCPT", RCPT)]
-        assert not conn.is_connected
-        assert server.handler.messages == []
-        await conn.send(SEVEN_BIT, sender=SENDER, recipients=["next@example.com"])  # on a new connection
-    [received] = server.handler.messages
-    assert received.rcpt_tos == ("next@example.com",) and received.content == SEVEN_BIT
-    assert [command for command, _ in box(server).log] == ["MAIL", "RCPT", "MAIL", "RCPT", "DATA"]
-    assert len(server.handler.sasl_commands) == 2
-
-
-async def test_before_data_is_awaited_after_the_recipients_and_before_data(
-    start_server: ServerFactory, client_context: ssl.SSLContext
-) -> None:
-    server = start_server(RecordingMailbox())
-    rcpt_accepted = asyncio.Event()
-    box(server).on_rcpt = (asyncio.get_running_loop(), rcpt_accepted.set)
-    seen_by_gate: list[list[tuple[str, str]]] = []
-
-    async def gate() -> None:
-        # Opens only once the server has the recipient (so it runs during the transaction, not before it)...
-        await asyncio.wait_for(rcpt_accepted.wait(), 5)
-        await asyncio.sleep(0.05)  # ...and a DATA that did not wait for it would have arrived meanwhile.
-        seen_by_gate.append(list(box(server).log))
-
-    async with connection(server, client_context) as conn:
-        await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT], before_data=asyncio.ensure_future(gate()))
-    assert [[command for command, _ in log] for log in seen_by_gate] == [["MAIL", "RCPT"]]
-    assert [command for command, _ in box(server).log] == ["MAIL", "RCPT", "DATA"]
-    assert len(server.handler.messages) == 1

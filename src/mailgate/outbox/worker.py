@@ -1,7 +1,8 @@
-"""The delivery worker: claims due messages under a lease and sends them over a pool of reused connections.
+"""The delivery worker: claims due messages under a lease and sends them over a pool of transports.
 
-One pool per account, of at most the provider's ``max_connections`` authenticated SMTP connections, kept
-open across messages and batches (a connection authenticates once: no token request per message).  The
+One pool per account, of at most the provider's ``max_connections`` transports (:mod:`mailgate.transport`;
+each an SMTP connection kept open across messages and batches, which authenticates once: no token request
+per message).  The
 sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``) are counted in the
 database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
 """
@@ -25,9 +26,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ..mailer import Mailer
-from ..smtp import SmtpConnection
-from ..smtp.transport import NextMessage
 from ..store.repository import DEFAULT_ACCOUNT
+from ..transport import Transport, TransportFactory
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
 from .policy import Outcome, Status, Verdict, classify
@@ -40,7 +40,6 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 
 Row = Claimed
-ConnectionFactory = Callable[[EmailServerConfig], SmtpConnection]
 #: Messages claimed per connection in a cycle: enough to keep connections busy, few enough to finish well
 #: within the lease.
 PER_CONNECTION_BATCH = 25
@@ -57,7 +56,7 @@ class _Lane:
 
     account_id: str
     server: EmailServerConfig | None = None
-    pool: list[SmtpConnection] = field(default_factory=list)
+    pool: list[Transport] = field(default_factory=list)
     #: The configuration seen when the account's messages were held; a change releases them.
     held_fingerprint: tuple[Any, ...] | None = None
 
@@ -81,14 +80,14 @@ class Worker:
         mailer: Mailer,
         *,
         owner: str | None = None,
-        connection_factory: ConnectionFactory | None = None,
+        transport_factory: TransportFactory | None = None,
         random_source: Callable[[], float] = random.random,
         accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,),
     ) -> None:
         self.outbox = outbox
         self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._factory = connection_factory or (lambda server: SmtpConnection(server, mailer.token_source(server)))
+        self._factory = transport_factory or mailer.transport
         self._recorder = Recorder(outbox, self.owner, random_source)
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
@@ -305,63 +304,33 @@ class Worker:
 
     # -- one connection working through the batch ------------------------------------------------------
 
-    async def _connection_loop(self, lane: _Lane, conn: SmtpConnection, batch: _Batch) -> None:
-        # The previous message's result is committed while this connection sends the next message's MAIL and
-        # RCPT commands, and before its DATA: at any moment at most one message per connection has been
-        # accepted by the server without its result being committed (the bound on duplicates after a crash).
-        recording: asyncio.Task[None] | None = None
-        # The message this connection sends next, taken from the batch ahead of time: its envelope goes out
-        # with the current message's final "." (SmtpConnection.send's ``then``).
-        following: Row | None = None
-        try:
-            # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
-            while batch.hold is None and not self._stopping:
-                if following is not None:
-                    row, following = following, None
-                elif not batch.rows:
-                    return
-                else:
-                    row = batch.rows.popleft()
-                if not conn.is_connected:
-                    try:
-                        await conn.connect()
-                    except Exception as exc:
-                        verdict = classify(exc, connecting=True)
-                        when = await self._recorder.failure(row, verdict)
-                        if verdict.outcome is Outcome.HOLD:
-                            batch.hold = verdict
-                        elif when is not None:
-                            batch.unreachable = (when, verdict)
-                        return  # this connection cannot be set up now; others may still work
-                following = batch.rows.popleft() if batch.rows else None
-                then = None
-                if following is not None:
-                    then = NextMessage(following.raw, following.sender, pending_recipients(following), following.id)
+    async def _connection_loop(self, lane: _Lane, conn: Transport, batch: _Batch) -> None:
+        # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
+        while batch.hold is None and not self._stopping and batch.rows:
+            row = batch.rows.popleft()
+            if not conn.is_connected:
                 try:
-                    result = await conn.send(
-                        row.raw, sender=row.sender, recipients=pending_recipients(row), before_data=recording,
-                        key=row.id, then=then,
-                    )  # fmt: skip
+                    await conn.connect()
                 except Exception as exc:
-                    if recording is not None and recording.done() and recording.exception() is exc:
-                        # Recording the previous message failed (the database): this one was not sent.
-                        batch.rows.appendleft(row)
-                        raise
-                    verdict = classify(exc, connecting=False)
-                    await self._recorder.failure(row, verdict)
+                    verdict = classify(exc, connecting=True)
+                    when = await self._recorder.failure(row, verdict)
                     if verdict.outcome is Outcome.HOLD:
                         batch.hold = verdict
-                    continue
-                if recording is not None:
-                    await recording  # done already unless the send did not get as far as DATA
-                recording = asyncio.create_task(self._recorder.sent(row, result))
-        finally:
-            if following is not None:
-                # Not sent after all (the account is held, or the database failed): back to the batch, which
-                # gives it back to the queue.  The connection closes before its next message (send, close).
-                batch.rows.appendleft(following)
-            if recording is not None:
-                await recording
+                    elif when is not None:
+                        batch.unreachable = (when, verdict)
+                    return  # this connection cannot be set up now; others may still work
+            try:
+                result = await conn.send(row.sender, pending_recipients(row), row.raw)
+            except Exception as exc:
+                verdict = classify(exc, connecting=False)
+                await self._recorder.failure(row, verdict)
+                if verdict.outcome is Outcome.HOLD:
+                    batch.hold = verdict
+                continue
+            # Committed before this connection hands over its next message: at any moment at most one message
+            # per connection has been accepted by the server without its result recorded (the bound on
+            # duplicates after a crash).  If it cannot be recorded, the connection stops here.
+            await self._recorder.sent(row, result)
 
 
 def _allowance(connection: Connection, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:

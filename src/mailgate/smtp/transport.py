@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, cast
+from typing import Self, cast
 
 import aiosmtplib
 
@@ -26,26 +26,19 @@ from .auth import (
     OAUTHBEARER_ERROR_RESPONSE,
     XOAUTH2_ERROR_RESPONSE,
     SaslReply,
+    TokenSource,
     initial_response_fits,
     oauthbearer_initial_response,
     parse_error_challenge,
     xoauth2_initial_response,
 )
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
-from .tls import CaFileError, client_context, describe_tls
+from .tls import describe_tls, load_client_context
 from .transaction import Broken, envelope, flatten, run_transaction
 
 __all__ = ["SendResult", "SmtpConnection", "Step", "TokenSource"]
 
 log = logging.getLogger(__name__)
-
-
-class TokenSource(Protocol):
-    """Where the transport gets OAuth access tokens (``mailgate.oauth.AccountTokenSource`` is one)."""
-
-    async def access_token(self, *, force_refresh: bool = False) -> str:
-        """A valid access token; with ``force_refresh`` a new one, because the server rejected the last."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -149,19 +142,11 @@ class SmtpConnection:
         return err
 
     async def _tls_context(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            ca_file = self.config.ca_file
-            try:
-                self._ssl_context = await asyncio.to_thread(client_context, ca_file)
-            except (OSError, ValueError) as exc:
-                err = SmtpPermanentError(
-                    f"Cannot load ca_file: {exc}"
-                    if isinstance(exc, CaFileError)
-                    else f"Cannot load ca_file {ca_file!r}: {exc}",
-                    hint="ca_file must be a readable PEM file with the CA certificate(s) that signed the server's.",
-                )
-                self._steps.append(Step("tls", False, err.message, err.hint))
-                raise err from exc
+        try:
+            self._ssl_context = self._ssl_context or await load_client_context(self.config.ca_file)
+        except SmtpPermanentError as err:
+            self._steps.append(Step("tls", False, err.message, err.hint))
+            raise
         return self._ssl_context
 
     async def _open(self) -> None:
@@ -336,11 +321,6 @@ class SmtpConnection:
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    def _require(self) -> aiosmtplib.SMTP:
-        if self._smtp is None:
-            raise aiosmtplib.SMTPServerDisconnected("not connected")
-        return self._smtp
-
     async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
         """Send ``message`` (serialised, CRLF line ends, e.g. as the outbox stores it); connects first if needed.
 
@@ -349,8 +329,7 @@ class SmtpConnection:
         """
         sender, rcpts = envelope(message, envelope_from, recipients)
         async with self._lock:
-            reused = self.is_connected
-            if not reused:
+            if not (reused := self.is_connected):
                 await self._connect()
             try:
                 return await self._transaction(sender, rcpts, message)
@@ -384,6 +363,11 @@ class SmtpConnection:
             # taken for the next message's, or its commands for this one's content.  Only closing is safe.
             self._abort()
             raise
+
+    def _require(self) -> aiosmtplib.SMTP:
+        if self._smtp is None:
+            raise aiosmtplib.SMTPServerDisconnected("not connected")
+        return self._smtp
 
     # -- closing ---------------------------------------------------------------------------------------
 

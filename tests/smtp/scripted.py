@@ -75,10 +75,10 @@ class Peer:
             await self.writer.drain()
             await asyncio.sleep(0.005)
 
-    async def greet(self, *, pipelining: bool = True) -> None:
+    async def greet(self) -> None:
         await self.send(b"220 scripted.test ESMTP\r\n")
         await self.expect(b"EHLO ")
-        await self.send(b"250-scripted.test\r\n" + (b"250-PIPELINING\r\n" if pipelining else b"") + b"250 HELP\r\n")
+        await self.send(b"250-scripted.test\r\n250-PIPELINING\r\n250 HELP\r\n")
 
     async def message(self) -> bytes:
         """The message after 354, up to the "." line."""

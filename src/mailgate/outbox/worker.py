@@ -2,9 +2,8 @@
 
 One pool per account, of at most the provider's ``max_connections`` transports (:mod:`mailgate.transport`;
 each an SMTP connection kept open across messages and batches, which authenticates once: no token request
-per message).  The
-sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``) are counted in the
-database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
+per message).  The sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``)
+are counted in the database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and token refreshes stay inside each transport.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -56,12 +56,23 @@ class Transport(Protocol):
         """
         ...
 
-    async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+    async def send(
+        self,
+        envelope_from: str,
+        recipients: Sequence[str],
+        message: bytes,
+        *,
+        ready: Awaitable[object] | None = None,
+    ) -> SendResult:
         """Hand over ``message`` (a serialised RFC 5322 message, CRLF line ends) for ``recipients``.
 
         Connects first when needed.  Returns once the server has taken responsibility for the message for at
         least one recipient; raises when the sender, the message or every recipient is refused.  A recipient
         refused while others are accepted is in :attr:`SendResult.refused`.
+
+        ``ready`` (a task or future) is awaited before the message itself is handed over (SMTP: before DATA,
+        once the recipients are accepted): the outbox commits the previous message's result meanwhile.  If it
+        raises, nothing of this message was handed over, and its exception propagates.
         """
         ...
 

@@ -1,7 +1,8 @@
-"""A connection's results are committed in step with its messages: a message's result is committed before the
-connection hands over the next message.  So at any moment at most one message per connection has been
-accepted by the server without its result committed (the bound on duplicates after a crash), and a result
-that cannot be recorded stops the connection before it sends another message.
+"""A connection's results are committed in step with its messages: a message's result is written while the
+next message's envelope goes out, and committed before that message's DATA.  So at any moment at most one
+message per connection has been accepted by the server without its result committed (the bound on
+duplicates after a crash), and a result that cannot be recorded stops the connection before it hands over
+another message.
 
 The server checks the database itself, from its handler, at the end of every DATA: each message it accepted
 before on the same connection must already be ``sent`` there, not ``sending``.
@@ -180,9 +181,10 @@ async def test_a_result_that_cannot_be_recorded_stops_the_connection_before_the_
         await env.worker.run_once()
     assert caught.value is failure and failed == [failing]
 
-    # Nothing was sent after the message whose result was lost.
+    # Nothing was handed over after the message whose result was lost: the next one got as far as its
+    # envelope (sent while the result was being written), then the connection was closed before its DATA.
     assert [m.rcpt_tos for m in box.messages] == [(_rcpt(i),) for i in range(failing + 1)]
-    assert box.log[-1] == ("DATA", _rcpt(failing))
+    assert box.log[-3:] == [("DATA", _rcpt(failing)), ("MAIL", box.user), ("RCPT", _rcpt(failing + 1))]
     shown = [await env.status(message_id) for message_id in ids]
     assert [s["status"] for s in shown[:failing]] == ["sent"] * failing
     # The delivered but unrecorded message is still leased to the worker; those not attempted went back to

@@ -1,17 +1,20 @@
 """Sending stored message bytes (what the outbox keeps) with SmtpConnection.send, against real aiosmtpd servers.
 
 Bytes go out unchanged when they are 7-bit or the server offers 8BITMIME; 8-bit bytes to a server without
-8BITMIME are re-encoded for 7-bit transport.
+8BITMIME are re-encoded for 7-bit transport.  ``ready`` is awaited after RCPT and before DATA; if it raises,
+the connection is closed and nothing is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -66,10 +69,12 @@ def parsed(raw: bytes) -> EmailMessage:
 
 @dataclass
 class RecordingMailbox(Mailbox):
-    """A Mailbox that logs the transaction commands it gets, with the MAIL parameters."""
+    """A Mailbox that logs the transaction commands it gets, with the MAIL parameters, and can tell the test's
+    event loop when a recipient is accepted."""
 
     #: (command, argument) in order: ("MAIL", params), ("RCPT", address), ("DATA", ""), ("RSET", "").
     log: list[tuple[str, str]] = field(default_factory=list)
+    on_rcpt: Any = None  # (loop, callback) called on the test's loop
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -81,7 +86,11 @@ class RecordingMailbox(Mailbox):
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.log.append(("RCPT", address))
-        return await super().handle_RCPT(server, session, envelope, address, options)
+        reply = await super().handle_RCPT(server, session, envelope, address, options)
+        if self.on_rcpt is not None:
+            loop, callback = self.on_rcpt
+            loop.call_soon_threadsafe(callback)
+        return reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.log.append(("DATA", ""))
@@ -195,3 +204,49 @@ async def test_eight_bit_part_without_charset_to_a_7bit_server(
             return
     [received] = seven_bit_server.handler.messages
     assert received.content.isascii()
+
+
+class DatabaseDown(Exception):
+    pass
+
+
+async def test_ready_that_raises_abandons_the_transaction_and_sends_nothing(
+    start_server: ServerFactory, client_context: ssl.SSLContext
+) -> None:
+    server = start_server(RecordingMailbox())
+    failure = DatabaseDown("the previous result could not be committed")
+    async with connection(server, client_context) as conn:
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready.set_exception(failure)
+        with pytest.raises(DatabaseDown) as caught:
+            await conn.send(SENDER, [RCPT], SEVEN_BIT, ready=ready)
+        assert caught.value is failure
+        assert box(server).log == [("MAIL", f"SIZE={len(SEVEN_BIT)} BODY=8BITMIME"), ("RCPT", RCPT)]
+        assert not conn.is_connected
+        assert server.handler.messages == []
+        await conn.send(SENDER, ["next@example.com"], SEVEN_BIT)  # on a new connection
+    [received] = server.handler.messages
+    assert received.rcpt_tos == ("next@example.com",) and received.content == SEVEN_BIT
+    assert [command for command, _ in box(server).log] == ["MAIL", "RCPT", "MAIL", "RCPT", "DATA"]
+    assert len(server.handler.sasl_commands) == 2
+
+
+async def test_ready_is_awaited_after_the_recipients_and_before_data(
+    start_server: ServerFactory, client_context: ssl.SSLContext
+) -> None:
+    server = start_server(RecordingMailbox())
+    rcpt_accepted = asyncio.Event()
+    box(server).on_rcpt = (asyncio.get_running_loop(), rcpt_accepted.set)
+    seen_by_gate: list[list[tuple[str, str]]] = []
+
+    async def gate() -> None:
+        # Opens only once the server has the recipient (so it runs during the transaction, not before it)...
+        await asyncio.wait_for(rcpt_accepted.wait(), 5)
+        await asyncio.sleep(0.05)  # ...and a DATA that did not wait for it would have arrived meanwhile.
+        seen_by_gate.append(list(box(server).log))
+
+    async with connection(server, client_context) as conn:
+        await conn.send(SENDER, [RCPT], SEVEN_BIT, ready=asyncio.ensure_future(gate()))
+    assert [[command for command, _ in log] for log in seen_by_gate] == [["MAIL", "RCPT"]]
+    assert [command for command, _ in box(server).log] == ["MAIL", "RCPT", "DATA"]
+    assert len(server.handler.messages) == 1

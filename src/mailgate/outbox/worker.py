@@ -304,32 +304,42 @@ class Worker:
     # -- one connection working through the batch ------------------------------------------------------
 
     async def _connection_loop(self, lane: _Lane, conn: Transport, batch: _Batch) -> None:
-        # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
-        while batch.hold is None and not self._stopping and batch.rows:
-            row = batch.rows.popleft()
-            if not conn.is_connected:
+        # A message's result is committed while the connection sends the next message's envelope, and before
+        # that message's content (``ready``): at any moment at most one message per connection has been
+        # accepted by the server without its result committed (the bound on duplicates after a crash).
+        recording: asyncio.Task[None] | None = None
+        try:
+            # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
+            while batch.hold is None and not self._stopping and batch.rows:
+                row = batch.rows.popleft()
+                if not conn.is_connected:
+                    try:
+                        await conn.connect()
+                    except Exception as exc:
+                        verdict = classify(exc, connecting=True)
+                        when = await self._recorder.failure(row, verdict)
+                        if verdict.outcome is Outcome.HOLD:
+                            batch.hold = verdict
+                        elif when is not None:
+                            batch.unreachable = (when, verdict)
+                        return  # this connection cannot be set up now; others may still work
                 try:
-                    await conn.connect()
+                    result = await conn.send(row.sender, pending_recipients(row), row.raw, ready=recording)
                 except Exception as exc:
-                    verdict = classify(exc, connecting=True)
-                    when = await self._recorder.failure(row, verdict)
+                    if recording is not None and recording.done() and recording.exception() is exc:
+                        batch.rows.appendleft(row)  # recording the previous one failed: this one was not sent
+                        raise
+                    verdict = classify(exc, connecting=False)
+                    await self._recorder.failure(row, verdict)
                     if verdict.outcome is Outcome.HOLD:
                         batch.hold = verdict
-                    elif when is not None:
-                        batch.unreachable = (when, verdict)
-                    return  # this connection cannot be set up now; others may still work
-            try:
-                result = await conn.send(row.sender, pending_recipients(row), row.raw)
-            except Exception as exc:
-                verdict = classify(exc, connecting=False)
-                await self._recorder.failure(row, verdict)
-                if verdict.outcome is Outcome.HOLD:
-                    batch.hold = verdict
-                continue
-            # Committed before this connection hands over its next message: at any moment at most one message
-            # per connection has been accepted by the server without its result recorded (the bound on
-            # duplicates after a crash).  If it cannot be recorded, the connection stops here.
-            await self._recorder.sent(row, result)
+                    continue
+                if recording is not None:
+                    await recording  # done already, unless the send ended before its content
+                recording = asyncio.create_task(self._recorder.sent(row, result))
+        finally:
+            if recording is not None:
+                await recording
 
 
 def _allowance(connection: Connection, account_id: str, now: datetime, spec: ProviderSpec | None) -> int:

@@ -12,7 +12,7 @@ import email.message
 import email.policy
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, parse_address
@@ -87,7 +87,14 @@ def flatten(message: email.message.EmailMessage, *, utf8: bool) -> bytes:
 
 
 async def run_transaction(
-    smtp: aiosmtplib.SMTP, sender: str, rcpts: Sequence[str], message: bytes, *, host: str, port: int
+    smtp: aiosmtplib.SMTP,
+    sender: str,
+    rcpts: Sequence[str],
+    message: bytes,
+    *,
+    host: str,
+    port: int,
+    ready: Awaitable[object] | None = None,
 ) -> SendResult:
     """Send ``message`` (an RFC 5322 message serialised before, CRLF line ends) from ``sender`` to ``rcpts``.
 
@@ -95,14 +102,15 @@ async def run_transaction(
     8BITMIME); otherwise they are parsed and re-encoded for 7-bit transport.  A refusal (of the sender, of
     every recipient, of the message) raises the mapped SmtpError after RSET: the connection carries on.
     Anything else (a dropped connection, a timeout, a reply that is not SMTP) raises :class:`Broken`.
+    ``ready`` is awaited once the recipients are accepted, before DATA; its exceptions propagate as they are.
     """
     options, encoding, data = _prepare(smtp, sender, rcpts, message)
     stage = "mail"
+    accepted: list[str] = []
+    refused: dict[str, tuple[int, str]] = {}
     try:
         await smtp.mail(sender, options=options, encoding=encoding)
         stage = "rcpt"
-        accepted: list[str] = []
-        refused: dict[str, tuple[int, str]] = {}
         for rcpt in rcpts:
             try:
                 await smtp.rcpt(rcpt, encoding=encoding)
@@ -112,27 +120,34 @@ async def run_transaction(
                 refused[rcpt] = (exc.code, exc.message)
             else:
                 accepted.append(rcpt)
-        if not accepted:
-            await _reset(smtp)
-            raise _all_refused(refused)
-        stage = "data"
+    except CLIENT_ERRORS as exc:
+        raise await _failure(smtp, exc, stage, host=host, port=port) from exc
+    if not accepted:
+        await _reset(smtp)
+        raise _all_refused(refused)
+    if ready is not None:
+        await ready  # outside the mapping: its errors (the database's, even an OSError) are not SMTP errors
+    try:
         reply = await smtp.data(data)
-    except aiosmtplib.SMTPResponseException as exc:
+    except CLIENT_ERRORS as exc:
+        raise await _failure(smtp, exc, "data", host=host, port=port) from exc
+    return SendResult(tuple(accepted), refused, one_line(reply.message))
+
+
+async def _failure(smtp: aiosmtplib.SMTP, exc: BaseException, stage: str, *, host: str, port: int) -> Exception:
+    """What to raise for ``exc`` at ``stage``: the mapped SmtpError of a refusal (after RSET), else Broken."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code == 421:  # the server is closing the connection (aiosmtplib closes its side)
-            error = error_from_reply(exc.code, exc.message, during=stage)
-            raise Broken(error, before_any_reply=stage == "mail") from exc
+            return Broken(error_from_reply(exc.code, exc.message, during=stage), before_any_reply=stage == "mail")
         if not _is_reply(exc.code):
             # Not an SMTP reply (RFC 5321 s4.2): the replies still to come could not be told apart.
             text = exc.message if exc.code < 0 else f"Malformed SMTP reply: {exc.code} {exc.message}".rstrip()
             error = error_from_exception(aiosmtplib.SMTPResponseException(-1, text), stage, host=host, port=port)
-            raise Broken(error, before_any_reply=False) from exc
+            return Broken(error, before_any_reply=False)
         await _reset(smtp)
-        raise error_from_reply(exc.code, exc.message, during=stage) from exc
-    except CLIENT_ERRORS as exc:
-        error = error_from_exception(exc, stage, host=host, port=port)
-        stale = stage == "mail" and isinstance(exc, aiosmtplib.SMTPServerDisconnected)
-        raise Broken(error, before_any_reply=stale) from exc
-    return SendResult(tuple(accepted), refused, one_line(reply.message))
+        return error_from_reply(exc.code, exc.message, during=stage)
+    stale = stage == "mail" and isinstance(exc, aiosmtplib.SMTPServerDisconnected)
+    return Broken(error_from_exception(exc, stage, host=host, port=port), before_any_reply=stale)
 
 
 def _is_reply(code: int) -> bool:

@@ -12,7 +12,7 @@ import contextlib
 import email.message
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, cast
@@ -154,14 +154,9 @@ class SmtpConnection:
         implicit = c.security is Security.SSL
         context = await self._tls_context() if c.security is not Security.NONE else None
         smtp = aiosmtplib.SMTP(
-            hostname=c.host,
-            port=c.port,
-            timeout=c.timeout,
-            use_tls=implicit,
-            start_tls=False,
-            tls_context=context,
+            hostname=c.host, port=c.port, timeout=c.timeout, use_tls=implicit, start_tls=False, tls_context=context,
             local_hostname=self._local_hostname,
-        )
+        )  # fmt: skip
         try:
             banner = await smtp.connect()
         except CLIENT_ERRORS as exc:
@@ -321,18 +316,21 @@ class SmtpConnection:
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+    async def send(
+        self, envelope_from: str, recipients: Sequence[str], message: bytes, *, ready: Awaitable[object] | None = None
+    ) -> SendResult:
         """Send ``message`` (serialised, CRLF line ends, e.g. as the outbox stores it); connects first if needed.
 
-        Raises the mapped SmtpError when the sender, the message or every recipient is refused (a partial
-        refusal is reported in :attr:`SendResult.refused`), ValidationError for an unusable envelope.
+        Raises the mapped SmtpError when the sender, the message or every recipient is refused (a partial refusal
+        is in :attr:`SendResult.refused`), ValidationError for an unusable envelope.  ``ready`` (a task or future)
+        is awaited before DATA; if it raises, the connection is closed (nothing was handed over) and it propagates.
         """
         sender, rcpts = envelope(message, envelope_from, recipients)
         async with self._lock:
             if not (reused := self.is_connected):
                 await self._connect()
             try:
-                return await self._transaction(sender, rcpts, message)
+                return await self._transaction(sender, rcpts, message, ready)
             except Broken as broken:
                 if not (reused and broken.before_any_reply):
                     raise broken.error from broken.__cause__
@@ -341,7 +339,7 @@ class SmtpConnection:
                 log.info("%s:%s closed the idle connection; connecting again", self.config.host, self.config.port)
                 await self._connect()
                 try:
-                    return await self._transaction(sender, rcpts, message)
+                    return await self._transaction(sender, rcpts, message, ready)
                 except Broken as again:
                     raise again.error from again.__cause__
 
@@ -352,15 +350,17 @@ class SmtpConnection:
         sender, rcpts = envelope(message, None, recipients)
         return await self.send(sender, rcpts, flatten(message, utf8=not (sender + "".join(rcpts)).isascii()))
 
-    async def _transaction(self, sender: str, rcpts: list[str], message: bytes) -> SendResult:
+    async def _transaction(
+        self, sender: str, rcpts: list[str], message: bytes, ready: Awaitable[object] | None = None
+    ) -> SendResult:
         c = self.config
         try:
-            return await run_transaction(self._require(), sender, rcpts, message, host=c.host, port=c.port)
+            return await run_transaction(self._require(), sender, rcpts, message, host=c.host, port=c.port, ready=ready)
         except (SmtpError, ValidationError):
             raise  # a refusal: the transaction was reset, the connection carries on
         except BaseException:
-            # Broken, cancelled (asyncio.timeout around send) or a bug: the replies still to come would be
-            # taken for the next message's, or its commands for this one's content.  Only closing is safe.
+            # Broken, cancelled, ``ready`` failed, or a bug: the replies still to come would be taken for the
+            # next message's, or its commands for this one's content.  Only closing is safe.
             self._abort()
             raise
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "ConsentRequiredError",
+    "CredentialsRejectedError",
+    "DeliveryError",
     "MailgateError",
     "NotFoundError",
     "OAuthError",
     "OAuthFlowError",
+    "PermanentDeliveryError",
     "ReauthorizationRequiredError",
     "SmtpAuthenticationError",
     "SmtpError",
@@ -21,6 +24,7 @@ __all__ = [
     "SmtpTransientError",
     "TokenEndpointError",
     "TokenEndpointUnavailableError",
+    "TransientDeliveryError",
     "ValidationError",
 ]
 
@@ -137,11 +141,16 @@ class TokenEndpointUnavailableError(OAuthError):
     code = "token_endpoint_unavailable"
 
 
-class SmtpError(MailgateError):
-    """An SMTP exchange failed.  ``reply_code``/``reply`` keep what the server said, when it said anything."""
+class DeliveryError(MailgateError):
+    """Handing a message over failed, whatever the transport (SMTP today; Microsoft Graph, the Gmail API).
+
+    ``reply_code``/``reply`` keep what the server said, when it said anything.  The subclasses say what to
+    do: :class:`TransientDeliveryError` try again later, :class:`PermanentDeliveryError` this will not work
+    as it is, :class:`CredentialsRejectedError` the account's credentials must be fixed first.
+    """
 
     http_status = 502
-    code = "smtp_error"
+    code = "delivery_error"
 
     def __init__(self, message: str, *, hint: str = "", reply_code: int | None = None, reply: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -156,20 +165,45 @@ class SmtpError(MailgateError):
         return body
 
 
-class SmtpTransientError(SmtpError):
+class TransientDeliveryError(DeliveryError):
+    """The same message may be accepted later (4xx, throttling, a dropped connection, a timeout)."""
+
+    retryable = True
+    code = "delivery_transient"
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Sending the same thing again will fail the same way (5xx, a configuration that cannot work)."""
+
+    code = "delivery_permanent"
+
+
+class CredentialsRejectedError(PermanentDeliveryError):
+    """The server refused the account's credentials (a password, or an access token even after a refresh)."""
+
+    code = "credentials_rejected"
+
+
+class SmtpError(DeliveryError):
+    """An SMTP exchange failed."""
+
+    code = "smtp_error"
+
+
+class SmtpTransientError(SmtpError, TransientDeliveryError):
     """4xx replies, disconnects, timeouts: the same message may succeed later."""
 
     retryable = True
     code = "smtp_transient"
 
 
-class SmtpPermanentError(SmtpError):
+class SmtpPermanentError(SmtpError, PermanentDeliveryError):
     """5xx replies and refused configurations: retrying the same thing will fail the same way."""
 
     code = "smtp_permanent"
 
 
-class SmtpAuthenticationError(SmtpPermanentError):
+class SmtpAuthenticationError(SmtpPermanentError, CredentialsRejectedError):
     """The server refused the credentials (535, or an XOAUTH2 error challenge)."""
 
     code = "smtp_auth_failed"

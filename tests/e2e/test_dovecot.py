@@ -116,7 +116,7 @@ async def test_a_rejected_long_token_gets_the_error_challenge_then_a_fresh_one_w
     context = await asyncio.to_thread(client_context, dovecot.ca_file)
     async with SmtpConnection(dovecot_config(dovecot), tokens, ssl_context=context) as conn:
         assert conn.mechanism == mechanism
-        await conn.send(build_message(sender=ALICE, to=["carol@example.com"], subject="again", text="x\n"))
+        await conn.send_message(build_message(sender=ALICE, to=["carol@example.com"], subject="again", text="x\n"))
         assert "after refreshing" in conn.steps[-1].detail, conn.steps
     assert tokens.calls == [False, True]
     assert [m.rcpt_tos for m in sink.handler.messages] == [("carol@example.com",)]

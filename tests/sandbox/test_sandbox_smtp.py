@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from mailgate.sandbox import Sandbox
-from mailgate.smtp.channel import CommandChannel, Reply
 
 from .helpers import Flow, SandboxFactory, smtp_connect
 
@@ -277,38 +276,63 @@ async def test_stop_closes_open_smtp_sessions(make_sandbox: SandboxFactory) -> N
     client.close()
 
 
+class PipeliningClient:
+    """A client that pipelines (RFC 2920), on asyncio streams: mailgate's own transport does not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def authenticated(cls, sandbox: Sandbox) -> PipeliningClient:
+        client = cls(*await asyncio.open_connection("127.0.0.1", sandbox.smtp_port))
+        assert (await client.reply())[0] == 220
+        assert [code for code, _ in await client.exchange(b"EHLO client.test\r\n", b"STARTTLS\r\n")] == [250, 220]
+        await client.writer.start_tls(sandbox.client_ssl_context(), server_hostname="127.0.0.1")
+        auth = b"AUTH XOAUTH2 " + xoauth2(ALICE, access_token(sandbox)) + b"\r\n"
+        assert [code for code, _ in await client.exchange(b"EHLO client.test\r\n", auth)] == [250, 235]
+        return client
+
+    async def reply(self) -> tuple[int, str]:
+        lines = []
+        while (line := await asyncio.wait_for(self.reader.readline(), 10))[3:4] == b"-":
+            lines.append(line)
+        lines.append(line)
+        return int(line[:3]), b"".join(lines).decode()
+
+    async def exchange(self, *commands: bytes) -> list[tuple[int, str]]:
+        """Write the commands in one write, then read one reply per command."""
+        self.writer.write(b"".join(commands))
+        return [await self.reply() for _ in commands]
+
+
 async def test_replies_to_pipelined_commands_go_out_together(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """RFC 2920: a client that pipelines gets the replies to a group of commands in one write (as from Postfix
     or Exchange, which write when they have read the whole group), in order; an error reply is not held."""
-    client = await smtp_connect(sandbox)
-    assert (await client.auth_xoauth2(ALICE, access_token(sandbox))).code == 235
-    channel = CommandChannel(client, timeout=10)
+    client = await PipeliningClient.authenticated(sandbox)
     writes: list[bytes] = []
     write = asyncio.StreamWriter.write
 
-    def counted(self: asyncio.StreamWriter, data: bytes) -> None:  # the server's writes (the client has none)
-        writes.append(bytes(data))
+    def counted(self: asyncio.StreamWriter, data: bytes) -> None:  # the server's writes
+        if self is not client.writer:
+            writes.append(bytes(data))
         write(self, data)
 
     monkeypatch.setattr(asyncio.StreamWriter, "write", counted)
     envelope = [f"MAIL FROM:<{ALICE}>\r\n".encode(), b"RCPT TO:<bob@example.com>\r\n", b"RCPT TO:<eve@example.com>\r\n"]
-    replies: list[Reply] = []
-    await channel.exchange([*envelope, b"DATA\r\n"], replies)
-    assert [reply.code for reply in replies] == [250, 250, 250, 354]
+    replies = await client.exchange(*envelope, b"DATA\r\n")
+    assert [code for code, _ in replies] == [250, 250, 250, 354]
     assert len(writes) == 1, writes
     # The end of a message with the next one's commands: the five replies in one write.
     body = b"From: alice@sandbox.test\r\nSubject: pipelined\r\n\r\nHello.\r\n"
-    assert (await channel.finish(body + b".\r\n", [*envelope, b"DATA\r\n"])).code == 250
-    replies = []
-    await channel.exchange([*envelope, b"DATA\r\n"], replies, written=True)
-    assert [reply.code for reply in replies] == [250, 250, 250, 354]
+    replies = await client.exchange(body + b".\r\n", *envelope, b"DATA\r\n")
+    assert [code for code, _ in replies] == [250, 250, 250, 250, 354]
     assert len(writes) == 2 and writes[1].count(b"\r\n") == 5, writes
-    assert (await channel.command(body + b".\r\n")).code == 250
+    assert [code for code, _ in await client.exchange(body + b".\r\n")] == [250]
     # A refused sender: its 550 goes out at once, without waiting for the replies after it.
-    replies = []
     writes.clear()
-    await channel.exchange([b"MAIL FROM:<mallory@sandbox.test>\r\n", b"RSET\r\n"], replies)
-    assert [reply.code for reply in replies] == [550, 250]
+    replies = await client.exchange(b"MAIL FROM:<mallory@sandbox.test>\r\n", b"RSET\r\n")
+    assert [code for code, _ in replies] == [550, 250]
     assert writes[0].startswith(b"550") and len(writes) == 2, writes
-    assert (await channel.command(b"QUIT\r\n")).code == 221
+    assert [code for code, _ in await client.exchange(b"QUIT\r\n")] == [221]
+    client.writer.close()
     assert [m.subject for m in sandbox.messages] == ["pipelined", "pipelined"]

@@ -137,8 +137,6 @@ class Mailbox:
     disconnect_at: str | None = None
     #: ...only at these occurrences of it (1-based, counted over all connections); None: every time.
     disconnect_on: Collection[int] | None = None
-    #: Offer PIPELINING (RFC 2920) in EHLO, as Gmail and Microsoft 365 do; False: a server that does not.
-    pipelining: bool = True
 
     sasl_commands: list[str] = field(default_factory=list)
     #: For each AUTH command: whether the initial response came on the AUTH line (else after a 334).
@@ -211,10 +209,8 @@ class Mailbox:
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
-        if self.pipelining:
-            return offer_pipelining(session, hostname, responses)
-        session.host_name = hostname
-        return responses
+        # PIPELINING offered as Gmail and Microsoft 365 do (mailgate sends one command at a time anyway).
+        return offer_pipelining(session, hostname, responses)
 
     async def _maybe_drop(self, server: SMTP, command: str) -> None:
         self.counts[command] += 1

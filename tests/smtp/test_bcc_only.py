@@ -58,7 +58,7 @@ async def test_sent_to_the_bcc_recipients_without_the_bcc_field(
     server = start_server()
     message = build_message(sender="user@example.com", to=[], bcc=["hidden@example.com"], subject="s", text="t\n")
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
-        result = await conn.send(message)
+        result = await conn.send_message(message)
     assert result.accepted == ("hidden@example.com",)
     (received,) = server.handler.messages
     assert received.rcpt_tos == ("hidden@example.com",)

@@ -42,7 +42,7 @@ async def test_xoauth2_with_a_3kb_token_then_send(start_server: ServerFactory, c
     tokens = FakeTokenSource([LONG_TOKEN])
     async with SmtpConnection(server.config(), tokens, ssl_context=client_context) as conn:
         assert conn.is_connected and conn.mechanism == "XOAUTH2"
-        result = await conn.send(message())
+        result = await conn.send_message(message())
     assert not conn.is_connected
     assert result.accepted == ("rcpt@example.com",) and result.refused == {}
     assert "queued as 1" in result.reply
@@ -67,7 +67,7 @@ async def test_gmail_error_challenge_forces_one_refresh(
     server = start_server(Mailbox(tokens={"fresh"}, failure="gmail"))
     tokens = FakeTokenSource(["stale", "fresh"])
     async with SmtpConnection(server.config(), tokens, ssl_context=client_context) as conn:
-        await conn.send(message())
+        await conn.send_message(message())
         auth_detail = conn.steps[-1].detail
     assert tokens.calls == [False, True]  # force_refresh=True exactly once
     assert [a.token for a in server.handler.sasl_attempts] == ["stale", "fresh"]
@@ -125,7 +125,7 @@ async def test_refresh_reconnects_when_the_server_closed_after_rejecting(
     server = start_server(Mailbox(tokens={"fresh"}, failure="microsoft", close_after_auth_failure=True))
     tokens = FakeTokenSource(["stale", "fresh"])
     async with SmtpConnection(server.config(), tokens, ssl_context=client_context) as conn:
-        await conn.send(message())
+        await conn.send_message(message())
         assert names(conn).count("connect") == 2
     assert tokens.calls == [False, True]
     assert len(server.handler.messages) == 1
@@ -135,7 +135,7 @@ async def test_oauthbearer_only_server(start_server: ServerFactory, client_conte
     server = start_server(Mailbox(tokens={"good"}), mechanisms=["OAUTHBEARER"])
     async with SmtpConnection(server.config(), FakeTokenSource(["good"]), ssl_context=client_context) as conn:
         assert conn.mechanism == "OAUTHBEARER"
-        await conn.send(message())
+        await conn.send_message(message())
     (attempt,) = server.handler.sasl_attempts
     assert (attempt.user, attempt.host, attempt.port) == ("user@example.com", "127.0.0.1", str(server.port))
     assert server.handler.messages[0].authenticated_as == "user@example.com"
@@ -181,7 +181,7 @@ async def test_password_auth(start_server: ServerFactory, client_context: ssl.SS
     config = server.config(authentication=Authentication.PASSWORD, password="app-pw")
     async with SmtpConnection(config, ssl_context=client_context) as conn:
         assert conn.mechanism == mechanism
-        await conn.send(message())
+        await conn.send_message(message())
     assert server.handler.sasl_commands == [mechanism]
     assert server.handler.messages[0].authenticated_as == "user@example.com"
 
@@ -258,7 +258,7 @@ async def test_certificate_for_another_name(ca: trustme.CA, client_context: ssl.
 async def test_ca_file_is_trusted(start_server: ServerFactory, ca_file: str) -> None:
     server = start_server()
     async with SmtpConnection(server.config(ca_file=ca_file), FakeTokenSource()) as conn:
-        await conn.send(message())
+        await conn.send_message(message())
     assert len(server.handler.messages) == 1
 
 
@@ -273,7 +273,7 @@ async def test_missing_ca_file(start_server: ServerFactory, tmp_path: Path) -> N
 async def test_implicit_tls(start_server: ServerFactory, client_context: ssl.SSLContext) -> None:
     server = start_server(tls="ssl")
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
-        await conn.send(message())
+        await conn.send_message(message())
         assert names(conn) == ["connect", "tls", "ehlo", "auth"]
         assert "TLSv1." in conn.steps[1].detail and "IP Address" not in conn.steps[1].detail
     assert len(server.handler.messages) == 1

@@ -43,7 +43,7 @@ async def test_a_long_token_follows_the_334_and_the_message_is_delivered(
     server = start_server(Mailbox(tokens={LONG}), mechanisms=[mechanism])
     async with SmtpConnection(server.config(), FakeTokenSource([LONG]), ssl_context=client_context) as conn:
         assert conn.mechanism == mechanism
-        await conn.send(message())
+        await conn.send_message(message())
     assert server.handler.sasl_commands == [mechanism]
     assert server.handler.sasl_inline == [False]
     (attempt,) = server.handler.sasl_attempts
@@ -70,7 +70,7 @@ async def test_error_challenge_after_a_long_token_is_answered_then_a_fresh_token
     server = start_server(Mailbox(tokens={FRESH}, failure="gmail"), mechanisms=[mechanism])
     tokens = FakeTokenSource([LONG, FRESH])
     async with SmtpConnection(server.config(), tokens, ssl_context=client_context) as conn:
-        await conn.send(message())
+        await conn.send_message(message())
         assert "after refreshing" in conn.steps[-1].detail
     assert tokens.calls == [False, True]
     assert [a.token for a in server.handler.sasl_attempts] == [LONG, FRESH]

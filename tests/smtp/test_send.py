@@ -34,7 +34,7 @@ async def test_several_messages_over_one_connection(
     tokens = FakeTokenSource()
     async with SmtpConnection(server.config(), tokens, ssl_context=client_context) as conn:
         for i in range(5):
-            result = await conn.send(message(subject=f"Message {i}"))
+            result = await conn.send_message(message(subject=f"Message {i}"))
             assert result.accepted == ("rcpt@example.com",)
     received = server.handler.messages
     assert len(received) == 5
@@ -48,8 +48,8 @@ async def test_send_connects_on_demand_and_reconnects_a_stale_connection(
     # The server drops the connection when the 2nd MAIL arrives, as if it had closed an idle connection.
     server = start_server(Mailbox(disconnect_at="MAIL", disconnect_on={2}))
     conn = SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context)
-    await conn.send(message(subject="first"))  # connects by itself
-    await conn.send(message(subject="second"))
+    await conn.send_message(message(subject="first"))  # connects by itself
+    await conn.send_message(message(subject="second"))
     await conn.close()
     received = server.handler.messages
     assert [b"Subject: first" in r.content for r in received] == [True, False]
@@ -61,7 +61,7 @@ async def test_partial_recipient_refusal(start_server: ServerFactory, client_con
     refusal = "550 5.1.1 The email account that you tried to reach does not exist."
     server = start_server(Mailbox(refuse={"nobody@example.com": refusal}))
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
-        result = await conn.send(message(cc=("nobody@example.com",)))
+        result = await conn.send_message(message(cc=("nobody@example.com",)))
     assert result.accepted == ("rcpt@example.com",)
     assert result.refused == {"nobody@example.com": (550, refusal[4:])}
     assert server.handler.messages[0].rcpt_tos == ("rcpt@example.com",)
@@ -77,10 +77,10 @@ async def test_all_recipients_refused(
     server = start_server(Mailbox(refuse={"nobody@example.com": reply}))
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
         with pytest.raises(error) as caught:
-            await conn.send(message(to="nobody@example.com"))
+            await conn.send_message(message(to="nobody@example.com"))
         assert "nobody@example.com" in caught.value.message
         assert caught.value.reply_code == int(reply[:3])
-        await conn.send(message())  # the connection is still usable (RSET)
+        await conn.send_message(message())  # the connection is still usable (RSET)
     assert len(server.handler.messages) == 1
 
 
@@ -88,7 +88,7 @@ async def test_4xx_at_data_is_transient(start_server: ServerFactory, client_cont
     server = start_server(Mailbox(data_reply="451 4.3.0 Temporary system problem, try again later"))
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
         with pytest.raises(SmtpTransientError) as caught:
-            await conn.send(message())
+            await conn.send_message(message())
         assert caught.value.reply_code == 451 and caught.value.retryable
         assert conn.is_connected
 
@@ -97,7 +97,7 @@ async def test_552_at_data_is_permanent(start_server: ServerFactory, client_cont
     server = start_server(Mailbox(data_reply="552 5.3.4 Message size exceeds fixed maximum message size"))
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
         with pytest.raises(SmtpPermanentError) as caught:
-            await conn.send(message())
+            await conn.send_message(message())
     assert "25 MB" in caught.value.hint and not caught.value.retryable
 
 
@@ -109,7 +109,7 @@ async def test_server_disconnect_mid_session_is_transient(
     config = server.config(authentication=Authentication.NONE)
     async with SmtpConnection(config, ssl_context=client_context) as conn:
         with pytest.raises(SmtpTransientError, match="closed the connection"):
-            await conn.send(message())
+            await conn.send_message(message())
         assert not conn.is_connected
     assert server.handler.messages == []
 
@@ -118,9 +118,9 @@ async def test_envelope_is_validated(start_server: ServerFactory, client_context
     server = start_server()
     async with SmtpConnection(server.config(), FakeTokenSource(), ssl_context=client_context) as conn:
         with pytest.raises(ValidationError) as caught:
-            await conn.send(message(), recipients=["a@example.com>\r\nRCPT TO:<b@example.com"])
+            await conn.send_message(message(), recipients=["a@example.com>\r\nRCPT TO:<b@example.com"])
         assert "recipients" in caught.value.errors
-        await conn.send(message(), sender="bounce@example.com", recipients=["other@example.com"])
+        await conn.send("bounce@example.com", ["other@example.com"], message().as_bytes())
     assert server.handler.messages[0].mail_from == "bounce@example.com"
     assert server.handler.messages[0].rcpt_tos == ("other@example.com",)
 

@@ -1,8 +1,8 @@
 """Sending stored message bytes (what the outbox keeps) with SmtpConnection.send, against real aiosmtpd servers.
 
 Bytes go out unchanged when they are 7-bit or the server offers 8BITMIME; 8-bit bytes to a server without
-8BITMIME are re-encoded for 7-bit transport.  ``before_data`` is awaited after RCPT and before DATA; if it
-raises, the transaction is reset and nothing is sent.
+8BITMIME are re-encoded for 7-bit transport.  ``ready`` is awaited after RCPT and before DATA; if it raises,
+the connection is closed and nothing is sent.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def box(server: RunningServer) -> RecordingMailbox:
 async def test_seven_bit_bytes_arrive_unchanged(start_server: ServerFactory, client_context: ssl.SSLContext) -> None:
     server = start_server(RecordingMailbox())
     async with connection(server, client_context) as conn:
-        result = await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT])
+        result = await conn.send(SENDER, [RCPT], SEVEN_BIT)
     assert result.accepted == (RCPT,)
     [received] = server.handler.messages
     # aiosmtpd records the content between DATA and the final dot, dot-unstuffed: exactly what was given.
@@ -142,7 +142,7 @@ async def test_eight_bit_bytes_to_an_8bitmime_server_arrive_unchanged(
     raw = eight_bit_message()
     server = start_server(RecordingMailbox())
     async with connection(server, client_context) as conn:
-        await conn.send(raw, sender=SENDER, recipients=[RCPT])
+        await conn.send(SENDER, [RCPT], raw)
     [received] = server.handler.messages
     assert received.content == raw
     [params] = box(server).mail_params()
@@ -156,7 +156,7 @@ async def test_eight_bit_bytes_to_a_7bit_server_are_reencoded(
     async with connection(seven_bit_server, client_context) as conn:
         # Twice over the same connection: the stored bytes are not changed by the first re-encoding.
         for _ in range(2):
-            result = await conn.send(raw, sender=SENDER, recipients=[RCPT])
+            result = await conn.send(SENDER, [RCPT], raw)
             assert result.accepted == (RCPT,)
     first, second = seven_bit_server.handler.messages
     assert first.content == second.content
@@ -181,7 +181,7 @@ async def test_seven_bit_bytes_to_a_7bit_server_arrive_unchanged(
     seven_bit_server: RunningServer, client_context: ssl.SSLContext
 ) -> None:
     async with connection(seven_bit_server, client_context) as conn:
-        await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT])
+        await conn.send(SENDER, [RCPT], SEVEN_BIT)
     [received] = seven_bit_server.handler.messages
     assert received.content == SEVEN_BIT
 
@@ -197,7 +197,7 @@ async def test_eight_bit_part_without_charset_to_a_7bit_server(
     ).encode()
     async with connection(seven_bit_server, client_context) as conn:
         try:
-            await conn.send(raw, sender=SENDER, recipients=[RCPT])
+            await conn.send(SENDER, [RCPT], raw)
         except SmtpError:
             # Refusing it with a clear error would do too (nothing sent).
             assert seven_bit_server.handler.messages == []
@@ -210,30 +210,28 @@ class DatabaseDown(Exception):
     pass
 
 
-async def test_before_data_that_raises_abandons_the_transaction_and_sends_nothing(
+async def test_ready_that_raises_abandons_the_transaction_and_sends_nothing(
     start_server: ServerFactory, client_context: ssl.SSLContext
 ) -> None:
     server = start_server(RecordingMailbox())
     failure = DatabaseDown("the previous result could not be committed")
     async with connection(server, client_context) as conn:
-        before: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        before.set_exception(failure)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready.set_exception(failure)
         with pytest.raises(DatabaseDown) as caught:
-            await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT], before_data=before)
+            await conn.send(SENDER, [RCPT], SEVEN_BIT, ready=ready)
         assert caught.value is failure
-        # DATA was answered 354 (pipelined with MAIL and RCPT): the server waits for the message, and closing
-        # the connection is the only way not to send it.
         assert box(server).log == [("MAIL", f"SIZE={len(SEVEN_BIT)} BODY=8BITMIME"), ("RCPT", RCPT)]
         assert not conn.is_connected
         assert server.handler.messages == []
-        await conn.send(SEVEN_BIT, sender=SENDER, recipients=["next@example.com"])  # on a new connection
+        await conn.send(SENDER, ["next@example.com"], SEVEN_BIT)  # on a new connection
     [received] = server.handler.messages
     assert received.rcpt_tos == ("next@example.com",) and received.content == SEVEN_BIT
     assert [command for command, _ in box(server).log] == ["MAIL", "RCPT", "MAIL", "RCPT", "DATA"]
     assert len(server.handler.sasl_commands) == 2
 
 
-async def test_before_data_is_awaited_after_the_recipients_and_before_data(
+async def test_ready_is_awaited_after_the_recipients_and_before_data(
     start_server: ServerFactory, client_context: ssl.SSLContext
 ) -> None:
     server = start_server(RecordingMailbox())
@@ -248,7 +246,7 @@ async def test_before_data_is_awaited_after_the_recipients_and_before_data(
         seen_by_gate.append(list(box(server).log))
 
     async with connection(server, client_context) as conn:
-        await conn.send(SEVEN_BIT, sender=SENDER, recipients=[RCPT], before_data=asyncio.ensure_future(gate()))
+        await conn.send(SENDER, [RCPT], SEVEN_BIT, ready=asyncio.ensure_future(gate()))
     assert [[command for command, _ in log] for log in seen_by_gate] == [["MAIL", "RCPT"]]
     assert [command for command, _ in box(server).log] == ["MAIL", "RCPT", "DATA"]
     assert len(server.handler.messages) == 1

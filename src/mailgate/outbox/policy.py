@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 
 from ..errors import (
     ConfigurationError,
+    CredentialsRejectedError,
+    DeliveryError,
     MailgateError,
     OAuthError,
     ReauthorizationRequiredError,
-    SmtpAuthenticationError,
-    SmtpError,
 )
 
 __all__ = ["CLAIMABLE", "FINAL", "Outcome", "Status", "Verdict", "backoff", "classify", "next_attempt"]
@@ -71,9 +71,9 @@ def classify(exc: BaseException, *, connecting: bool) -> Verdict:
         # A disconnect or timeout that escaped the SMTP layer's mapping: worth another try.
         return Verdict(Outcome.RETRY, "error", f"{type(exc).__name__}: {exc}")
     text = str(exc)
-    smtp_code = exc.reply_code if isinstance(exc, SmtpError) else None
-    smtp_reply = exc.reply if isinstance(exc, SmtpError) else ""
-    if isinstance(exc, ReauthorizationRequiredError | ConfigurationError | SmtpAuthenticationError):
+    smtp_code = exc.reply_code if isinstance(exc, DeliveryError) else None
+    smtp_reply = exc.reply if isinstance(exc, DeliveryError) else ""
+    if isinstance(exc, ReauthorizationRequiredError | ConfigurationError | CredentialsRejectedError):
         return Verdict(Outcome.HOLD, exc.code, text, smtp_code, smtp_reply)
     if exc.retryable:
         return Verdict(Outcome.RETRY, exc.code, text, smtp_code, smtp_reply)

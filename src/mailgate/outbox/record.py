@@ -1,7 +1,7 @@
 """Recording the end of an attempt: sent (with per-recipient results), retrying with backoff, held, failed.
 
-Each result is committed before the connection hands over its next message (DATA), so a crash can leave
-at most one delivered-but-unrecorded message per connection.  The commit does not wait for the disk (see
+Each result is committed before the connection hands over its next message, so a crash can leave at most
+one delivered-but-unrecorded message per connection.  The commit does not wait for the disk (see
 :mod:`.commit`): it survives mailgate crashing or being killed; a power failure right after it costs
 sending those messages again, not losing any.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ..smtp import SendResult
+from ..transport import SendResult
 from . import queue
 from .policy import Outcome, Status, Verdict, backoff, next_attempt
 from .queue import Claimed

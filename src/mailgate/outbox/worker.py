@@ -1,9 +1,9 @@
-"""The delivery worker: claims due messages under a lease and sends them over a pool of reused connections.
+"""The delivery worker: claims due messages under a lease and sends them over a pool of transports.
 
-One pool per account, of at most the provider's ``max_connections`` authenticated SMTP connections, kept
-open across messages and batches (a connection authenticates once: no token request per message).  The
-sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``) are counted in the
-database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
+One pool per account, of at most the provider's ``max_connections`` transports (:mod:`mailgate.transport`;
+each an SMTP connection kept open across messages and batches, which authenticates once: no token request
+per message).  The sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``)
+are counted in the database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from ..mailer import Mailer
-from ..smtp import SmtpConnection
-from ..smtp.transport import NextMessage
+from ..transport import Transport, TransportFactory
 from ..types import Authentication, EmailServerConfig, ProviderSpec, TokenStatus
 from . import queue
 from .policy import Outcome, Status, Verdict, classify
@@ -39,7 +38,6 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 
 Row = Claimed
-ConnectionFactory = Callable[[EmailServerConfig], SmtpConnection]
 #: Messages claimed per connection in a cycle: enough to keep connections busy, few enough to finish well
 #: within the lease.
 PER_CONNECTION_BATCH = 25
@@ -56,7 +54,7 @@ class _Lane:
 
     account_id: str
     server: EmailServerConfig | None = None
-    pool: list[SmtpConnection] = field(default_factory=list)
+    pool: list[Transport] = field(default_factory=list)
     #: The configuration seen when the account's messages were held; a change releases them.
     held_fingerprint: tuple[Any, ...] | None = None
 
@@ -80,19 +78,20 @@ class Worker:
         mailer: Mailer,
         *,
         owner: str | None = None,
-        connection_factory: ConnectionFactory | None = None,
+        transport_factory: TransportFactory | None = None,
         random_source: Callable[[], float] = random.random,
         accounts: tuple[str, ...] = (),
     ) -> None:
         """``accounts``: the accounts to deliver for; none given, every account (followed as they come and go).
-        A ``connection_factory`` replaces the SMTP connections (tests)."""
+        A ``transport_factory`` replaces the account's SMTP transports (tests; other transports)."""
         self.outbox = outbox
         self.mailer = mailer
         self.owner = owner or f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._factory = transport_factory or mailer.transport
         self._recorder = Recorder(outbox, self.owner, random_source)
         self._lanes = {account: _Lane(account) for account in accounts}
         self._stopping = False
-        self._every_account, self._custom_factory = not accounts, connection_factory
+        self._every_account = not accounts
         #: When :meth:`housekeeping` is next due (time.monotonic()); at once when the worker starts.
         self._housekeeping_due = 0.0
 
@@ -191,10 +190,8 @@ class Worker:
         for name in names:
             self._lanes.setdefault(name, _Lane(name))
 
-    def _new_connection(self, server: EmailServerConfig, account: str) -> SmtpConnection:
-        if self._custom_factory is not None:
-            return self._custom_factory(server)
-        return SmtpConnection(server, self.mailer.token_source(server, account))
+    def _new_connection(self, server: EmailServerConfig, account: str) -> Transport:
+        return self._factory(server, account)
 
     # -- one cycle of one account ----------------------------------------------------------------------
 
@@ -323,23 +320,15 @@ class Worker:
 
     # -- one connection working through the batch ------------------------------------------------------
 
-    async def _connection_loop(self, lane: _Lane, conn: SmtpConnection, batch: _Batch) -> None:
-        # The previous message's result is committed while this connection sends the next message's MAIL and
-        # RCPT commands, and before its DATA: at any moment at most one message per connection has been
-        # accepted by the server without its result being committed (the bound on duplicates after a crash).
+    async def _connection_loop(self, lane: _Lane, conn: Transport, batch: _Batch) -> None:
+        # A message's result is committed while the connection sends the next message's envelope, and before
+        # that message's content (``ready``): at any moment at most one message per connection has been
+        # accepted by the server without its result committed (the bound on duplicates after a crash).
         recording: asyncio.Task[None] | None = None
-        # The message this connection sends next, taken from the batch ahead of time: its envelope goes out
-        # with the current message's final "." (SmtpConnection.send's ``then``).
-        following: Row | None = None
         try:
             # Stopping (SIGTERM): the messages not tried yet go back to the queue (_settle_untried).
-            while batch.hold is None and not self._stopping:
-                if following is not None:
-                    row, following = following, None
-                elif not batch.rows:
-                    return
-                else:
-                    row = batch.rows.popleft()
+            while batch.hold is None and not self._stopping and batch.rows:
+                row = batch.rows.popleft()
                 if not conn.is_connected:
                     try:
                         await conn.connect()
@@ -351,19 +340,11 @@ class Worker:
                         elif when is not None:
                             batch.unreachable = (when, verdict)
                         return  # this connection cannot be set up now; others may still work
-                following = batch.rows.popleft() if batch.rows else None
-                then = None
-                if following is not None:
-                    then = NextMessage(following.raw, following.sender, pending_recipients(following), following.id)
                 try:
-                    result = await conn.send(
-                        row.raw, sender=row.sender, recipients=pending_recipients(row), before_data=recording,
-                        key=row.id, then=then,
-                    )  # fmt: skip
+                    result = await conn.send(row.sender, pending_recipients(row), row.raw, ready=recording)
                 except Exception as exc:
                     if recording is not None and recording.done() and recording.exception() is exc:
-                        # Recording the previous message failed (the database): this one was not sent.
-                        batch.rows.appendleft(row)
+                        batch.rows.appendleft(row)  # recording the previous one failed: this one was not sent
                         raise
                     verdict = classify(exc, connecting=False)
                     await self._recorder.failure(row, verdict)
@@ -371,13 +352,9 @@ class Worker:
                         batch.hold = verdict
                     continue
                 if recording is not None:
-                    await recording  # done already unless the send did not get as far as DATA
+                    await recording  # done already, unless the send ended before its content
                 recording = asyncio.create_task(self._recorder.sent(row, result))
         finally:
-            if following is not None:
-                # Not sent after all (the account is held, or the database failed): back to the batch, which
-                # gives it back to the queue.  The connection closes before its next message (send, close).
-                batch.rows.appendleft(following)
             if recording is not None:
                 await recording
 

@@ -15,6 +15,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from .replies import enhanced_status
 
@@ -23,6 +24,7 @@ __all__ = [
     "OAUTHBEARER_ERROR_RESPONSE",
     "XOAUTH2_ERROR_RESPONSE",
     "SaslReply",
+    "TokenSource",
     "initial_response_fits",
     "oauthbearer_initial_response",
     "parse_error_challenge",
@@ -37,6 +39,15 @@ OAUTHBEARER_ERROR_RESPONSE = base64.b64encode(b"\x01").decode("ascii")
 #: The longest SMTP command line, CRLF included (RFC 5321 s4.5.3.1.4); RFC 4954 s4 applies it to AUTH with
 #: an initial response.  Strict servers enforce it: Dovecot answers ``500 5.5.2 Line too long``.
 AUTH_LINE_LIMIT = 512
+
+
+class TokenSource(Protocol):
+    """Where the transport gets OAuth access tokens (``mailgate.oauth.AccountTokenSource`` is one)."""
+
+    async def access_token(self, *, force_refresh: bool = False) -> str:
+        """A valid access token; with ``force_refresh`` a new one, because the server rejected the last."""
+        ...
+
 
 # Characters that would break the \x01-separated key/value framing, or the SMTP command line.
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")

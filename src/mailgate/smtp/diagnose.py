@@ -59,7 +59,7 @@ async def test_connection(
                 subject="mailgate test message",
                 text="This message was sent by mailgate to test the email server settings.",
             )
-        result = await connection.send(message, recipients=[send_to] if send_to else None)
+        result = await connection.send_message(message, recipients=[send_to] if send_to else None)
         detail = f"accepted: {', '.join(result.accepted)}; server: {result.reply}"
         if result.refused:
             refused = "; ".join(f"{rcpt}: {code} {text}" for rcpt, (code, text) in result.refused.items())

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import stat
 
 import aiosmtplib
 
-__all__ = ["CA_FILE_MAX_BYTES", "CaFileError", "client_context", "describe_tls", "read_ca_file"]
+from ..errors import SmtpPermanentError
+
+__all__ = [
+    "CA_FILE_MAX_BYTES",
+    "CaFileError",
+    "client_context",
+    "describe_tls",
+    "load_client_context",
+    "read_ca_file",
+]
 
 #: The largest ``ca_file`` read: Mozilla's bundle of every public CA is about 220 KB as PEM.
 CA_FILE_MAX_BYTES = 1024 * 1024
@@ -71,6 +81,18 @@ def client_context(ca_file: str = "") -> ssl.SSLContext:
         return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=data.decode("ascii"))
     except (UnicodeDecodeError, ssl.SSLError, ValueError) as exc:
         raise CaFileError(f"{ca_file} holds no PEM certificate that can be loaded. {_WHAT_TO_DO}") from exc
+
+
+async def load_client_context(ca_file: str) -> ssl.SSLContext:
+    """:func:`client_context` in a thread; a ``ca_file`` that cannot be used is an SmtpPermanentError."""
+    try:
+        return await asyncio.to_thread(client_context, ca_file)
+    except (OSError, ValueError) as exc:
+        what = f": {exc}" if isinstance(exc, CaFileError) else f" {ca_file!r}: {exc}"
+        raise SmtpPermanentError(
+            f"Cannot load ca_file{what}",
+            hint="ca_file must be a readable PEM file with the CA certificate(s) that signed the server's.",
+        ) from exc
 
 
 def _names(value: object) -> str:

@@ -1,7 +1,8 @@
-"""One SMTP submission connection: TLS, EHLO, AUTH (XOAUTH2, OAUTHBEARER, PLAIN, LOGIN), then many messages.
+"""The SMTP transport: one submission connection (TLS, EHLO, AUTH with XOAUTH2, OAUTHBEARER, PLAIN or LOGIN),
+reused for many messages; it implements :class:`mailgate.transport.Transport`.
 
-Built on aiosmtplib; every aiosmtplib, socket and ssl exception is converted by :mod:`.replies` here.
-Secrets (access tokens, passwords) never appear in a repr, a log line, a step or an error message.
+Built on aiosmtplib's public API; every aiosmtplib, socket and ssl exception is converted by :mod:`.replies`
+here.  Secrets (access tokens, passwords) never appear in a repr, a log line, a step or an error message.
 """
 
 from __future__ import annotations
@@ -12,39 +13,32 @@ import email.message
 import logging
 import ssl
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, cast
+from typing import Self, cast
 
 import aiosmtplib
 
-from ..errors import ConfigurationError, MailgateError, SmtpError, SmtpPermanentError
+from ..errors import ConfigurationError, MailgateError, SmtpError, SmtpPermanentError, ValidationError
+from ..transport import SendResult
 from ..types import Authentication, EmailServerConfig, Security
 from .auth import (
     OAUTHBEARER_ERROR_RESPONSE,
     XOAUTH2_ERROR_RESPONSE,
     SaslReply,
+    TokenSource,
     initial_response_fits,
     oauthbearer_initial_response,
     parse_error_challenge,
     xoauth2_initial_response,
 )
-from .channel import CommandChannel
 from .replies import CLIENT_ERRORS, error_from_exception, error_from_reply, one_line
-from .tls import CaFileError, client_context, describe_tls
-from .transaction import Prepared, SendResult, StaleConnection, envelope, envelope_commands, run_transaction
+from .tls import describe_tls, load_client_context
+from .transaction import Broken, envelope, flatten, run_transaction
 
-__all__ = ["NextMessage", "SendResult", "SmtpConnection", "Step", "TokenSource"]
+__all__ = ["SendResult", "SmtpConnection", "Step", "TokenSource"]
 
 log = logging.getLogger(__name__)
-
-
-class TokenSource(Protocol):
-    """Where the transport gets OAuth access tokens (``mailgate.oauth.AccountTokenSource`` is one)."""
-
-    async def access_token(self, *, force_refresh: bool = False) -> str:
-        """A valid access token; with ``force_refresh`` a new one, because the server rejected the last."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -57,18 +51,10 @@ class Step:
     hint: str = ""
 
 
-@dataclass(frozen=True)
-class NextMessage:
-    """The message a caller sends next on a connection (see :meth:`SmtpConnection.send`), and its ``key``."""
-
-    message: bytes = field(repr=False)
-    sender: str
-    recipients: Sequence[str]
-    key: object
-
-
 class SmtpConnection:
     """An SMTP submission connection, reusable for many messages (``async with`` connects and closes).
+
+    A :class:`mailgate.transport.Transport`: :meth:`send` reconnects when the server closed the connection.
 
     ``ssl_context`` replaces the verified default context (tests); it must verify certificates.
     """
@@ -92,17 +78,11 @@ class SmtpConnection:
         self._ssl_context = ssl_context
         self._local_hostname = local_hostname
         self._smtp: aiosmtplib.SMTP | None = None
-        #: Carries the mail transactions once the connection is authenticated (aiosmtplib cannot pipeline).
-        self._channel: CommandChannel | None = None
         self._transport: asyncio.BaseTransport | None = None  # the outermost (TLS) transport, see _drop
         self._lock = asyncio.Lock()
         self._steps: list[Step] = []
         #: The SASL mechanism of the last successful AUTH, or "" (none yet / no authentication).
         self.mechanism = ""
-        #: The key of the message whose envelope went out ahead, with the previous message's final ".", and
-        #: its commands and data as prepared then (its own transaction uses them: computed once).
-        self._ahead: object = None
-        self._ahead_prepared: Prepared | None = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -121,8 +101,7 @@ class SmtpConnection:
     @property
     def is_connected(self) -> bool:
         """Whether the connection is open (as far as the client knows) and ready to send."""
-        channel = self._channel
-        return self._smtp is not None and self._smtp.is_connected and (channel is None or channel.is_open)
+        return self._smtp is not None and self._smtp.is_connected
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -147,12 +126,11 @@ class SmtpConnection:
         try:
             await self._open()
             await self._authenticate()
-            self._channel = CommandChannel(self._require(), timeout=self.config.timeout)
         except Exception:
             await self._drop(polite=True)
             raise
         except BaseException:  # cancelled: close without awaiting anything more
-            await self._drop(polite=False)
+            self._abort()
             raise
 
     def _record(self, name: str, detail: str) -> None:
@@ -164,19 +142,11 @@ class SmtpConnection:
         return err
 
     async def _tls_context(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            ca_file = self.config.ca_file
-            try:
-                self._ssl_context = await asyncio.to_thread(client_context, ca_file)
-            except (OSError, ValueError) as exc:
-                err = SmtpPermanentError(
-                    f"Cannot load ca_file: {exc}"
-                    if isinstance(exc, CaFileError)
-                    else f"Cannot load ca_file {ca_file!r}: {exc}",
-                    hint="ca_file must be a readable PEM file with the CA certificate(s) that signed the server's.",
-                )
-                self._steps.append(Step("tls", False, err.message, err.hint))
-                raise err from exc
+        try:
+            self._ssl_context = self._ssl_context or await load_client_context(self.config.ca_file)
+        except SmtpPermanentError as err:
+            self._steps.append(Step("tls", False, err.message, err.hint))
+            raise
         return self._ssl_context
 
     async def _open(self) -> None:
@@ -184,14 +154,9 @@ class SmtpConnection:
         implicit = c.security is Security.SSL
         context = await self._tls_context() if c.security is not Security.NONE else None
         smtp = aiosmtplib.SMTP(
-            hostname=c.host,
-            port=c.port,
-            timeout=c.timeout,
-            use_tls=implicit,
-            start_tls=False,
-            tls_context=context,
+            hostname=c.host, port=c.port, timeout=c.timeout, use_tls=implicit, start_tls=False, tls_context=context,
             local_hostname=self._local_hostname,
-        )
+        )  # fmt: skip
         try:
             banner = await smtp.connect()
         except CLIENT_ERRORS as exc:
@@ -351,89 +316,58 @@ class SmtpConnection:
 
     # -- sending ---------------------------------------------------------------------------------------
 
+    async def send(
+        self, envelope_from: str, recipients: Sequence[str], message: bytes, *, ready: Awaitable[object] | None = None
+    ) -> SendResult:
+        """Send ``message`` (serialised, CRLF line ends, e.g. as the outbox stores it); connects first if needed.
+
+        Raises the mapped SmtpError when the sender, the message or every recipient is refused (a partial refusal
+        is in :attr:`SendResult.refused`), ValidationError for an unusable envelope.  ``ready`` (a task or future)
+        is awaited before DATA; if it raises, the connection is closed (nothing was handed over) and it propagates.
+        """
+        sender, rcpts = envelope(message, envelope_from, recipients)
+        async with self._lock:
+            if not (reused := self.is_connected):
+                await self._connect()
+            try:
+                return await self._transaction(sender, rcpts, message, ready)
+            except Broken as broken:
+                if not (reused and broken.before_any_reply):
+                    raise broken.error from broken.__cause__
+                # RFC 5321 s4.5.3.2.7: servers close idle connections.  Nothing of this message reached the
+                # server, so starting over on a new connection is safe.
+                log.info("%s:%s closed the idle connection; connecting again", self.config.host, self.config.port)
+                await self._connect()
+                try:
+                    return await self._transaction(sender, rcpts, message, ready)
+                except Broken as again:
+                    raise again.error from again.__cause__
+
+    async def send_message(
+        self, message: email.message.EmailMessage, *, recipients: Sequence[str] | None = None
+    ) -> SendResult:
+        """Send an EmailMessage: the envelope from its From and To/Cc/Bcc (or ``recipients``), Bcc not sent."""
+        sender, rcpts = envelope(message, None, recipients)
+        return await self.send(sender, rcpts, flatten(message, utf8=not (sender + "".join(rcpts)).isascii()))
+
+    async def _transaction(
+        self, sender: str, rcpts: list[str], message: bytes, ready: Awaitable[object] | None = None
+    ) -> SendResult:
+        c = self.config
+        try:
+            return await run_transaction(self._require(), sender, rcpts, message, host=c.host, port=c.port, ready=ready)
+        except (SmtpError, ValidationError):
+            raise  # a refusal: the transaction was reset, the connection carries on
+        except BaseException:
+            # Broken, cancelled, ``ready`` failed, or a bug: the replies still to come would be taken for the
+            # next message's, or its commands for this one's content.  Only closing is safe.
+            self._abort()
+            raise
+
     def _require(self) -> aiosmtplib.SMTP:
         if self._smtp is None:
             raise aiosmtplib.SMTPServerDisconnected("not connected")
         return self._smtp
-
-    def _ready(self) -> CommandChannel:
-        if self._channel is None:
-            raise aiosmtplib.SMTPServerDisconnected("not connected")
-        return self._channel
-
-    async def send(
-        self,
-        message: email.message.EmailMessage | bytes,
-        *,
-        sender: str | None = None,
-        recipients: Sequence[str] | None = None,
-        before_data: Awaitable[object] | None = None,
-        key: object = None,
-        then: NextMessage | None = None,
-    ) -> SendResult:
-        """Send one message; connects first if needed.  The envelope defaults to From and To/Cc/Bcc.
-
-        ``message`` may be the bytes of a message serialised before (the outbox's stored messages, sent
-        without parsing them again).  ``before_data`` (a task or future: it may be awaited twice when a stale
-        connection is replaced) is awaited once the recipients are accepted, before the message is handed
-        over; if it raises, nothing was sent and its exception propagates.
-        Raises the mapped SmtpError when the sender, the message or every recipient is refused (a partial
-        refusal is reported in :attr:`SendResult.refused`), ValidationError for an unusable envelope.
-
-        ``then``: the message the caller will send next on this connection, with its ``key``.  When the
-        server pipelines, its envelope goes out with this message's final "." (whether this message succeeds
-        or not); the next call, with the same ``key``, reads the replies.  A call with another message instead
-        closes the connection first (the server may be waiting for the other's content), as does
-        :meth:`close`.
-        """
-        env_sender, env_rcpts = envelope(message, sender, recipients)
-        async with self._lock:
-            written = key is not None and self._ahead is not None and self._ahead == key and self.is_connected
-            prepared = self._ahead_prepared if written else None
-            if self._ahead is not None and not written:
-                await self._drop(polite=False)  # the envelope written ahead was for another message
-            self._ahead, self._ahead_prepared = None, None
-            reused = self.is_connected
-            if not reused:
-                await self._connect()
-            try:
-                return await self._transaction(message, env_sender, env_rcpts, reused or written, before_data,
-                                               written, then, prepared)  # fmt: skip
-            except StaleConnection:
-                # RFC 5321 s4.5.3.2.7: servers close idle connections.  Nothing of this message reached
-                # the server, so starting over on a new connection is safe.
-                await self._drop(polite=False)
-                await self._connect()
-                return await self._transaction(message, env_sender, env_rcpts, False, before_data, False, then)
-
-    async def _transaction(
-        self,
-        message: email.message.EmailMessage | bytes,
-        sender: str,
-        rcpts: list[str],
-        may_be_stale: bool,
-        before_data: Awaitable[object] | None,
-        written: bool,
-        then: NextMessage | None,
-        prepared: Prepared | None = None,
-    ) -> SendResult:
-        channel = self._ready()
-        following = None
-        if then is not None and channel.pipelining:
-            try:
-                next_sender, next_rcpts = envelope(then.message, then.sender, then.recipients)
-                following = envelope_commands(channel, then.message, next_sender, next_rcpts)
-            except MailgateError:
-                following = None  # its own send says what is wrong with it
-        try:
-            return await run_transaction(
-                channel, message, sender, rcpts, host=self.config.host, port=self.config.port,
-                may_be_stale=may_be_stale, before_data=before_data, written=written,
-                then=following[0] if following else None, prepared=prepared,
-            )  # fmt: skip
-        finally:
-            if then is not None and channel.ahead:
-                self._ahead, self._ahead_prepared = then.key, following
 
     # -- closing ---------------------------------------------------------------------------------------
 
@@ -442,28 +376,25 @@ class SmtpConnection:
         async with self._lock:
             await self._drop(polite=True)
 
-    async def _drop(self, *, polite: bool) -> None:
-        self._ahead, self._ahead_prepared = None, None
+    def _abort(self) -> None:
+        """Close at once, without QUIT (the server discards an unfinished transaction, RFC 5321 s3.8)."""
         smtp, self._smtp = self._smtp, None
-        channel, self._channel = self._channel, None
         transport, self._transport = self._transport, None
+        if smtp is not None:
+            smtp.close()
+        if transport is not None:  # a stream transport (uvloop's do not subclass asyncio.Transport)
+            cast(asyncio.Transport, transport).abort()
+
+    async def _drop(self, *, polite: bool) -> None:
+        smtp, transport = self._smtp, self._transport
         if smtp is None:
             return
-        if channel is not None and channel.ahead:
-            polite = False  # after commands written ahead, QUIT could be taken for message content
         if polite and smtp.is_connected:
             with contextlib.suppress(*CLIENT_ERRORS):
-                timeout = min(self.config.timeout, 5.0)
-                if channel is not None:  # the transport is the channel's now
-                    async with asyncio.timeout(timeout):
-                        await channel.command(b"QUIT\r\n")
-                else:
-                    await smtp.quit(timeout=timeout)
-        smtp.close()
+                await smtp.quit(timeout=min(self.config.timeout, 5.0))
         # After QUIT (or a failure) nothing more is expected: release the socket now.  aiosmtplib's close()
         # starts a TLS close_notify exchange and forgets the transport, which leaves the socket open until
         # the peer answers, or for good if the event loop stops first.
-        if transport is not None:  # a stream transport (uvloop's do not subclass asyncio.Transport)
-            cast(asyncio.Transport, transport).abort()
-            if polite:
-                await asyncio.sleep(0)  # runs the callback abort() scheduled, which closes the socket
+        self._abort()
+        if polite and transport is not None:
+            await asyncio.sleep(0)  # runs the callback abort() scheduled, which closes the socket

@@ -8,11 +8,13 @@ import asyncio
 import json
 import random
 import string
+import threading
 from typing import Any
 
 import pytest
 
 from mailgate.outbox.checks import DEFAULT_MAX_RECIPIENTS, MAX_ATTACHMENTS, MAX_HEADERS, MAX_LINE
+from mailgate.web import messages_api
 
 from .conftest import API, Env, EnvFactory
 
@@ -135,31 +137,19 @@ async def test_json_long_lines_go_out_encoded(env: Env) -> None:
 
 async def test_healthz_answers_while_a_heavy_message_is_composed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worst body the limits allow (recipients with display names, attachments, header fields): while it is
-    composed, /healthz is answered.  Counted between the end of the POST's body and the message's enqueue,
-    where the old code did all its work without giving the event loop back."""
-    answered = 0
-    body_read = asyncio.Event()
-    in_between: list[int] = []
-    enqueue = env.services.outbox.enqueue
+    composed, /healthz is answered.  Composing is held until a /healthz has been answered: off the event loop
+    that happens at once; on it (the old code) the loop is blocked, no /healthz can be answered, and the hold
+    runs out after 10 s with the flag unset."""
+    started, answered = threading.Event(), threading.Event()
+    answered_in_time: list[bool] = []
+    compose = messages_api.from_request
 
-    async def spying_enqueue(*args: Any, **kwargs: Any) -> Any:
-        in_between.append(answered)
-        return await enqueue(*args, **kwargs)
+    def held_compose(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        answered_in_time.append(answered.wait(10))
+        return compose(*args, **kwargs)
 
-    monkeypatch.setattr(env.services.outbox, "enqueue", spying_enqueue)
-
-    async def content() -> Any:
-        yield body
-        body_read.set()
-
-    async def poll_healthz() -> None:
-        nonlocal answered
-        await body_read.wait()
-        while not in_between:
-            r = await env.api.get("/healthz")
-            assert r.status_code == 200
-            answered += 1
-
+    monkeypatch.setattr(messages_api, "from_request", held_compose)
     body = (
         '{"from": "alice@example.com", "to": ['
         + ", ".join(f'"Recipient number {i} <r{i}@example.com>"' for i in range(DEFAULT_MAX_RECIPIENTS))
@@ -169,11 +159,13 @@ async def test_healthz_answers_while_a_heavy_message_is_composed(env: Env, monke
         + ", ".join(f'{{"filename": "f{i}.txt", "content_base64": "{QQ}"}}' for i in range(MAX_ATTACHMENTS))
         + "]}"
     ).encode()
-    poller = asyncio.create_task(poll_healthz())
-    r = await env.api.post(MESSAGES, content=content(), headers={"Content-Type": "application/json"})
-    await poller
-    assert r.status_code == 202, r.text
-    assert in_between and in_between[0] > 0
+    post = asyncio.create_task(env.api.post(MESSAGES, content=body, headers={"Content-Type": "application/json"}))
+    assert await asyncio.to_thread(started.wait, 10), "the message was never composed"
+    health = await env.api.get("/healthz")
+    answered.set()
+    r = await post
+    assert health.status_code == 200 and r.status_code == 202, r.text
+    assert answered_in_time == [True]
 
 
 NASTY = [

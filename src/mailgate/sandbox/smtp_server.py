@@ -74,28 +74,9 @@ class _SandboxSMTP(SMTP):
         # aiosmtpd keeps command_size_limits at class level and clears it in __init__: use our own.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, {"AUTH": _AUTH_LINE_LIMIT})
         self._connections = connections
-        #: Replies held back until the client's pipelined commands are read (see push).
-        self._held: list[bytes] = []
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
-
-    async def push(self, status: str | bytes) -> None:
-        """Write a reply; a 250 while the client's next command is already here waits to go with its reply.
-
-        A client that pipelines (RFC 2920) gets the replies to a group of commands (the end of a message,
-        MAIL, RCPT..., DATA) in one write, as from Postfix or Exchange, not in one TCP segment each.  Every
-        other reply (354, 334, 220 before TLS, errors) and any reply with no complete command waiting
-        behind it goes out at once, with those held before it: nothing is held while the server waits
-        for the client.
-        """
-        reply = status if isinstance(status, bytes) else status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
-        self._held.append(reply + b"\r\n")
-        if reply[:3] == b"250" and b"\n" in self._reader._buffer:  # type: ignore[attr-defined]
-            return
-        self._writer.write(b"".join(self._held))
-        self._held.clear()
-        await self._writer.drain()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._connections.add(self)

@@ -56,9 +56,29 @@ def simple_addr_spec(value: str) -> bool:
     return len(value) <= _SIMPLE_ADDR_SPEC_MAX and _SIMPLE_ADDR_SPEC(value) is not None
 
 
-#: The standard library's policy for messages sent by SMTP (``email.policy.default`` with CRLF line ends):
-#: messages are built, parsed and serialised with it.
-POLICY = email.policy.SMTP
+class _HeaderClasses(email.headerregistry.HeaderRegistry):
+    """The standard registry, making each header class once.
+
+    ``HeaderRegistry.__getitem__`` builds a new class (``type(...)``) for every header set or parsed, about a
+    sixth of the time a message takes to compose; the class only depends on the header's name, so one per
+    name serves every message.  Same classes, same behaviour: only the repeated ``type()`` calls go.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[str, type[email.headerregistry.BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[email.headerregistry.BaseHeader]:
+        key = name.lower()
+        made = self.made.get(key)
+        if made is None:
+            made = self.made[key] = super().__getitem__(name)
+        return made
+
+
+#: The standard library's policy for messages sent by SMTP (``email.policy.default`` with CRLF line ends), with
+#: :class:`_HeaderClasses`: messages are built, parsed and serialised with it.
+POLICY = email.policy.SMTP.clone(header_factory=_HeaderClasses())
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 
 import pytest
 
 from mailgate.config import RelaySettings
 from mailgate.errors import ConfigurationError
 from mailgate.relay import FailedLogins, sender_matches
+from mailgate.relay.users import new_password
 from mailgate.store import SecretBox
 
 
@@ -84,3 +86,11 @@ def test_bad_relay_settings_say_what_to_fix(env: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError) as caught:
         RelaySettings.from_env(env)
     assert "MAILGATE_RELAY" in caught.value.message
+
+
+def test_generated_passwords_are_letters_and_digits_of_256_bits() -> None:
+    """A password starting with "-" was taken for an option by swaks (a flaky client test found it)."""
+    passwords = {new_password() for _ in range(500)}
+    assert len(passwords) == 500
+    assert all(len(p) == 43 and p.isascii() and p.isalnum() for p in passwords)
+    assert 43 * math.log2(62) >= 256

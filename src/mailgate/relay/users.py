@@ -11,6 +11,7 @@ import functools
 import hmac
 import re
 import secrets
+import string
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "RelayUser",
     "RelayUsers",
     "SenderCheck",
+    "new_password",
     "sender_matches",
 ]
 
@@ -45,6 +47,18 @@ AccountCheck = Callable[[str], Awaitable[bool]]
 LOGIN_CACHE_SECONDS = 1.0
 #: ``last_used_at`` is written at most this often per user.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+#: Letters and digits only: a password that starts with "-" is taken for an option by command-line clients
+#: (swaks, msmtp's passwordeval scripts), and "_" or "-" confuse some devices' forms.
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+#: 43 characters of 62: 256 bits from the OS's CSPRNG, so no one guesses it and a fast keyed hash suffices to store it.
+_PASSWORD_LENGTH = 43
+
+
+def new_password() -> str:
+    """A generated relay password."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(_PASSWORD_LENGTH))
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -131,8 +145,7 @@ class RelayUsers:
             errors["senders"] = f"{', '.join(map(repr, bad))}: each must be an address or *@domain"
         if errors:
             raise ValidationError(errors, hint="Correct the fields named and try again.")
-        # 256 bits from the OS's CSPRNG: no one guesses it, so a fast keyed hash suffices to store it.
-        password = secrets.token_urlsafe(32)
+        password = new_password()
         row = RelayUserRow(
             name=name,
             account=account,

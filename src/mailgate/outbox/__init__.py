@@ -5,30 +5,14 @@
 - :mod:`.policy` decides between retry (with backoff), failure and hold after each attempt.
 """
 
-from .compose import (
-    AttachmentRequest,
-    Limits,
-    MessageRequest,
-    MessageTooLargeError,
-    NewMessage,
-    from_raw,
-    from_request,
-)
 from .policy import Status
 from .service import MessageConflictError, MessageView, Outbox
 from .worker import Worker
 
 __all__ = [
-    "AttachmentRequest",
-    "Limits",
     "MessageConflictError",
-    "MessageRequest",
-    "MessageTooLargeError",
     "MessageView",
-    "NewMessage",
     "Outbox",
     "Status",
     "Worker",
-    "from_raw",
-    "from_request",
 ]

@@ -20,6 +20,7 @@ from ..budget import ByteBudget
 from ..config import OutboxSettings
 from ..configure import ConfigService
 from ..errors import MailgateError, NotFoundError, ValidationError
+from ..message import Limits, NewMessage
 from ..providers import Catalogue
 from ..store import Database
 from ..store.models import OutboxBodyRow, OutboxMessageRow
@@ -27,7 +28,6 @@ from ..store.repository import DEFAULT_ACCOUNT
 from ..types import EmailServerConfig, ProviderSpec
 from . import queue
 from .commit import GroupCommit
-from .compose import Limits, NewMessage
 from .doorbell import Doorbell
 from .metrics import OutboxMetrics
 from .policy import FINAL, Status

@@ -21,17 +21,17 @@ from pydantic import ValidationError as PydanticValidationError
 from ..app import Services
 from ..budget import ByteBudget
 from ..errors import MailgateError, ValidationError
-from ..outbox import (
+from ..message import (
     AttachmentRequest,
     Limits,
     MessageRequest,
     MessageTooLargeError,
     NewMessage,
-    Status,
     from_raw,
     from_request,
 )
-from ..outbox.checks import MAX_ATTACHMENTS, MAX_HEADERS
+from ..message.checks import MAX_ATTACHMENTS, MAX_HEADERS
+from ..outbox import Status
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .openapi import schema_ref

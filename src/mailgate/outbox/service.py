@@ -28,7 +28,6 @@ from ..store.repository import DEFAULT_ACCOUNT
 from ..types import EmailServerConfig, ProviderSpec
 from . import queue
 from .commit import GroupCommit
-from .doorbell import Doorbell
 from .metrics import OutboxMetrics
 from .policy import FINAL, Status
 from .queue import count_by_status
@@ -145,8 +144,9 @@ class Outbox:
         self.metrics = OutboxMetrics()
         #: "not started", "running", "stopped" or "crashed: ..." (set by the worker of this process).
         self.worker_state = "not started"
-        #: Rung when a message is queued in this process; the worker also hears other processes' (SQLite).
-        self.doorbell = Doorbell(db)
+        #: Set when a message is queued in this process: its idle worker looks at once.  A worker in another
+        #: process finds it by polling (MAILGATE_OUTBOX_POLL_SECONDS).
+        self.wake = asyncio.Event()
         #: Concurrent writes (enqueues, recorded attempts) share transactions.
         self.writes = GroupCommit(db)
         #: The bytes of large new messages held at once (see OutboxSettings.upload_memory_bytes).
@@ -241,7 +241,7 @@ class Outbox:
                 raise
             return earlier, False
         self.metrics.enqueued += 1
-        self.doorbell.ring()
+        self.wake.set()
         return MessageView.of(Row(**values)), True
 
     async def _by_key(self, key: str, request_hash: str) -> MessageView | None:
@@ -275,7 +275,7 @@ class Outbox:
             # Recipients that failed for good get another chance too.
             results = dict(row.recipient_results or {})
             row.recipient_results = {k: v for k, v in results.items() if v.get("status") == "sent"}
-        self.doorbell.ring()
+        self.wake.set()
         return MessageView.of(row)
 
     async def purge(self, statuses: Sequence[str], older_than: timedelta, account: str | None = None) -> int:

@@ -105,12 +105,13 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until :meth:`stop` (or cancellation); when idle, waits for the outbox's doorbell (or polls)."""
+        """Deliver until :meth:`stop` (or cancellation); when idle, waits for a message queued by this process,
+        or ``poll_seconds`` (messages queued by other processes, retries coming due)."""
         self.outbox.worker_state = "running"
         settings = self.outbox.settings
         try:
             while not self._stopping:
-                self.outbox.doorbell.clear()
+                self.outbox.wake.clear()
                 try:
                     done = await self.run_once()
                 except asyncio.CancelledError:
@@ -122,7 +123,8 @@ class Worker:
                     self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
                     await self.housekeeping()
                 if done == 0 and not self._stopping:
-                    await self.outbox.doorbell.wait(settings.poll_seconds)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.outbox.wake.wait(), settings.poll_seconds)
         except Exception as exc:
             self.outbox.worker_state = f"crashed: {type(exc).__name__}"
             raise
@@ -150,7 +152,7 @@ class Worker:
     def stop(self) -> None:
         """Finish the current cycle, then return from :meth:`run`."""
         self._stopping = True
-        self.outbox.doorbell.interrupt()
+        self.outbox.wake.set()
 
     async def drain(self, max_cycles: int = 10_000) -> int:
         """Run cycles until nothing is due; the number of messages attempted (for tests and tools)."""

@@ -6,13 +6,14 @@
 """
 
 from .policy import Status
-from .service import MessageConflictError, MessageView, Outbox
+from .service import MessageConflictError, MessageView, Outbox, OutboxMetrics
 from .worker import Worker
 
 __all__ = [
     "MessageConflictError",
     "MessageView",
     "Outbox",
+    "OutboxMetrics",
     "Status",
     "Worker",
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,11 +29,10 @@ from ..store.repository import DEFAULT_ACCOUNT
 from ..types import EmailServerConfig, ProviderSpec
 from . import queue
 from .commit import GroupCommit
-from .metrics import OutboxMetrics
 from .policy import FINAL, Status
 from .queue import count_by_status
 
-__all__ = ["MessageConflictError", "MessageView", "Outbox", "new_message_id"]
+__all__ = ["MessageConflictError", "MessageView", "Outbox", "OutboxMetrics", "new_message_id"]
 
 Row = OutboxMessageRow
 _INSERT = insert(Row)
@@ -41,6 +41,27 @@ _INSERT_BODY = insert(OutboxBodyRow)
 LIMITS_TTL_SECONDS = 1.0
 #: Sent messages deleted per transaction by expire_sent.
 EXPIRE_CHUNK = 200
+
+
+#: Delivery latency buckets (seconds from enqueue to the server's acceptance).
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+@dataclass
+class OutboxMetrics:
+    """Counters since this process started (``/metrics``): attempts by outcome, the delivery latency histogram."""
+
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    held: int = 0
+    enqueued: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
 
 class MessageConflictError(MailgateError):

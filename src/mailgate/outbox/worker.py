@@ -241,8 +241,7 @@ class Worker:
             if lane.held_fingerprint != fingerprint:
                 # The configuration changed since the account's messages were held (or this process does
                 # not know when they were): give them another chance.
-                if await queue.has_held(session, lane.account_id):
-                    released = await queue.release_held(session, lane.account_id, now)
+                if released := await queue.release_held(session, lane.account_id, now):
                     log.info("%s: %d held message(s) queued again", lane.account_id, released)
                 lane.held_fingerprint = None
         assert server is not None

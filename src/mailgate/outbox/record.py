@@ -32,9 +32,6 @@ class Recorder:
         self._owner = owner
         self._random = random
 
-    def __repr__(self) -> str:
-        return f"Recorder(owner={self._owner!r})"
-
     async def sent(self, row: Row, result: SendResult) -> None:
         """Record an accepted message (and the recipients refused by the server, one by one)."""
         now = self._outbox.clock()

@@ -26,7 +26,6 @@ from ..providers import Catalogue
 from ..store import Database
 from ..store.models import OutboxBodyRow, OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
-from ..types import EmailServerConfig, ProviderSpec
 from . import queue
 from .commit import GroupCommit
 from .policy import FINAL, Status
@@ -72,10 +71,8 @@ class MessageConflictError(MailgateError):
 
 
 def new_message_id() -> str:
-    """A new message's id: a UUID of version 7 (RFC 9562), its first 48 bits the time in milliseconds, the
-    other 74 random.  Ids made one after the other sort in that order, so the primary-key indexes of the
-    outbox's two tables take each new id at their end: with random ids (version 4) every message queued wrote
-    a page of each index somewhere in the middle, and SQLite's write-ahead log holds whole pages."""
+    """A new message's id: a UUID of version 7 (RFC 9562): the time in milliseconds, then 74 random bits, so
+    that ids sort in the order they were made."""
     random = int.from_bytes(os.urandom(10), "big")
     high = ((time.time_ns() // 1_000_000) << 16) | 0x7000 | ((random >> 62) & 0xFFF)  # time, version 7, 12 bits
     low = (0b10 << 62) | (random & ((1 << 62) - 1))  # the variant, 62 random bits
@@ -180,18 +177,6 @@ class Outbox:
 
     # -- limits ----------------------------------------------------------------------------------------
 
-    async def provider(self, server: EmailServerConfig | None = None) -> ProviderSpec | None:
-        """The catalogue entry whose limits apply: the OAuth page's provider, else the one with this host."""
-        return self.provider_of((await self.config.oauth_view()).provider, server)
-
-    def provider_of(self, name: str, server: EmailServerConfig | None) -> ProviderSpec | None:
-        """The catalogue entry ``name`` (the OAuth page's provider), else the one with the server's host."""
-        if name in self.catalogue.providers:
-            return self.catalogue.providers[name]
-        if server is not None:
-            return next((p for p in self.catalogue.providers.values() if p.smtp_host == server.host), None)
-        return None
-
     async def limits(self) -> Limits:
         """What a new message is checked against (read at most once a second: this is per request; the
         requests that find it due wait for one read)."""
@@ -203,7 +188,7 @@ class Outbox:
 
     async def _read_limits(self) -> Limits:
         server = await self.config.email_server()
-        spec = await self.provider(server)
+        spec = self.catalogue.limits_of((await self.config.oauth_view()).provider, server)
         return Limits(
             default_sender=server.sender or server.username,
             max_bytes=self.settings.max_message_bytes,
@@ -316,10 +301,7 @@ class Outbox:
 
     async def expire_sent(self, account_id: str = DEFAULT_ACCOUNT, *, chunk: int = EXPIRE_CHUNK) -> int:
         """Delete the account's messages sent more than ``keep_sent_days`` ago (rows and bodies); how many.
-
-        A chunk per transaction, in turn with the other writes: deleting thousands at once would hold the
-        outbox's write lock, which the API's inserts and the worker's records wait for.  Not synced: a power
-        failure could only bring some back, to be deleted again."""
+        A chunk per transaction, so that the other writes are not kept waiting."""
         cutoff = self.clock() - timedelta(days=self.settings.keep_sent_days)
         work = functools.partial(queue.delete_sent_before, account_id=account_id, cutoff=cutoff, limit=chunk)
         total = 0

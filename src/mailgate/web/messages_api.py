@@ -258,7 +258,7 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
 async def _limits_of(services: Services, account: str, limits: Limits) -> Limits:
     """``limits`` (the default account's) with ``account``'s sender and its provider's recipient limit."""
     server = await services.config.email_server(account)
-    spec = services.outbox.provider_of((await services.config.oauth_view(account)).provider, server)
+    spec = services.outbox.catalogue.limits_of((await services.config.oauth_view(account)).provider, server)
     return replace(
         limits,
         default_sender=server.sender or server.username,

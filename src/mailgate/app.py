@@ -43,7 +43,6 @@ class Services:
     async def aclose(self) -> None:
         await self.token_client.aclose()
         await self.outbox.writes.close()
-        await self.outbox.doorbell.close()
         await self.db.close()
 
 

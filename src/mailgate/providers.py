@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, ValidationError
-from .types import ProviderSpec, Security
+from .types import EmailServerConfig, ProviderSpec, Security
 
 __all__ = [
     "Catalogue",
@@ -89,6 +89,14 @@ class Catalogue:
 
     def names(self) -> list[str]:
         return list(self.providers)
+
+    def limits_of(self, name: str, server: EmailServerConfig | None) -> ProviderSpec | None:
+        """The entry whose limits apply: ``name`` (the OAuth page's provider), else the one with the server's host."""
+        if name in self.providers:
+            return self.providers[name]
+        if server is not None:
+            return next((p for p in self.providers.values() if p.smtp_host == server.host), None)
+        return None
 
 
 _SPEC_FIELDS = {f.name for f in fields(ProviderSpec)} - {"name"}

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from mailgate.outbox import Limits, MessageRequest, from_request
+from mailgate.message import Limits, MessageRequest, from_request
 from mailgate.outbox.service import new_message_id
 
 from .conftest import API, Env, EnvFactory

@@ -9,8 +9,8 @@ import pytest
 
 from mailgate.configure import EmailServerUpdate
 from mailgate.errors import ValidationError
-from mailgate.outbox import MessageRequest, from_raw, from_request
-from mailgate.outbox.compose import Limits
+from mailgate.message import MessageRequest, from_raw, from_request
+from mailgate.message.compose import Limits
 
 from .conftest import Env
 from .test_api import MESSAGES

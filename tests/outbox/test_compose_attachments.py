@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from mailgate.errors import ValidationError
-from mailgate.outbox import compose
-from mailgate.outbox.compose import AttachmentRequest, Limits, MessageRequest, from_request
+from mailgate.message import compose
+from mailgate.message.compose import AttachmentRequest, Limits, MessageRequest, from_request
 from mailgate.smtp import Attachment, build_message
 from mailgate.smtp import compose as smtp_compose
 from mailgate.smtp.compose import POLICY

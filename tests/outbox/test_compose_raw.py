@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from mailgate.errors import ValidationError
-from mailgate.outbox import compose
-from mailgate.outbox.compose import Limits, from_raw
+from mailgate.message import compose
+from mailgate.message.compose import Limits, from_raw
 
 LIMITS = Limits(default_sender="ana@example.com", max_bytes=30 * 1024 * 1024)
 HEAD = (

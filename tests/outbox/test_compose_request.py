@@ -7,8 +7,8 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.errors import ValidationError
-from mailgate.outbox import MessageRequest, from_request
-from mailgate.outbox.compose import Limits
+from mailgate.message import MessageRequest, from_request
+from mailgate.message.compose import Limits
 
 LIMITS = Limits(default_sender="noreply@example.com", max_bytes=10_000_000)
 

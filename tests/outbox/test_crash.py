@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from mailgate.outbox import Limits, MessageRequest, from_request
+from mailgate.message import Limits, MessageRequest, from_request
 
 from ..conftest import ADMIN_PASSWORD
 from ..smtp.servers import RunningServer

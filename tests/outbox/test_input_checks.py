@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mailgate.outbox.checks import DEFAULT_MAX_RECIPIENTS, MAX_ATTACHMENTS, MAX_HEADERS, MAX_LINE
+from mailgate.message.checks import DEFAULT_MAX_RECIPIENTS, MAX_ATTACHMENTS, MAX_HEADERS, MAX_LINE
 from mailgate.web import messages_api
 
 from .conftest import API, Env, EnvFactory

@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgate.errors import SmtpError
-from mailgate.outbox import Limits, MessageRequest, from_request
+from mailgate.message import Limits, MessageRequest, from_request
 from mailgate.smtp import SmtpConnection
 
 from .conftest import ServerFactory

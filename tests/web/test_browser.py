@@ -16,7 +16,7 @@ if not os.environ.get("CI"):
 from playwright.async_api import Browser, Page, expect
 
 from mailgate.configure import EmailServerUpdate, OAuthConfigUpdate
-from mailgate.outbox import Limits, MessageRequest, NewMessage, from_request
+from mailgate.message import Limits, MessageRequest, NewMessage, from_request
 from tests.conftest import ADMIN_PASSWORD
 
 from .browser_stack import (

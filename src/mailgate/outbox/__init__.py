@@ -5,30 +5,15 @@
 - :mod:`.policy` decides between retry (with backoff), failure and hold after each attempt.
 """
 
-from .compose import (
-    AttachmentRequest,
-    Limits,
-    MessageRequest,
-    MessageTooLargeError,
-    NewMessage,
-    from_raw,
-    from_request,
-)
 from .policy import Status
-from .service import MessageConflictError, MessageView, Outbox
+from .service import MessageConflictError, MessageView, Outbox, OutboxMetrics
 from .worker import Worker
 
 __all__ = [
-    "AttachmentRequest",
-    "Limits",
     "MessageConflictError",
-    "MessageRequest",
-    "MessageTooLargeError",
     "MessageView",
-    "NewMessage",
     "Outbox",
+    "OutboxMetrics",
     "Status",
     "Worker",
-    "from_raw",
-    "from_request",
 ]

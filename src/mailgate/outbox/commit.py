@@ -1,20 +1,9 @@
 """Group commit: the outbox's writes in this process, one transaction at a time, shared by concurrent callers.
 
-Writes that arrive while a transaction commits go together in the next one (one disk sync for all of them).
-Every caller still returns only once its own writes are committed, so "202 only after the message is
-committed" and "a delivery is recorded before its connection hands over the next message" hold as if each
-caller had a transaction of its own.  A batch that fails is committed again caller by caller, so that only
-the caller whose write failed (a duplicate Idempotency-Key, say) gets the error.
-
-Writes made with ``sync=False`` (a delivery's result, a worker's claim, retention) do not wait for the disk:
-they are committed, for every reader, and kept if mailgate crashes or is killed; only a power failure or an
-operating-system crash right after can undo them, and then those messages are sent again, none lost.  On
-SQLite they go through connections of their own with ``PRAGMA synchronous=NORMAL``; on PostgreSQL their
-transaction has ``SET LOCAL synchronous_commit TO OFF``.  Every other write is on the disk when its caller
-resumes (SQLite: ``synchronous=FULL``, see :func:`mailgate.store.db.sqlite_pragmas`).
-
-On SQLite the transactions run in a thread of their own with the synchronous driver: one hand-off per
-transaction, where the asynchronous driver hands every statement to its thread and back.
+Writes that arrive while a transaction commits go together in the next one; each caller returns once its own
+writes are committed (a failed batch is retried caller by caller, so only the failing caller gets the error).
+``sync=False`` writes (results, claims, retention) do not wait for the disk: they survive a crash of mailgate,
+and only a power failure right after can undo them (those messages are then sent again, none lost).
 """
 
 from __future__ import annotations
@@ -49,18 +38,13 @@ class GroupCommit:
         #: Writes waiting for a transaction, by ``sync``.
         self._waiting: dict[bool, list[_Pending]] = {True: [], False: []}
         self._lock: asyncio.Lock | None = None
-        #: SQLite: the engines of the writes that wait for the disk and of those that do not, by ``sync``, and
-        #: the thread they run in (made on first use).
+        #: SQLite: an engine by ``sync`` (synchronous driver) and the thread they run in, made on first use.
         self._engines: dict[bool, Engine] = {}
         self._thread: ThreadPoolExecutor | None = None
 
-    def __repr__(self) -> str:
-        return f"GroupCommit({self._db!r}, waiting={sum(map(len, self._waiting.values()))})"
-
     @property
     def lock(self) -> asyncio.Lock:
-        """Held while a transaction of the outbox commits: on SQLite, two at once would make one of them wait
-        in SQLite's busy handler, which sleeps."""
+        """Held while a transaction of the outbox commits (one at a time)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
@@ -154,8 +138,7 @@ def _execute(writes: list[Write], connection: Connection) -> list[int]:
 
 
 def _sqlite_unsynced(dbapi_connection: Any, record: Any) -> None:
-    """SQLite: mailgate's settings, with commits written to the write-ahead log without a disk sync (kept if
-    the process dies; synced by the next commit with ``synchronous=FULL`` or by a checkpoint)."""
+    """SQLite: mailgate's settings, with commits not waiting for the disk (``synchronous=NORMAL``)."""
     sqlite_pragmas(dbapi_connection, record)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")

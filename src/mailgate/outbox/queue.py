@@ -9,7 +9,6 @@ database's single write lock, so a row claimed meanwhile by another process is n
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -88,11 +87,9 @@ def claim(
     """
     if limit <= 0:
         return []
-    # Two steps, not UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL may run
-    # such a subquery more than once and update more than n rows.
+    # Two steps: PostgreSQL may run an UPDATE's LIMIT subquery more than once and update more than n rows.
     if connection.dialect.name == "sqlite":
-        # Take the database's write lock first (a no-op write), so that two processes do not both select
-        # the same rows and one of them come away empty-handed.
+        # The database's write lock first (a no-op write): two processes never select the same rows.
         connection.execute(_LOCK)
     params = {"account": account_id, "now": now, "limit": limit}
     found: list[Sequence[Any]] = []
@@ -126,9 +123,8 @@ def with_bodies(connection: Connection, claimed: list[Claimed]) -> list[Claimed]
 # The statements of a claim, with parameters account, now, limit; ids, owner and until for the UPDATE.
 _LOCK = update(Row).where(Row.id == "").values(status=Row.status)
 _ORDER = (Row.next_attempt_at, Row.created_at)
-#: The ``limit`` first in line of each kind of due message, read in claiming order from ``ix_outbox_due``
-#: (then merged): one query with OR between the kinds reads every message of the account, the sent history
-#: too, and sorts them.  FOR UPDATE SKIP LOCKED: on PostgreSQL only.
+#: The ``limit`` first in line of each kind of due message, from ``ix_outbox_due`` (then merged: with OR
+#: between the kinds, SQLite reads the whole history).  FOR UPDATE SKIP LOCKED: on PostgreSQL only.
 _DUE = [
     select(Row.id, *_ORDER, Row.size)
     .where(Row.account_id == bindparam("account"), kind)
@@ -139,10 +135,8 @@ _DUE = [
 ]
 _CLAIM = (
     update(Row)
-    # The ids are looked up by primary key, and the conditions checked again on each (a safeguard: the rows
-    # are locked, by FOR UPDATE on PostgreSQL, by the write lock taken first on SQLite).  Not the account, and
-    # the status as an expression no index serves (status || ''): otherwise SQLite reads every message of the
-    # account, or every queued one, through an index instead.
+    # By primary key, the conditions checked again (a safeguard: the rows are locked), the status as an
+    # expression no index serves (status || ''), else SQLite reads the account's messages through an index.
     .where(Row.id.in_(bindparam("ids", expanding=True)), or_(*_due_kinds(status=Row.status + "")))
     .values(
         status=Status.SENDING.value,
@@ -157,17 +151,12 @@ _BODIES = select(OutboxBodyRow.id, OutboxBodyRow.raw).where(OutboxBodyRow.id.in_
 
 def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
     """The write recording the end of an attempt; it changes no row when ``owner`` no longer holds the lease."""
-    return _finish_statement(frozenset(values)), {"_id": message_id, "_owner": owner, **values}
-
-
-@functools.lru_cache(maxsize=64)
-def _finish_statement(columns: frozenset[str]) -> Update:
-    # One statement per set of columns (a handful: sent, retrying, failed, held).
-    return (
+    statement = (
         update(Row)
         .where(Row.id == bindparam("_id"), Row.lease_owner == bindparam("_owner"), Row.status == Status.SENDING.value)
-        .values(lease_owner=None, lease_expires_at=None, **{name: bindparam(name) for name in sorted(columns)})
+        .values(lease_owner=None, lease_expires_at=None, **{name: bindparam(name) for name in values})
     )
+    return statement, {"_id": message_id, "_owner": owner, **values}
 
 
 async def requeue(session: AsyncSession, ids: Sequence[str], owner: str, values: dict[str, Any]) -> None:
@@ -203,13 +192,6 @@ async def release_held(session: AsyncSession, account_id: str, now: datetime) ->
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def has_held(session: AsyncSession, account_id: str) -> bool:
-    found = await session.execute(
-        select(Row.id).where(Row.account_id == account_id, Row.status == Status.HELD.value).limit(1)
-    )
-    return found.first() is not None
-
-
 def delete_sent_before(connection: Connection, *, account_id: str, cutoff: datetime, limit: int) -> int:
     """Delete up to ``limit`` messages of ``account_id`` sent before ``cutoff``, with their bodies; how many."""
     params = {"account": account_id, "cutoff": cutoff, "limit": limit}
@@ -240,8 +222,7 @@ def in_window(connection: Connection, account_id: str, since: datetime, now: dat
 
 
 _SINCE = bindparam("since", type_=UtcDateTime())
-# Two counts, each through its index (ix_outbox_sent; ix_outbox_due, status sending): one query with OR
-# between them reads every message of the account.
+# Two counts, each through its index (ix_outbox_sent; ix_outbox_due): with OR, every message is read.
 _SENT_SINCE = select(func.count()).where(Row.account_id == bindparam("account"), Row.sent_at >= _SINCE)
 _SENDING = select(func.count()).where(
     Row.account_id == bindparam("account"),

@@ -1,9 +1,7 @@
 """Recording the end of an attempt: sent (with per-recipient results), retrying with backoff, held, failed.
 
-Each result is committed before the connection hands over its next message, so a crash can leave at most
-one delivered-but-unrecorded message per connection.  The commit does not wait for the disk (see
-:mod:`.commit`): it survives mailgate crashing or being killed; a power failure right after it costs
-sending those messages again, not losing any.
+Each result is committed before the connection hands over its next message (see the worker), without
+waiting for the disk (see :mod:`.commit`).
 """
 
 from __future__ import annotations
@@ -33,9 +31,6 @@ class Recorder:
         self._outbox = outbox
         self._owner = owner
         self._random = random
-
-    def __repr__(self) -> str:
-        return f"Recorder(owner={self._owner!r})"
 
     async def sent(self, row: Row, result: SendResult) -> None:
         """Record an accepted message (and the recipients refused by the server, one by one)."""
@@ -115,12 +110,8 @@ class Recorder:
     async def _finish(self, row: Row, values: dict[str, Any]) -> bool:
         ok = await self._outbox.writes.execute(*queue.finish(row.id, self._owner, values), sync=False) == 1
         if not ok:
-            _lease_lost(row.id)
+            log.warning("message %s: lease lost before its result was recorded", row.id)
         return ok
-
-
-def _lease_lost(message_id: str) -> None:
-    log.warning("message %s: lease lost before its result was recorded", message_id)
 
 
 def _error_values(verdict: Verdict) -> dict[str, Any]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,20 +21,17 @@ from ..budget import ByteBudget
 from ..config import OutboxSettings
 from ..configure import ConfigService
 from ..errors import MailgateError, NotFoundError, ValidationError
+from ..message import Limits, NewMessage
 from ..providers import Catalogue
 from ..store import Database
 from ..store.models import OutboxBodyRow, OutboxMessageRow
 from ..store.repository import DEFAULT_ACCOUNT
-from ..types import EmailServerConfig, ProviderSpec
 from . import queue
 from .commit import GroupCommit
-from .compose import Limits, NewMessage
-from .doorbell import Doorbell
-from .metrics import OutboxMetrics
 from .policy import FINAL, Status
 from .queue import count_by_status
 
-__all__ = ["MessageConflictError", "MessageView", "Outbox", "new_message_id"]
+__all__ = ["MessageConflictError", "MessageView", "Outbox", "OutboxMetrics", "new_message_id"]
 
 Row = OutboxMessageRow
 _INSERT = insert(Row)
@@ -44,6 +42,27 @@ LIMITS_TTL_SECONDS = 1.0
 EXPIRE_CHUNK = 200
 
 
+#: Delivery latency buckets (seconds from enqueue to the server's acceptance).
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+@dataclass
+class OutboxMetrics:
+    """Counters since this process started (``/metrics``): attempts by outcome, the delivery latency histogram."""
+
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    held: int = 0
+    enqueued: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+
 class MessageConflictError(MailgateError):
     """The message is not in a state that allows what was asked."""
 
@@ -52,10 +71,8 @@ class MessageConflictError(MailgateError):
 
 
 def new_message_id() -> str:
-    """A new message's id: a UUID of version 7 (RFC 9562), its first 48 bits the time in milliseconds, the
-    other 74 random.  Ids made one after the other sort in that order, so the primary-key indexes of the
-    outbox's two tables take each new id at their end: with random ids (version 4) every message queued wrote
-    a page of each index somewhere in the middle, and SQLite's write-ahead log holds whole pages."""
+    """A new message's id: a UUID of version 7 (RFC 9562): the time in milliseconds, then 74 random bits, so
+    that ids sort in the order they were made."""
     random = int.from_bytes(os.urandom(10), "big")
     high = ((time.time_ns() // 1_000_000) << 16) | 0x7000 | ((random >> 62) & 0xFFF)  # time, version 7, 12 bits
     low = (0b10 << 62) | (random & ((1 << 62) - 1))  # the variant, 62 random bits
@@ -145,8 +162,9 @@ class Outbox:
         self.metrics = OutboxMetrics()
         #: "not started", "running", "stopped" or "crashed: ..." (set by the worker of this process).
         self.worker_state = "not started"
-        #: Rung when a message is queued in this process; the worker also hears other processes' (SQLite).
-        self.doorbell = Doorbell(db)
+        #: Set when a message is queued in this process: its idle worker looks at once.  A worker in another
+        #: process finds it by polling (MAILGATE_OUTBOX_POLL_SECONDS).
+        self.wake = asyncio.Event()
         #: Concurrent writes (enqueues, recorded attempts) share transactions.
         self.writes = GroupCommit(db)
         #: The bytes of large new messages held at once (see OutboxSettings.upload_memory_bytes).
@@ -159,18 +177,6 @@ class Outbox:
 
     # -- limits ----------------------------------------------------------------------------------------
 
-    async def provider(self, server: EmailServerConfig | None = None) -> ProviderSpec | None:
-        """The catalogue entry whose limits apply: the OAuth page's provider, else the one with this host."""
-        return self.provider_of((await self.config.oauth_view()).provider, server)
-
-    def provider_of(self, name: str, server: EmailServerConfig | None) -> ProviderSpec | None:
-        """The catalogue entry ``name`` (the OAuth page's provider), else the one with the server's host."""
-        if name in self.catalogue.providers:
-            return self.catalogue.providers[name]
-        if server is not None:
-            return next((p for p in self.catalogue.providers.values() if p.smtp_host == server.host), None)
-        return None
-
     async def limits(self) -> Limits:
         """What a new message is checked against (read at most once a second: this is per request; the
         requests that find it due wait for one read)."""
@@ -182,7 +188,7 @@ class Outbox:
 
     async def _read_limits(self) -> Limits:
         server = await self.config.email_server()
-        spec = await self.provider(server)
+        spec = self.catalogue.limits_of((await self.config.oauth_view()).provider, server)
         return Limits(
             default_sender=server.sender or server.username,
             max_bytes=self.settings.max_message_bytes,
@@ -241,7 +247,7 @@ class Outbox:
                 raise
             return earlier, False
         self.metrics.enqueued += 1
-        self.doorbell.ring()
+        self.wake.set()
         return MessageView.of(Row(**values)), True
 
     async def _by_key(self, key: str, request_hash: str) -> MessageView | None:
@@ -275,7 +281,7 @@ class Outbox:
             # Recipients that failed for good get another chance too.
             results = dict(row.recipient_results or {})
             row.recipient_results = {k: v for k, v in results.items() if v.get("status") == "sent"}
-        self.doorbell.ring()
+        self.wake.set()
         return MessageView.of(row)
 
     async def purge(self, statuses: Sequence[str], older_than: timedelta, account: str | None = None) -> int:
@@ -295,10 +301,7 @@ class Outbox:
 
     async def expire_sent(self, account_id: str = DEFAULT_ACCOUNT, *, chunk: int = EXPIRE_CHUNK) -> int:
         """Delete the account's messages sent more than ``keep_sent_days`` ago (rows and bodies); how many.
-
-        A chunk per transaction, in turn with the other writes: deleting thousands at once would hold the
-        outbox's write lock, which the API's inserts and the worker's records wait for.  Not synced: a power
-        failure could only bring some back, to be deleted again."""
+        A chunk per transaction, so that the other writes are not kept waiting."""
         cutoff = self.clock() - timedelta(days=self.settings.keep_sent_days)
         work = functools.partial(queue.delete_sent_before, account_id=account_id, cutoff=cutoff, limit=chunk)
         total = 0

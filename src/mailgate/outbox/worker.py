@@ -1,9 +1,7 @@
 """The delivery worker: claims due messages under a lease and sends them over a pool of transports.
 
-One pool per account, of at most the provider's ``max_connections`` transports (:mod:`mailgate.transport`;
-each an SMTP connection kept open across messages and batches, which authenticates once: no token request
-per message).  The sending limits of the provider catalogue (``messages_per_minute``, ``messages_per_day``)
-are counted in the database, so several workers share them.  See :mod:`.policy` for what happens after a failure.
+One pool per account, of at most the provider's ``max_connections`` transports; the provider's sending
+limits are counted in the database, so several workers share them.  After a failure: see :mod:`.policy`.
 """
 
 from __future__ import annotations
@@ -98,19 +96,16 @@ class Worker:
     def __repr__(self) -> str:
         return f"Worker(owner={self.owner!r}, state={self.outbox.worker_state!r})"
 
-    @property
-    def _clock(self) -> Callable[[], datetime]:
-        return self.outbox.clock
-
     # -- the loop --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until :meth:`stop` (or cancellation); when idle, waits for the outbox's doorbell (or polls)."""
+        """Deliver until :meth:`stop` (or cancellation); when idle, waits for a message queued by this process,
+        or ``poll_seconds`` (messages queued by other processes, retries coming due)."""
         self.outbox.worker_state = "running"
         settings = self.outbox.settings
         try:
             while not self._stopping:
-                self.outbox.doorbell.clear()
+                self.outbox.wake.clear()
                 try:
                     done = await self.run_once()
                 except asyncio.CancelledError:
@@ -122,7 +117,8 @@ class Worker:
                     self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
                     await self.housekeeping()
                 if done == 0 and not self._stopping:
-                    await self.outbox.doorbell.wait(settings.poll_seconds)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.outbox.wake.wait(), settings.poll_seconds)
         except Exception as exc:
             self.outbox.worker_state = f"crashed: {type(exc).__name__}"
             raise
@@ -150,7 +146,7 @@ class Worker:
     def stop(self) -> None:
         """Finish the current cycle, then return from :meth:`run`."""
         self._stopping = True
-        self.outbox.doorbell.interrupt()
+        self.outbox.wake.set()
 
     async def drain(self, max_cycles: int = 10_000) -> int:
         """Run cycles until nothing is due; the number of messages attempted (for tests and tools)."""
@@ -190,9 +186,6 @@ class Worker:
         for name in names:
             self._lanes.setdefault(name, _Lane(name))
 
-    def _new_connection(self, server: EmailServerConfig, account: str) -> Transport:
-        return self._factory(server, account)
-
     # -- one cycle of one account ----------------------------------------------------------------------
 
     async def _readiness(
@@ -204,7 +197,7 @@ class Worker:
         server = await config.email_server(account)
         view = await config.oauth_view(account)
         fingerprint = (server, view.provider, view.client_id, view.token_status, view.authorized_at)
-        spec = self.outbox.provider_of(view.provider, server)
+        spec = self.outbox.catalogue.limits_of(view.provider, server)
         server_, problem = self._problem(server, view.token_status, view.token_status_reason)
         return server_, problem, fingerprint, spec
 
@@ -226,7 +219,7 @@ class Worker:
         return server, None
 
     async def _cycle(self, lane: _Lane) -> int:
-        now = self._clock()
+        now = self.outbox.clock()
         server, problem, fingerprint, spec = await self._readiness(lane.account_id)
         async with self.outbox.db.session() as session:
             if problem is not None:
@@ -239,8 +232,7 @@ class Worker:
             if lane.held_fingerprint != fingerprint:
                 # The configuration changed since the account's messages were held (or this process does
                 # not know when they were): give them another chance.
-                if await queue.has_held(session, lane.account_id):
-                    released = await queue.release_held(session, lane.account_id, now)
+                if released := await queue.release_held(session, lane.account_id, now):
                     log.info("%s: %d held message(s) queued again", lane.account_id, released)
                 lane.held_fingerprint = None
         assert server is not None
@@ -255,7 +247,7 @@ class Worker:
             await self._close_pool(lane)
             lane.server = server
         while len(lane.pool) < connections:
-            lane.pool.append(self._new_connection(server, lane.account_id))
+            lane.pool.append(self._factory(server, lane.account_id))
         del lane.pool[connections:]
         # Every connection finishes its message before the cycle ends, even when another one failed.
         outcomes: list[object] = list(
@@ -275,7 +267,7 @@ class Worker:
         """Claim up to ``size`` due messages of the account, as the sending limits allow, with their bodies."""
         if self._stopping:
             return []
-        now = self._clock()
+        now = self.outbox.clock()
         lease = timedelta(seconds=self.outbox.settings.lease_seconds)
 
         def claim(connection: Connection) -> list[Claimed]:
@@ -296,7 +288,7 @@ class Worker:
 
     async def _settle_untried(self, lane: _Lane, batch: _Batch, fingerprint: tuple[Any, ...]) -> None:
         """Messages left in the batch: held with the account, or back to the queue without an attempt."""
-        now = self._clock()
+        now = self.outbox.clock()
         untried = [row.id for row in batch.rows]
         async with self.outbox.db.session() as session:
             if batch.hold is not None:

@@ -21,7 +21,8 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from ..errors import MailgateError, ValidationError
-from ..outbox import MessageTooLargeError, Outbox, from_raw
+from ..message import MessageTooLargeError, from_raw
+from ..outbox import Outbox
 from ..smtp import parse_mailbox
 from .guard import FailedLogins, RelayMetrics
 from .users import DEFAULT_ACCOUNT, RelayUser, RelayUsers, SenderCheck, sender_matches

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from ..app import Services
 from ..singleflight import SingleFlight
 from .deps import ServicesDep
+from .metrics import render_outbox
 
 __all__ = ["router"]
 
@@ -67,5 +68,5 @@ async def healthz(request: Request, services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(services: ServicesDep) -> str:
     outbox = services.outbox
-    text = outbox.metrics.render(await outbox.counts(), services.tokens.refresh_requests, outbox.intake)
+    text = render_outbox(outbox.metrics, await outbox.counts(), services.tokens.refresh_requests, outbox.intake)
     return text + services.relay_metrics.render()

@@ -21,17 +21,17 @@ from pydantic import ValidationError as PydanticValidationError
 from ..app import Services
 from ..budget import ByteBudget
 from ..errors import MailgateError, ValidationError
-from ..outbox import (
+from ..message import (
     AttachmentRequest,
     Limits,
     MessageRequest,
     MessageTooLargeError,
     NewMessage,
-    Status,
     from_raw,
     from_request,
 )
-from ..outbox.checks import MAX_ATTACHMENTS, MAX_HEADERS
+from ..message.checks import MAX_ATTACHMENTS, MAX_HEADERS
+from ..outbox import Status
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .openapi import schema_ref
@@ -258,7 +258,7 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
 async def _limits_of(services: Services, account: str, limits: Limits) -> Limits:
     """``limits`` (the default account's) with ``account``'s sender and its provider's recipient limit."""
     server = await services.config.email_server(account)
-    spec = services.outbox.provider_of((await services.config.oauth_view(account)).provider, server)
+    spec = services.outbox.catalogue.limits_of((await services.config.oauth_view(account)).provider, server)
     return replace(
         limits,
         default_sender=server.sender or server.username,

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from ..errors import ValidationError
-from ..smtp import Attachment, build_message, parse_mailbox
-from ..smtp.compose import POLICY
+from ..smtp.compose import POLICY, Attachment, build_message, parse_mailbox
 from .checks import check_raw, check_request, duplicate_errors, field_errors, recipient_limit, recipients_error
 
 __all__ = [

@@ -198,15 +198,15 @@ async def test_concurrent_requests_share_one_read_of_the_limits(env: Env, monkey
     reads: list[bool] = []  # one per read, whether it failed
     failing = [False]
 
-    async def counted() -> Limits:
+    async def counted(account: str) -> Limits:
         reads.append(failing[0])
         await asyncio.sleep(0.05)  # a slow database: the other requests arrive meanwhile
         if failing[0]:
             raise OSError("database gone")
-        return await real()
+        return await real(account)
 
     monkeypatch.setattr(outbox, "_read_limits", counted)
-    outbox._limits = None
+    outbox._limits.clear()
     statuses = await asyncio.gather(
         *(env.api.post(MESSAGES, json={"from": "a@example.com", "to": [f"r{i}@example.com"]}) for i in range(8))
     )
@@ -214,7 +214,8 @@ async def test_concurrent_requests_share_one_read_of_the_limits(env: Env, monkey
     assert (await env.api.post(MESSAGES, json={"from": "a@example.com", "to": ["s@example.com"]})).status_code == 202
     assert reads == [False]  # within the second: no read at all
 
-    outbox._limits, failing[0] = None, True
+    outbox._limits.clear()
+    failing[0] = True
     results = await asyncio.gather(*(outbox.limits() for _ in range(3)), return_exceptions=True)
     assert [type(r) for r in results] == [OSError] * 3 and reads == [False, True, True, True]
     failing[0] = False

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_RECIPIENTS",
+    "HEAVY_BYTES",
+    "HEAVY_ITEMS",
     "MAX_ATTACHMENTS",
     "MAX_HEADERS",
     "MAX_HEADER_NAME",
@@ -32,6 +34,11 @@ __all__ = [
     "field_errors",
     "recipient_limit",
 ]
+
+#: A message this large, or with this many items (recipients, attachments, header fields; for a raw message:
+#: "@" in it), is parsed and composed in a worker thread: the event loop keeps answering the other requests.
+HEAVY_BYTES = 64 * 1024
+HEAVY_ITEMS = 16
 
 #: Recipients (to, cc and bcc together) per message when the provider's own limit is not known.
 DEFAULT_MAX_RECIPIENTS = 500

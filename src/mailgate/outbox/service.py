@@ -169,7 +169,8 @@ class Outbox:
         self.writes = GroupCommit(db)
         #: The bytes of large new messages held at once (see OutboxSettings.upload_memory_bytes).
         self.intake = ByteBudget(settings.upload_memory_bytes)
-        self._limits: tuple[float, Limits] | None = None
+        #: account -> (when read (monotonic), its limits)
+        self._limits: dict[str, tuple[float, Limits]] = {}
         self._reading_limits = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -177,18 +178,19 @@ class Outbox:
 
     # -- limits ----------------------------------------------------------------------------------------
 
-    async def limits(self) -> Limits:
-        """What a new message is checked against (read at most once a second: this is per request; the
-        requests that find it due wait for one read)."""
+    async def limits(self, account: str = DEFAULT_ACCOUNT) -> Limits:
+        """What a new message of ``account`` is checked against: its sender, its provider's recipient limit
+        (read at most once a second: this is per request; the requests that find it due wait for one read)."""
         async with self._reading_limits:
-            if self._limits is None or time.monotonic() - self._limits[0] >= LIMITS_TTL_SECONDS:
+            cached = self._limits.get(account)
+            if cached is None or time.monotonic() - cached[0] >= LIMITS_TTL_SECONDS:
                 started = time.monotonic()
-                self._limits = (started, await self._read_limits())
-            return self._limits[1]
+                cached = self._limits[account] = (started, await self._read_limits(account))
+            return cached[1]
 
-    async def _read_limits(self) -> Limits:
-        server = await self.config.email_server()
-        spec = self.catalogue.limits_of((await self.config.oauth_view()).provider, server)
+    async def _read_limits(self, account: str) -> Limits:
+        server = await self.config.email_server(account)
+        spec = self.catalogue.limits_of((await self.config.oauth_view(account)).provider, server)
         return Limits(
             default_sender=server.sender or server.username,
             max_bytes=self.settings.max_message_bytes,

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from ..errors import MailgateError, ValidationError
 from ..message import MessageTooLargeError, from_raw
+from ..message.checks import HEAVY_BYTES
 from ..outbox import Outbox
 from ..smtp import parse_mailbox
 from .guard import FailedLogins, RelayMetrics
@@ -168,7 +169,7 @@ class RelayHandler:
     ) -> list[str]:
         """Advertise SIZE as the outbox's limit (read again at most once a second)."""
         session.host_name = hostname
-        limit = (await self._outbox.limits()).max_bytes
+        limit = (await self._outbox.limits()).max_bytes  # one size limit for every account
         server.data_size_limit = limit  # enforced by aiosmtpd: 552 at MAIL (SIZE=) and during DATA
         return [f"250-SIZE {limit}" if line.startswith("250-SIZE") else line for line in responses]
 
@@ -199,7 +200,8 @@ class RelayHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        limits = await self._outbox.limits()
+        user = self._identity(session)
+        limits = await self._outbox.limits(user.account if user else DEFAULT_ACCOUNT)
         if limits.max_recipients and len(envelope.rcpt_tos) >= limits.max_recipients:
             who = limits.provider or "the provider"
             return (
@@ -226,10 +228,14 @@ class RelayHandler:
         addressed = _ADDRESSED.search(content, 0, end.start() if end else len(content))
         if not addressed and envelope.rcpt_tos and envelope.rcpt_tos[0].isascii():
             content = _ENVELOPE_BCC.format(envelope.rcpt_tos[0]).encode() + content
-        limits = await self._outbox.limits()
+        limits = dataclasses.replace(await self._outbox.limits(account), default_sender=sender, max_recipients=0)
         try:
-            # Recipients: the envelope's (RCPT TO), already counted; From defaults to MAIL FROM.
-            checked = from_raw(content, dataclasses.replace(limits, default_sender=sender, max_recipients=0))
+            # Recipients: the envelope's (RCPT TO), already counted; From defaults to MAIL FROM.  A large message
+            # is checked in a worker thread, as the messages API does: parsing it must not stall other sessions.
+            if len(content) > HEAVY_BYTES:
+                checked = await asyncio.to_thread(from_raw, content, limits)
+            else:
+                checked = from_raw(content, limits)
         except MessageTooLargeError as exc:
             return f"552 5.3.4 {_one_line(exc.message)}: the limit is {limits.max_bytes} bytes"
         except ValidationError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
@@ -30,7 +29,7 @@ from ..message import (
     from_raw,
     from_request,
 )
-from ..message.checks import MAX_ATTACHMENTS, MAX_HEADERS
+from ..message.checks import HEAVY_BYTES, HEAVY_ITEMS, MAX_ATTACHMENTS, MAX_HEADERS
 from ..outbox import Status
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
@@ -46,10 +45,6 @@ SMALL_REQUEST = 1024 * 1024
 #: A large body must keep coming while it holds its share of the intake: one that stalls this long between two
 #: of its chunks is refused (408), so that a sender gone silent does not keep the others waiting for good.
 BODY_IDLE_SECONDS = 30.0
-#: A request this large, or with this many items (recipients, attachments, header fields; for a raw message:
-#: "@" in it), is parsed and composed in a worker thread: the event loop keeps answering the other requests.
-HEAVY_BYTES = 64 * 1024
-HEAVY_ITEMS = 16
 #: The largest ``offset`` of a listing (the databases' integers are 64-bit; no outbox holds this many).
 MAX_OFFSET = 2**53
 
@@ -197,7 +192,7 @@ async def _compose(taken: list[bytes], media: str, limits: Limits, services: Ser
         # The message's own faults first (recipients, headers...), then whether its From may be used.
         account, refused = parsed.account or DEFAULT_ACCOUNT, exc
     if account != DEFAULT_ACCOUNT:
-        limits = await _limits_of(services, account, limits)
+        limits = await services.outbox.limits(account)
     request = parsed.to_request()
     items = len(request.to) + len(request.cc) + len(request.bcc) + len(request.attachments) + len(request.headers)
     if heavy or items > HEAVY_ITEMS:
@@ -253,18 +248,6 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse({"id": view.id, "status": view.status}, status_code=202, headers=headers)
-
-
-async def _limits_of(services: Services, account: str, limits: Limits) -> Limits:
-    """``limits`` (the default account's) with ``account``'s sender and its provider's recipient limit."""
-    server = await services.config.email_server(account)
-    spec = services.outbox.catalogue.limits_of((await services.config.oauth_view(account)).provider, server)
-    return replace(
-        limits,
-        default_sender=server.sender or server.username,
-        max_recipients=spec.max_recipients if spec else 0,
-        provider=spec.label if spec else "",
-    )
 
 
 @router.get("")

@@ -233,3 +233,33 @@ async def test_a_relay_user_sends_as_its_own_accounts_senders_only(relay: Relay)
     assert await _send(as_alerts, ["bob@example.com"], raw, sender="alerts@example.com") == {}
     items, _ = await services.outbox.list(statuses=[], limit=10, offset=0)
     assert [item.account_id for item in items] == ["alerts"]
+
+
+async def test_recipients_are_limited_by_the_users_own_accounts_provider(make_relay: RelayFactory) -> None:
+    """The default account's provider takes 3 recipients here; a user of an account on Google (100) is not
+    held to the default account's limit."""
+    relay: Relay = await make_relay(providers_toml="[providers.sandbox]\nmax_recipients = 3\n")
+    services, api = relay.env.services, relay.env.api
+    r = await api.put(
+        "/ddenterpriseapi/v2/accounts/alerts/oauth/config",
+        json={"provider": "google", "client_id": "alerts-client", "client_secret": "alerts-secret"},
+    )
+    assert r.status_code == 200, r.text
+    server = (await api.get("/ddenterpriseapi/v2/email/server")).json()
+    body = {k: server[k] for k in ("host", "port", "security", "ca_file")}
+    r = await api.put(
+        "/ddenterpriseapi/v2/accounts/alerts/email/server",
+        json={**body, "authentication": "password", "username": "alerts@example.com", "password": "upstream pw"},
+    )
+    assert r.status_code == 200, r.text
+    alerts = await services.relay_users.add("alerts-app", account="alerts")
+    as_alerts = Relay(**{**relay.__dict__, "user": "alerts-app", "password": alerts.password})
+    rcpts = [f"r{i}@example.com" for i in range(5)]
+
+    def go(client_relay: Relay, sender: str) -> list[int]:
+        with client_relay.client() as client:
+            client.mail(sender)
+            return [client.rcpt(r)[0] for r in rcpts]
+
+    assert await asyncio.to_thread(go, relay, SENDER) == [250, 250, 250, 452, 452]
+    assert await asyncio.to_thread(go, as_alerts, "alerts@example.com") == [250] * 5

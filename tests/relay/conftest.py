@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from mailgate.app import Services
+from mailgate.config import RelaySettings
 from mailgate.relay import FailedLogins, RelayCertificate, RelayServer, create_relay
 
 from ..conftest import require_component
@@ -66,6 +68,21 @@ class Relay:
 RelayFactory = Callable[..., Any]
 
 
+def relay_of(
+    services: Services, settings: RelaySettings, *, failed_logins: FailedLogins | None = None
+) -> tuple[RelayServer, RelayCertificate]:
+    """A relay (not started) in front of ``services``, wired as ``mailgate serve`` wires it."""
+    return create_relay(
+        settings,
+        services.settings.data_dir,
+        users=services.relay_users,
+        outbox=services.outbox,
+        sender_allowed=services.accounts.may_send,
+        metrics=services.relay_metrics,
+        failed_logins=failed_logins,
+    )
+
+
 async def start_relay(
     target: Env, started: list[RelayServer], *, senders: list[str] | None = None, **relay: Any
 ) -> tuple[RelayServer, RelayCertificate, int, int | None, str]:
@@ -75,15 +92,7 @@ async def start_relay(
     failed_logins = relay.pop("failed_logins", None)
     settings = replace(services.settings.relay, port=0, **relay)
     new = await services.relay_users.add("app1", senders=senders or [])
-    server, certificate = create_relay(
-        settings,
-        services.settings.data_dir,
-        users=services.relay_users,
-        outbox=services.outbox,
-        sender_allowed=services.accounts.may_send,
-        metrics=services.relay_metrics,
-        failed_logins=failed_logins,
-    )
+    server, certificate = relay_of(services, settings, failed_logins=failed_logins)
     listening = await server.start()
     started.append(server)
     assert listening.port is not None

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mailgate.errors import ConfigurationError
-from mailgate.relay import FailedLogins, RelayServer, create_relay
+from mailgate.relay import FailedLogins, RelayServer
 
 from ..outbox.conftest import SandboxEnv, sandbox_env  # noqa: F401 - fixture
-from .conftest import SENDER, Relay, RelayFactory, start_relay
+from .conftest import SENDER, Relay, RelayFactory, relay_of, start_relay
 
 API = "/ddenterpriseapi/v2"
 
@@ -200,14 +200,7 @@ async def test_100_messages_from_16_parallel_clients_each_delivered_once(
 async def test_a_port_in_use_is_a_clear_error(relay: Relay) -> None:
     services = relay.env.services
     settings = dataclasses.replace(services.settings.relay, port=relay.port)
-    second, _ = create_relay(
-        settings,
-        services.settings.data_dir,
-        users=services.relay_users,
-        outbox=services.outbox,
-        sender_allowed=services.accounts.may_send,
-        metrics=services.relay_metrics,
-    )
+    second, _ = relay_of(services, settings)
     with pytest.raises(ConfigurationError) as caught:
         await second.start()
     assert f"port {relay.port}" in caught.value.message and "free port" in caught.value.hint

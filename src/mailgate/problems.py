@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 __all__ = ["Problem", "ProblemSource"]
 
@@ -32,6 +33,9 @@ class Problem:
     since: datetime
     #: Path of the admin page where it is fixed (relative to the context path), or ``""``.
     link: str = ""
+    #: ``critical`` makes ``/healthz`` answer ``degraded``; a ``warning`` (e.g. a client secret expiring in
+    #: 30 days) is shown in the banner and alerted on, but the service is still healthy.
+    severity: Literal["critical", "warning"] = "critical"
 
     @property
     def key(self) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from ..outbox.conftest import (  # noqa: F401 - fixtures
     server_context,
     start_server,
 )
+from ..web.conftest import app, web  # noqa: F401 - fixtures
 from .receiver import WebhookReceiver
 
 

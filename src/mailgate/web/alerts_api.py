@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..alerts import AlertSettingsUpdate, FallbackSmtpUpdate
 from ..alerts.settings import split_addresses
@@ -38,18 +38,20 @@ class AlertsIn(BaseModel):
     webhook_url: str | None = Field(
         default=None, description="JSON POSTs go here: https://, or http:// on a loopback host. Empty: none."
     )
-    email_to: list[str] | str | None = Field(
+    email_to: list[str] | None = Field(
         default=None, description="Addresses alert emails go to (a list, or one string separated by commas)."
     )
     fallback_smtp: FallbackSmtpIn | None = None
 
+    @field_validator("email_to", mode="before")
+    @classmethod
+    def _one_string(cls, value: object) -> object:
+        return split_addresses(value) if isinstance(value, str) else value
+
 
 def _update(body: AlertsIn) -> AlertSettingsUpdate:
     sent = body.model_fields_set
-    email_to = None
-    if "email_to" in sent:
-        value = body.email_to or []
-        email_to = split_addresses(value) if isinstance(value, str) else list(value)
+    email_to = (body.email_to or []) if "email_to" in sent else None
     smtp = body.fallback_smtp
     fallback = None
     if smtp is not None:

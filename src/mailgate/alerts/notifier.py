@@ -209,7 +209,8 @@ class Notifier:
         log.info("alert: %s on account %s started", problem.code, problem.account or "(service)")
 
     async def _close(self, row: AlertConditionRow, settings: AlertSettings) -> None:
-        problem = Problem(row.account, row.code, f"Resolved: {row.message}", "", row.since, severity="critical")
+        # The message of the condition that ended (the event says it ended); nothing left to fix.
+        problem = Problem(row.account, row.code, row.message, "", row.since, severity="critical")
         payload = {**self._payload("resolved", problem), "severity": row.severity}
         async with self._db.session() as session:
             gone = await session.execute(

@@ -117,13 +117,14 @@ class Notifier:
         """Check every ``poll_seconds`` (sooner when a retry comes due) until :meth:`stop`."""
         self._stopping.clear()
         while not self._stopping.is_set():
+            wait = self.settings.poll_seconds
             try:
                 await self.check()
                 self.last_error = ""
+                wait = await self._seconds_to_next()
             except Exception as exc:  # the next check tries again; the process must not lose its notifier
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("alert check failed; trying again in %g seconds", self.settings.poll_seconds)
-            wait = await self._seconds_to_next()
+                log.exception("alert check failed; trying again in %g seconds", wait)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=wait)
 

@@ -122,11 +122,15 @@ class ConsentFlow:
 
     async def _account_of(self, state: str) -> str:
         """The account the authorization started with ``state`` is for ("" when unknown)."""
+        row = await self._request_of(state)
+        return row.account_id if row is not None else ""
+
+    async def _request_of(self, state: str) -> OAuthStateRow | None:
+        """The authorization request made with ``state``, spent or not (None when unknown)."""
         if not state:
-            return ""
+            return None
         async with self._db.session() as session:
-            row = await session.get(OAuthStateRow, sha256_hex(state))
-            return row.account_id if row is not None else ""
+            return await session.get(OAuthStateRow, sha256_hex(state))
 
     async def _complete(self, binding: str | None, params: Mapping[str, str]) -> AuthorizationResult:
         pending = await self._spend_state(binding, params.get("state", ""))
@@ -190,11 +194,8 @@ class ConsentFlow:
 
     async def return_to(self, state: str) -> str:
         """Where the flow started with ``state`` asked to come back to ("" when unknown), also after it failed."""
-        if not state:
-            return ""
-        async with self._db.session() as session:
-            row = await session.get(OAuthStateRow, sha256_hex(state))
-            return row.return_to if row is not None else ""
+        row = await self._request_of(state)
+        return row.return_to if row is not None else ""
 
     async def disconnect(self, account_name: str = DEFAULT_ACCOUNT) -> bool:
         """Revoke the account's refresh token at the provider when it supports RFC 7009, then delete it here.

@@ -101,6 +101,7 @@ class Admins:
     async def ensure_admin(self, configured_password: str) -> str | None:
         """Set up user ``admin``.  ``MAILGATE_ADMIN_PASSWORD`` (re)sets its password at every start; without
         it, a first start generates one and returns it so that it can be printed once."""
+        changed = False
         async with self._db.session() as session:
             user = await _admin_user(session, ADMIN_USER)
             if configured_password:
@@ -110,12 +111,14 @@ class Admins:
                     # A new hash (new salt): sessions of the old password end (see password_generation).
                     user.password_hash = await self._hash(configured_password)
                     self._forget_passwords()
-                return None
-            if user is not None:
-                return None
-            generated = secrets.token_urlsafe(12)
-            session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(generated)))
-            return generated
+                    changed = True
+            elif user is None:
+                generated = secrets.token_urlsafe(12)
+                session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(generated)))
+                return generated
+        if changed:
+            await self._record("admin.password_changed", actor="MAILGATE_ADMIN_PASSWORD", user=ADMIN_USER)
+        return None
 
     async def set_password(self, password: str) -> None:
         if len(password) < 8:

@@ -13,6 +13,7 @@ from mailgate.cli.main import app as cli
 from mailgate.config import Settings
 from mailgate.web import create_app
 
+from ..conftest import ADMIN_PASSWORD
 from ..e2e.harness import SECRET
 from ..outbox.conftest import API, SandboxEnv
 from ..web.conftest import UI, csrf_of, form_token, login
@@ -126,3 +127,17 @@ def test_cli_actions_are_recorded_with_the_cli_user(settings: Settings) -> None:
     assert [e["action"] for e in found] == ["relay_user.added", "oauth_config.changed", "relay_user.removed"]
     assert all(str(e["actor"]).startswith("CLI (") for e in found)
     assert "cli-Secret-1" not in json.dumps(found)
+
+
+async def test_admin_password_and_api_keys_are_recorded(services: Services) -> None:
+    await services.admins.ensure_admin(ADMIN_PASSWORD)  # unchanged at a restart: nothing to record
+    await services.admins.ensure_admin("another admin password")
+    key = await services.admins.create_api_key("grafana")
+    await services.admins.delete_api_key(key.id)
+    entries = [(e.actor, e.action, e.details) for e in reversed(await services.audit.list())]
+    assert entries == [
+        ("MAILGATE_ADMIN_PASSWORD", "admin.password_changed", {"user": "admin"}),
+        ("anonymous", "api_key.created", {"id": key.id, "name": "grafana", "prefix": key.key[:10]}),
+        ("anonymous", "api_key.deleted", {"id": key.id}),
+    ]
+    assert key.key not in json.dumps([e.to_dict() for e in await services.audit.list()])

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
+from .audit import AuditLog
 from .configure import ConfigService, EmailServerUpdate, OAuthConfigUpdate, OAuthView
 from .errors import MailgateError, NotFoundError, ValidationError
 from .oauth import ConsentFlow
@@ -142,9 +143,12 @@ class Accounts:
         consent: ConsentFlow,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: AuditLog | None = None,
     ) -> None:
         self._db, self._config, self._consent, self._clock = db, config, consent, clock
         self._cache = _Cache()
+        #: Accounts created and deleted are recorded there.
+        self._audit = audit
 
     def __repr__(self) -> str:
         return f"Accounts({self._db!r})"
@@ -223,7 +227,14 @@ class Accounts:
         self.check_name(name)
         if update.copy_from is not None:
             self.check_name(update.copy_from, "copy_from")  # whether it has settings to copy: ConfigService
-        return await self._config.save_oauth(update, name)
+        new = not await self.exists(name)
+        view = await self._config.save_oauth(update, name)
+        await self._created(name, new, "OAuth settings")
+        return view
+
+    async def _created(self, name: str, new: bool, through: str) -> None:
+        if new and self._audit is not None:
+            await self._audit.record("account.created", account=name, through=through)
 
     async def save_email_server(
         self, name: str, update: EmailServerUpdate, senders: Sequence[str] | None = None
@@ -231,7 +242,10 @@ class Accounts:
         """Save the account's Email server settings and, when given, its extra senders (creating it)."""
         self.check_name(name)
         extra = parse_senders(senders) if senders is not None else None
-        return await self._config.save_email_server(update, name, senders=extra)
+        new = not await self.exists(name)
+        server = await self._config.save_email_server(update, name, senders=extra)
+        await self._created(name, new, "Email server settings")
+        return server
 
     async def delete(self, name: str, *, force: bool = False) -> DeleteResult:
         """Revoke the account's refresh token (where the provider supports it), fail its pending messages
@@ -277,6 +291,8 @@ class Accounts:
             ):
                 await session.execute(delete(model).where(column == name))
         self._cache.read_at = -1.0
+        if self._audit is not None:
+            await self._audit.record("account.deleted", account=name, failed_messages=failed, revoked=revoked)
         return DeleteResult(name=name, revoked_at_provider=revoked, failed_messages=failed)
 
     # -- the sender policy -------------------------------------------------------------------------------

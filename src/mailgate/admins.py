@@ -9,6 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -17,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .audit import AuditLog
 from .errors import NotFoundError, ValidationError
 from .singleflight import SingleFlight
 from .store import Database
@@ -74,8 +76,10 @@ class _Verified:
 
 
 class Admins:
-    def __init__(self, db: Database, *, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, db: Database, *, hasher: PasswordHasher | None = None, audit: AuditLog | None = None) -> None:
         self._db = db
+        #: Sign-ins, password changes and API keys created or deleted are recorded there.
+        self._audit = audit
         self._hasher = hasher or PasswordHasher()
         self._hashing = anyio.CapacityLimiter(HASHING_THREADS)
         # A hash to verify against when the user does not exist, so both paths cost the same.
@@ -97,6 +101,7 @@ class Admins:
     async def ensure_admin(self, configured_password: str) -> str | None:
         """Set up user ``admin``.  ``MAILGATE_ADMIN_PASSWORD`` (re)sets its password at every start; without
         it, a first start generates one and returns it so that it can be printed once."""
+        changed = False
         async with self._db.session() as session:
             user = await _admin_user(session, ADMIN_USER)
             if configured_password:
@@ -106,12 +111,14 @@ class Admins:
                     # A new hash (new salt): sessions of the old password end (see password_generation).
                     user.password_hash = await self._hash(configured_password)
                     self._forget_passwords()
-                return None
-            if user is not None:
-                return None
-            generated = secrets.token_urlsafe(12)
-            session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(generated)))
-            return generated
+                    changed = True
+            elif user is None:
+                generated = secrets.token_urlsafe(12)
+                session.add(AdminUser(username=ADMIN_USER, password_hash=await self._hash(generated)))
+                return generated
+        if changed:
+            await self._record("admin.password_changed", actor="MAILGATE_ADMIN_PASSWORD", user=ADMIN_USER)
+        return None
 
     async def set_password(self, password: str) -> None:
         if len(password) < 8:
@@ -125,6 +132,19 @@ class Admins:
         # Committed: no verification of the old password is trusted any longer (other processes: within
         # PASSWORD_RECHECK_SECONDS, when they find the stored hash changed).
         self._forget_passwords()
+        await self._record("admin.password_changed", user=ADMIN_USER)
+
+    async def _record(self, action: str, *, actor: str | None = None, **details: Any) -> None:
+        if self._audit is not None:
+            await self._audit.record(action, actor=actor, **details)
+
+    async def record_sign_in(self, username: str, ok: bool, *, address: str, via: str) -> None:
+        """Put a sign-in in the audit log: each on the login form, failed ones with HTTP Basic (a successful
+        Basic sign-in is every API request's, not an event)."""
+        actor = f"user {username}" if ok else "anonymous"
+        await self._record(
+            "login.succeeded" if ok else "login.failed", actor=actor, user=username, address=address, via=via
+        )
 
     async def verify_password(self, username: str, password: str) -> bool:
         """Whether ``password`` is ``username``'s.  argon2 runs off the event loop; a pair verified in the
@@ -211,7 +231,9 @@ class Admins:
             row = ApiKey(name=name, prefix=key[:10], key_hash=_sha256(key))
             session.add(row)
             await session.flush()
-            return NewApiKey(id=row.id, name=name, key=key)
+            created = NewApiKey(id=row.id, name=name, key=key)
+        await self._record("api_key.created", id=created.id, name=name, prefix=key[:10])
+        return created
 
     async def verify_api_key(self, key: str) -> bool:
         if not key.startswith(_KEY_PREFIX):
@@ -263,6 +285,7 @@ class Admins:
         self._verified.clear()
         if getattr(result, "rowcount", 0) == 0:
             raise NotFoundError(f"No API key with id {key_id}.", hint="List the keys with `mailgate apikey list`.")
+        await self._record("api_key.deleted", id=key_id)
 
 
 async def _admin_user(session: AsyncSession, username: str) -> AdminUser | None:

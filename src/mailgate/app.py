@@ -8,18 +8,23 @@ from datetime import UTC, datetime, timedelta
 
 from .accounts import Accounts
 from .admins import Admins
+from .alerts import AlertConfig, Notifier
+from .audit import AuditLog
 from .config import Settings
 from .configure import ConfigService
 from .errors import ConfigurationError
 from .mailer import Mailer
 from .oauth import ConsentFlow, TokenClient, TokenManager
 from .outbox import Outbox
+from .problems import Problem, ProblemSource
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
 from .relay import RelayMetrics, RelayUsers
 from .store import Database, SecretBox, load_or_create_key
 from .store.files import private_data_dir
+from .store.repository import DEFAULT_ACCOUNT
+from .types import TokenStatus
 
-__all__ = ["Services", "build_services", "load_providers"]
+__all__ = ["Services", "build_services", "load_providers", "reauthorization_problems"]
 
 
 @dataclass
@@ -39,8 +44,14 @@ class Services:
     #: The SMTP relay's credentials and the counters of its listener.
     relay_users: RelayUsers
     relay_metrics: RelayMetrics
+    #: Who changed what (see mailgate.audit).
+    audit: AuditLog
+    #: Where alerts go, and the notifier that sends them (``serve`` and ``worker`` run it).
+    alerts: AlertConfig
+    notifier: Notifier
 
     async def aclose(self) -> None:
+        await self.notifier.aclose()
         await self.token_client.aclose()
         await self.outbox.writes.close()
         await self.db.close()
@@ -79,9 +90,26 @@ async def build_services(
     tokens = TokenManager(
         db, box, client, catalogue, margin=timedelta(seconds=settings.refresh_margin_seconds), clock=clock
     )
-    config = ConfigService(db, box, catalogue, settings.default_redirect_uri)
-    consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock)
-    accounts = Accounts(db, config, consent, clock=clock)
+    audit = AuditLog(db, clock=clock)
+    config = ConfigService(db, box, catalogue, settings.default_redirect_uri, audit=audit)
+    consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock, audit=audit)
+    accounts = Accounts(db, config, consent, clock=clock, audit=audit)
+    outbox = Outbox(db, config, catalogue, settings.outbox, clock=clock)
+    alerts = AlertConfig(db, box, audit)
+
+    async def healthy_accounts() -> list[str]:
+        return [a.name for a in await accounts.list() if a.token_status == TokenStatus.VALID.value]
+
+    notifier = Notifier(
+        db,
+        alerts,
+        reauthorization_problems(config, clock),
+        outbox=outbox,
+        healthy=healthy_accounts,
+        settings=settings.alerts,
+        link_base=settings.base_url.rstrip("/") + settings.context_path,
+        clock=clock,
+    )
     return Services(
         settings=settings,
         db=db,
@@ -91,10 +119,41 @@ async def build_services(
         tokens=tokens,
         consent=consent,
         config=config,
-        admins=Admins(db),
+        admins=Admins(db, audit=audit),
         mailer=Mailer(config, tokens),
-        outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
+        outbox=outbox,
         accounts=accounts,
-        relay_users=RelayUsers(db, box, accounts.exists),
+        relay_users=RelayUsers(db, box, accounts.exists, audit=audit),
         relay_metrics=RelayMetrics(),
+        audit=audit,
+        alerts=alerts,
+        notifier=notifier,
     )
+
+
+def reauthorization_problems(config: ConfigService, clock: Callable[[], datetime]) -> ProblemSource:
+    """The problems known without the lifecycle work (issue 23): accounts whose consent must be given again.
+
+    The one place the notifier's source is chosen: the fuller source of the lifecycle work replaces it."""
+
+    async def source() -> list[Problem]:
+        problems = []
+        for name in await config.account_names():
+            view = await config.oauth_view(name)
+            if view.token_status is TokenStatus.REAUTHORIZATION_REQUIRED:
+                page = "/configuration/oauth" if name == DEFAULT_ACCOUNT else f"/configuration/accounts/{name}/oauth"
+                mailbox = view.account or name
+                problems.append(
+                    Problem(
+                        account=name,
+                        code=TokenStatus.REAUTHORIZATION_REQUIRED.value,
+                        message=f"The provider no longer accepts the consent of {mailbox}: mail of this account is "
+                        "held.",
+                        fix="Open the account's OAuth page and click Authorize, signing in as the mailbox.",
+                        since=view.last_refreshed_at or view.authorized_at or clock(),
+                        link=page,
+                    )
+                )
+        return problems
+
+    return source

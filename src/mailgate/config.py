@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_CONTEXT_PATH",
     "HttpSettings",
+    "NotifierSettings",
     "OutboxSettings",
     "ProxyNetwork",
     "RelaySettings",
@@ -113,6 +114,31 @@ class HttpSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        return cls(**_numbers_from_env(env, cls._ENV))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    """The alert notifier's timing (``MAILGATE_ALERTS_*``)."""
+
+    #: How often the problems are compared with the conditions already announced.
+    poll_seconds: float = 60.0
+    #: First retry of a notification the webhook (or email) did not take; doubled per attempt...
+    retry_base_seconds: float = 30.0
+    #: ...up to this delay between attempts...
+    retry_max_delay_seconds: float = 3600.0
+    #: ...and given up this long after the notification was made.
+    retry_deadline_seconds: float = 3 * 86400.0
+
+    _ENV = {  # noqa: RUF012 - a class constant, not a field (no annotation)
+        "MAILGATE_ALERTS_POLL_SECONDS": ("poll_seconds", float),
+        "MAILGATE_ALERTS_RETRY_BASE_SECONDS": ("retry_base_seconds", float),
+        "MAILGATE_ALERTS_RETRY_MAX_DELAY_SECONDS": ("retry_max_delay_seconds", float),
+        "MAILGATE_ALERTS_RETRY_DEADLINE_SECONDS": ("retry_deadline_seconds", float),
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NotifierSettings:
         return cls(**_numbers_from_env(env, cls._ENV))  # type: ignore[arg-type]
 
 
@@ -219,6 +245,7 @@ class Settings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    alerts: NotifierSettings = field(default_factory=NotifierSettings)
 
     @property
     def resolved_database_url(self) -> str:
@@ -260,6 +287,7 @@ class Settings:
         values["outbox"] = OutboxSettings.from_env(env)
         values["http"] = HttpSettings.from_env(env)
         values["relay"] = RelaySettings.from_env(env)
+        values["alerts"] = NotifierSettings.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()

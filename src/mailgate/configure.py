@@ -6,6 +6,7 @@ Validation happens in full before anything is written: a refused save changes no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .audit import AuditLog, changed_fields
 from .errors import ValidationError
 from .providers import Catalogue, is_loopback_host, validate_tenant
 from .smtp.tls import CaFileError, client_context
@@ -34,7 +36,7 @@ from .store.repository import (
 )
 from .types import Authentication, EmailServerConfig, OAuthConfig, ProviderSpec, Security, TokenStatus
 
-__all__ = ["ConfigService", "EmailServerUpdate", "OAuthConfigUpdate", "OAuthView"]
+__all__ = ["ConfigService", "EmailServerUpdate", "OAuthConfigUpdate", "OAuthView", "validate_server"]
 
 _HOST = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*\.?$"
@@ -108,8 +110,18 @@ class OAuthView:
 
 
 class ConfigService:
-    def __init__(self, db: Database, box: SecretBox, catalogue: Catalogue, default_redirect_uri: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        catalogue: Catalogue,
+        default_redirect_uri: str,
+        *,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._db, self._box, self._catalogue = db, box, catalogue
+        #: Saves are recorded there (the names of the fields changed, never a value of a secret).
+        self._audit = audit
         self.default_redirect_uri = default_redirect_uri
         #: Saves made through this object (readers that cache settings compare it).
         self.changes = 0
@@ -170,7 +182,13 @@ class ConfigService:
             if await get_email_server(session, self._box, account_name) is None:
                 # Choosing a provider pre-fills the Email server page.
                 await save_email_server(session, self._box, _server_defaults(spec), account_name)
+        before = dataclasses.asdict(current) if current is not None else {}
+        await self._record("oauth_config.changed", account_name, changed_fields(before, dataclasses.asdict(config)))
         return self._view(config, account)
+
+    async def _record(self, action: str, account: str, fields: list[str]) -> None:
+        if self._audit is not None and fields:
+            await self._audit.record(action, account=account, fields=fields)
 
     async def _copied(self, session: AsyncSession, update: OAuthConfigUpdate, source: str) -> OAuthConfigUpdate:
         """``update`` on top of the client settings of account ``source`` (the fields sent win)."""
@@ -262,11 +280,16 @@ class ConfigService:
             current = await self._stored_server(session, account)
             # File I/O off the event loop: the path is the user's, and may name anything (issue 20 point 9).
             ca_problem = await asyncio.to_thread(_check_ca_file, _merged(update.ca_file, current.ca_file))
-            server = _validate_server(update, current, ca_problem)
+            server = validate_server(update, current, ca_problem)
             await save_email_server(session, self._box, server, account)
             self.changes += 1
+            fields = changed_fields(dataclasses.asdict(current), dataclasses.asdict(server))
             if senders is not None:
-                (await ensure_account(session, account)).senders = list(senders)
+                row = await ensure_account(session, account)
+                if list(row.senders or []) != list(senders):
+                    fields.append("senders")
+                row.senders = list(senders)
+        await self._record("email_server.changed", account, fields)
         return server
 
 
@@ -309,9 +332,9 @@ def _merged(given: str | None, stored: str) -> str:
     return (stored if given is None else given).strip()
 
 
-def _validate_server(
-    update: EmailServerUpdate, current: EmailServerConfig, ca_problem: str | None
-) -> EmailServerConfig:
+def validate_server(update: EmailServerUpdate, current: EmailServerConfig, ca_problem: str | None) -> EmailServerConfig:
+    """``update`` merged into ``current`` and checked whole (ValidationError naming each bad field);
+    ``ca_problem``: what :func:`_check_ca_file` found wrong with the CA file, if anything."""
     errors: dict[str, str] = {}
     host = _merged(update.host, current.host)
     port = current.port if update.port is None else update.port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
@@ -14,6 +15,7 @@ import typer
 import uvloop
 
 from ..app import Services, build_services
+from ..audit import ACTOR
 from ..config import Settings
 from ..errors import MailgateError
 
@@ -66,7 +68,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise  # unreachable: fail exits
 
 
+def cli_actor() -> str:
+    """Who the audit log names for what a command changes: the CLI and the operating-system user."""
+    try:
+        return f"CLI (user {getpass.getuser()})"
+    except (OSError, KeyError):  # no user name in this environment (a container without /etc/passwd entry)
+        return f"CLI (uid {os.getuid()})"
+
+
 async def with_services(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    ACTOR.set(cli_actor())
     services = await build_services(settings)
     try:
         return await action(services)

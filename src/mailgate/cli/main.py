@@ -110,17 +110,27 @@ def serve(
             relay = await _start_relay(services) if settings.relay.enabled else None
             delivery = Worker(services.outbox, services.mailer) if worker else None
             task = asyncio.create_task(delivery.run(), name="outbox-worker") if delivery else None
+            # Alerts run where the worker runs (with --no-worker, `mailgate worker` sends them).
+            alerts = asyncio.create_task(services.notifier.run(), name="alert-notifier") if delivery else None
+
+            def stop() -> None:
+                if delivery is not None:
+                    delivery.stop()
+                services.notifier.stop()
+
             # SIGTERM/SIGINT: uvicorn shuts the HTTP server down, then the worker finishes its messages and
             # the database is closed below (the process exits with 0).
-            on_stop_signals(delivery.stop if delivery is not None else lambda: None)
+            on_stop_signals(stop)
             try:
                 await server.serve()
             finally:
                 if relay is not None:
                     await relay.stop()  # first: no new message while the worker finishes
-                if delivery is not None and task is not None:
-                    delivery.stop()
+                stop()
+                if task is not None:
                     await task
+                if alerts is not None:
+                    await alerts
         finally:
             await services.aclose()
 

@@ -97,21 +97,24 @@ async def run_worker(
 
     def stop() -> None:
         worker.stop()
+        services.notifier.stop()
         if server is not None:
             server.should_exit = True
 
     on_stop_signals(stop)
     typer.echo(f"mailgate worker {worker.owner} delivering the outbox of {services.db!r}")
-    if server is None:
-        await worker.run()
-        return
-    typer.echo(f"/metrics and /healthz of this worker: {server.url}")
-    serving = asyncio.create_task(server.serve(sockets=[server.listening]), name="worker-metrics")
+    alerts = asyncio.create_task(services.notifier.run(), name="alert-notifier")
+    serving = None
+    if server is not None:
+        typer.echo(f"/metrics and /healthz of this worker: {server.url}")
+        serving = asyncio.create_task(server.serve(sockets=[server.listening]), name="worker-metrics")
     try:
         await worker.run()
     finally:
-        server.should_exit = True
-        await serving
+        stop()
+        await alerts
+        if serving is not None:
+            await serving
 
 
 class _HealthServer(Protocol):

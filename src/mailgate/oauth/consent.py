@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from ..errors import ConfigurationError, OAuthFlowError, TokenEndpointError
+from ..audit import AuditLog
+from ..errors import ConfigurationError, MailgateError, OAuthFlowError, TokenEndpointError
 from ..providers import Catalogue
 from ..store import Database, SecretBox
 from ..store.models import OAuthAccountRow, OAuthStateRow
@@ -61,12 +62,15 @@ class ConsentFlow:
         *,
         state_ttl: timedelta = timedelta(minutes=15),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: AuditLog | None = None,
     ) -> None:
         self._db, self._box, self._client, self._catalogue, self._tokens = db, box, client, catalogue, tokens
         self._ttl = state_ttl
         self._clock = clock
         #: Consents stored and disconnections made through this object (readers that cache them compare it).
         self.changes = 0
+        #: Authorizations (succeeded or failed) and disconnections are recorded there.
+        self._audit = audit
 
     async def start(
         self,
@@ -102,7 +106,33 @@ class ConsentFlow:
 
     async def complete(self, *, binding: str | None, params: Mapping[str, str]) -> AuthorizationResult:
         """Handle the redirect: check state, exchange the code, store the refresh token.  Nothing is stored
-        on any failure; the state is spent either way (one-time)."""
+        on any failure; the state is spent either way (one-time).  The outcome goes into the audit log."""
+        try:
+            result = await self._complete(binding, params)
+        except MailgateError as exc:
+            # Only answers to a request mailgate made: anyone may call the redirect URI with made-up states.
+            account = await self._account_of(params.get("state", "")) if self._audit is not None else ""
+            if self._audit is not None and account:
+                error = getattr(exc, "provider_error", "") or exc.code
+                await self._audit.record("authorization.failed", account=account, reason=exc.message, error=error)
+            raise
+        if self._audit is not None:
+            await self._audit.record("authorization.succeeded", account=result.account_name, mailbox=result.account)
+        return result
+
+    async def _account_of(self, state: str) -> str:
+        """The account the authorization started with ``state`` is for ("" when unknown)."""
+        row = await self._request_of(state)
+        return row.account_id if row is not None else ""
+
+    async def _request_of(self, state: str) -> OAuthStateRow | None:
+        """The authorization request made with ``state``, spent or not (None when unknown)."""
+        if not state:
+            return None
+        async with self._db.session() as session:
+            return await session.get(OAuthStateRow, sha256_hex(state))
+
+    async def _complete(self, binding: str | None, params: Mapping[str, str]) -> AuthorizationResult:
         pending = await self._spend_state(binding, params.get("state", ""))
         if params.get("error"):
             description = params.get("error_description", "").strip()
@@ -164,11 +194,8 @@ class ConsentFlow:
 
     async def return_to(self, state: str) -> str:
         """Where the flow started with ``state`` asked to come back to ("" when unknown), also after it failed."""
-        if not state:
-            return ""
-        async with self._db.session() as session:
-            row = await session.get(OAuthStateRow, sha256_hex(state))
-            return row.return_to if row is not None else ""
+        row = await self._request_of(state)
+        return row.return_to if row is not None else ""
 
     async def disconnect(self, account_name: str = DEFAULT_ACCOUNT) -> bool:
         """Revoke the account's refresh token at the provider when it supports RFC 7009, then delete it here.
@@ -191,6 +218,8 @@ class ConsentFlow:
         self._tokens.forget(account_name)
         self.changes += 1
         log.info("disconnected account %s (revoked at provider: %s)", account_name, revoked)
+        if self._audit is not None:
+            await self._audit.record("authorization.disconnected", account=account_name, revoked=revoked)
         return revoked
 
     async def _spend_state(self, binding: str | None, state: str) -> OAuthStateRow:

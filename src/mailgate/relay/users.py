@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..audit import AuditLog
 from ..errors import NotFoundError, ValidationError
 from ..singleflight import SingleFlight
 from ..store import Database, SecretBox
@@ -115,8 +116,12 @@ def _user(row: RelayUserRow) -> RelayUser:
 class RelayUsers:
     """Adds, lists, removes and authenticates relay users."""
 
-    def __init__(self, db: Database, box: SecretBox, account_exists: AccountCheck) -> None:
+    def __init__(
+        self, db: Database, box: SecretBox, account_exists: AccountCheck, *, audit: AuditLog | None = None
+    ) -> None:
         self._db = db
+        #: Users added and removed are recorded there.
+        self._audit = audit
         self._box = box
         self._account_exists = account_exists
         #: name -> (password digest, user, when read (monotonic)): users recently read from the database.
@@ -161,6 +166,8 @@ class RelayUsers:
                 {"name": f"{name!r} is already a relay user"},
                 hint="Choose another name, or remove the existing user first.",
             ) from None
+        if self._audit is not None:
+            await self._audit.record("relay_user.added", account=account, name=name, senders=len(cleaned))
         return NewRelayUser(_user(row), password)
 
     async def list(self) -> list[RelayUser]:
@@ -178,6 +185,8 @@ class RelayUsers:
             raise NotFoundError(
                 f"No relay user named {name!r}.", hint="List the relay users with `mailgate relay user list`."
             )
+        if self._audit is not None:
+            await self._audit.record("relay_user.removed", name=name)
 
     async def authenticate(self, name: str, password: str) -> RelayUser | None:
         """The user when ``password`` is its password, else None.  One HMAC, and at most once a second per

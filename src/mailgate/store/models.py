@@ -12,7 +12,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "AccountRow",
     "AdminUser",
+    "AlertConditionRow",
+    "AlertNotificationRow",
+    "AlertSettingsRow",
     "ApiKey",
+    "AuditRow",
     "Base",
     "EmailServerRow",
     "OAuthAccountRow",
@@ -237,3 +241,71 @@ class RelayUserRow(Base):
     password_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AlertSettingsRow(Base):
+    """Where alerts go (one row, id 1): a webhook, email addresses, and an optional fallback SMTP server for the
+    email alerts when no account is healthy.  ``smtp_password_enc``: SecretBox ciphertext."""
+
+    __tablename__ = "alert_settings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_url: Mapped[str] = mapped_column(String(2048), default="")
+    #: Addresses separated by ", ".
+    email_to: Mapped[str] = mapped_column(String(2048), default="")
+    smtp_host: Mapped[str] = mapped_column(String(255), default="")
+    smtp_port: Mapped[int] = mapped_column(Integer, default=587)
+    smtp_security: Mapped[str] = mapped_column(String(16), default="starttls")
+    smtp_username: Mapped[str] = mapped_column(String(320), default="")
+    smtp_password_enc: Mapped[str] = mapped_column(Text, default="")
+    smtp_sender: Mapped[str] = mapped_column(String(320), default="")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AlertConditionRow(Base):
+    """A condition the notifier has announced as started and not yet as resolved (see mailgate.alerts).
+    The primary key makes two notifiers (two processes) announce it once."""
+
+    __tablename__ = "alert_conditions"
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    severity: Mapped[str] = mapped_column(String(16), default="critical")
+    message: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AlertNotificationRow(Base):
+    """One notification (a condition started or resolved, or a test) and its delivery on each channel.
+
+    ``*_state``: pending (to be tried at ``*_next_at``), sent, failed (given up), or none (channel not set)."""
+
+    __tablename__ = "alert_notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(16))
+    account: Mapped[str] = mapped_column(String(64), default="")
+    code: Mapped[str] = mapped_column(String(64), default="")
+    #: The JSON the webhook receives (never a secret).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    webhook_state: Mapped[str] = mapped_column(String(16), default="none")
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    webhook_detail: Mapped[str] = mapped_column(Text, default="")
+    email_state: Mapped[str] = mapped_column(String(16), default="none")
+    email_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    email_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    email_detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRow(Base):
+    """One entry of the audit log: who did what, when.  ``details`` names fields, never holds a secret."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: ``user admin``, ``API key``, ``CLI (user root)``, or ``anonymous`` (the OAuth redirect, a failed login).
+    actor: Mapped[str] = mapped_column(String(128))
+    #: e.g. ``oauth_config.changed``, ``account.deleted``, ``login.failed``.
+    action: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(64), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse
 
 from .. import __version__
 from ..app import Services
-from . import accounts_api, email_api, health, messages_api, oauth_api, relay_api
+from . import accounts_api, alerts_api, email_api, health, messages_api, oauth_api, relay_api
 from .errors import install_error_handlers
 from .openapi import DocumentedAPI, install_docs
 from .pages import install_pages
@@ -36,6 +36,7 @@ def create_app(services: Services) -> FastAPI:
     api.include_router(email_api.router)
     api.include_router(accounts_api.router)
     api.include_router(relay_api.router)
+    api.include_router(alerts_api.router)
     app.include_router(api)
     app.include_router(health.router)
     install_pages(app, services)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from ..app import Services
+from ..audit import ACTOR
 from . import csrf
 from .ratelimit import LoginLimiter
 
@@ -55,6 +56,7 @@ async def require_admin(request: Request, services: ServicesDep) -> str:
     header = request.headers.get("authorization", "")
     key = bearer_token(header)
     if key is not None and await services.admins.verify_api_key(key):
+        ACTOR.set("API key")  # whom the audit log names for what this request changes
         return "api-key"
     credentials = basic_credentials(header)
     if credentials is not None:
@@ -71,8 +73,10 @@ async def require_admin(request: Request, services: ServicesDep) -> str:
             )
         if user and await services.admins.verify_password(user, password):
             limiter.succeeded(address, user)
+            ACTOR.set(f"user {user}")
             return user
         limiter.failed(address, user)
+        await services.admins.record_sign_in(user, False, address=address, via="HTTP Basic")
     session_user = getattr(request.state, "session_user", None)
     if isinstance(session_user, str) and session_user:
         # Only the cookie vouches for this request (no valid Authorization header, whatever it held): the
@@ -83,6 +87,7 @@ async def require_admin(request: Request, services: ServicesDep) -> str:
                 detail=f"The CSRF token is missing or wrong. Send the page's token in the {csrf.HEADER} header, "
                 "or use HTTP Basic or an API key.",
             )
+        ACTOR.set(f"user {session_user}")
         return session_user
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED,

@@ -1,6 +1,7 @@
 """The admin pages' frame: login, logout, rendering, and the wiring of sessions, CSRF and static files.
 
-The configuration pages themselves live in :mod:`.oauth_page`, :mod:`.email_page` and :mod:`.relay_page`.
+The configuration pages themselves live in :mod:`.oauth_page`, :mod:`.email_page`, :mod:`.relay_page` and
+:mod:`.alerts_page` (Alerts and Audit log).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..admins import ADMIN_USER
 from ..app import Services
+from ..audit import ACTOR
 from ..store import load_or_create_key
 from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
@@ -25,6 +27,8 @@ from .session import SESSION_COOKIE, Flash, WebKeys, WebSessionMiddleware, web_k
 
 __all__ = [
     "ACCOUNTS_PAGE",
+    "ALERTS_PAGE",
+    "AUDIT_PAGE",
     "EMAIL_PAGE",
     "OAUTH_PAGE",
     "PAGE_HEADERS",
@@ -44,6 +48,8 @@ OAUTH_PAGE = "/configuration/oauth"
 EMAIL_PAGE = "/configuration/email-server"
 ACCOUNTS_PAGE = "/configuration/accounts"
 RELAY_PAGE = "/configuration/relay"
+ALERTS_PAGE = "/configuration/alerts"
+AUDIT_PAGE = "/configuration/audit"
 LOGIN_PAGE = "/login"
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -87,6 +93,7 @@ async def page_user(request: Request) -> str:
     """The signed-in administrator, or :class:`LoginRequired`."""
     user = getattr(request.state, "session_user", None)
     if isinstance(user, str) and user:
+        ACTOR.set(f"user {user}")  # whom the audit log names for what this request changes
         return user
     target = request.url.path if request.method == "GET" else ""
     raise LoginRequired(target)
@@ -127,6 +134,8 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             "email_url": prefix + EMAIL_PAGE,
             "accounts_url": prefix + ACCOUNTS_PAGE,
             "relay_url": prefix + RELAY_PAGE,
+            "alerts_url": prefix + ALERTS_PAGE,
+            "audit_url": prefix + AUDIT_PAGE,
             "logout_url": prefix + "/logout",
             **context,
         },
@@ -180,9 +189,11 @@ async def login(request: Request, services: ServicesDep, _: CsrfDep) -> Response
         return page
     if not await services.admins.verify_password(username, password):
         limiter.failed(address, username)
+        await services.admins.record_sign_in(username, False, address=address, via="login form")
         context["error"] = "Wrong user name or password."
         return render(request, "login.html", context, status_code=401)
     limiter.succeeded(address, username)
+    await services.admins.record_sign_in(username, True, address=address, via="login form")
     keys = web_keys(request)
     cookie, _session = keys.new_session(username, await services.admins.current_generation(username) or "")
     response = RedirectResponse(_safe_next(request, next_path), status_code=303)
@@ -205,7 +216,7 @@ async def logout(request: Request, services: ServicesDep, _: CsrfDep) -> Redirec
 
 def install_pages(app: FastAPI, services: Services) -> None:
     """Mount the admin pages, their static files, the session middleware and the page error handlers."""
-    from . import accounts_page, email_page, oauth_page, relay_page
+    from . import accounts_page, alerts_page, email_page, oauth_page, relay_page
 
     settings = services.settings
     prefix = settings.context_path
@@ -222,6 +233,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
     app.include_router(email_page.router, prefix=prefix)
     app.include_router(accounts_page.router, prefix=prefix)
     app.include_router(relay_page.router, prefix=prefix)
+    app.include_router(alerts_page.router, prefix=prefix)
 
     @app.get(prefix, include_in_schema=False)
     async def context_root() -> RedirectResponse:

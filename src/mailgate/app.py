@@ -41,6 +41,7 @@ class Services:
     relay_metrics: RelayMetrics
 
     async def aclose(self) -> None:
+        await self.mailer.aclose()
         await self.token_client.aclose()
         await self.outbox.writes.close()
         await self.db.close()
@@ -79,7 +80,7 @@ async def build_services(
     tokens = TokenManager(
         db, box, client, catalogue, margin=timedelta(seconds=settings.refresh_margin_seconds), clock=clock
     )
-    config = ConfigService(db, box, catalogue, settings.default_redirect_uri)
+    config = ConfigService(db, box, catalogue, settings.default_redirect_uri, forget_tokens=tokens.forget)
     consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock)
     accounts = Accounts(db, config, consent, clock=clock)
     return Services(
@@ -92,7 +93,7 @@ async def build_services(
         consent=consent,
         config=config,
         admins=Admins(db),
-        mailer=Mailer(config, tokens),
+        mailer=Mailer(config, tokens, catalogue),
         outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
         accounts=accounts,
         relay_users=RelayUsers(db, box, accounts.exists),

@@ -44,7 +44,7 @@ class ApiError:
 
     def __str__(self) -> str:
         text = f"HTTP {self.status}" + (f" {self.code}" if self.code else "")
-        return f"{text}: {self.message}" if self.message else text
+        return f"{text}: {self.message.rstrip('.')}" if self.message else text
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

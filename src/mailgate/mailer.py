@@ -100,13 +100,7 @@ class Mailer:
     async def send(self, message: EmailMessage, account: str = DEFAULT_ACCOUNT) -> SendResult:
         server = await self.server(account)
         if server.delivery.over_http:
-            sender, rcpts = envelope(message, None, None)
-            raw = flatten(message, utf8=not (sender + "".join(rcpts)).isascii())
-            transport = self.http_transport(server, account)
-            try:
-                return await transport.send(sender, rcpts, raw)
-            finally:
-                await transport.close()
+            return await _send_over_http(self.http_transport(server, account), message, None)
         async with await self.connection(account) as conn:
             return await conn.send_message(message)
 
@@ -135,8 +129,16 @@ class Mailer:
             text="This message was sent by mailgate to test the email server settings.",
         )
         try:
-            sender, rcpts = envelope(message, None, [send_to])
-            result = await transport.send(sender, rcpts, flatten(message, utf8=not (sender + send_to).isascii()))
+            result = await _send_over_http(transport, message, [send_to])
         except MailgateError as exc:
             return [*steps, Step("send", False, exc.message, exc.hint)]
         return [*steps, Step("send", True, f"accepted: {', '.join(result.accepted)}; {transport.api}: {result.reply}")]
+
+
+async def _send_over_http(transport: HttpTransport, message: EmailMessage, recipients: list[str] | None) -> SendResult:
+    """Send an EmailMessage: the envelope from its From and To/Cc/Bcc (or ``recipients``), Bcc not in it."""
+    sender, rcpts = envelope(message, None, recipients)
+    try:
+        return await transport.send(sender, rcpts, flatten(message, utf8=not (sender + "".join(rcpts)).isascii()))
+    finally:
+        await transport.close()

@@ -1,0 +1,61 @@
+"""The pure parts of the HTTP deliveries: Bcc for envelope-only recipients, Retry-After, scopes per delivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailgate.errors import PermanentDeliveryError
+from mailgate.httpsend import header_recipients, retry_after_seconds, with_envelope_recipients
+from mailgate.providers import bundled_catalogue_text, load_catalogue, scopes_for
+from mailgate.types import Delivery
+
+MESSAGE = b'From: a@example.com\r\nTo: "Bob, B." <bob@example.com>\r\nCc: carol@example.com\r\nSubject: x\r\n\r\nhi\r\n'
+
+
+def test_envelope_only_recipients_become_a_folded_bcc_header() -> None:
+    rcpts = ["bob@example.com", "Carol@example.com", "d@example.com", "e@example.com"]
+    out = with_envelope_recipients(MESSAGE, rcpts, "Graph")
+    assert out == b"Bcc: d@example.com,\r\n e@example.com\r\n" + MESSAGE
+    assert header_recipients(out) == ["bob@example.com", "carol@example.com", "d@example.com", "e@example.com"]
+    assert with_envelope_recipients(MESSAGE, ["bob@example.com", "carol@example.com"], "Graph") == MESSAGE
+
+
+def test_a_header_recipient_outside_the_envelope_is_refused() -> None:
+    # A retry for the recipients still pending: the API would deliver to carol again.
+    with pytest.raises(PermanentDeliveryError, match=r"carol@example\.com"):
+        with_envelope_recipients(MESSAGE, ["bob@example.com"], "Microsoft Graph")
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    now = datetime(2026, 12, 6, 3, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("Sun, 06 Dec 2026 03:01:30 GMT", now) == 90.0
+    assert retry_after_seconds("Sun, 06 Dec 2026 02:00:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_scopes_follow_the_grant_and_the_delivery() -> None:
+    catalogue = load_catalogue(bundled_catalogue_text())
+    microsoft, google = catalogue.get("microsoft"), catalogue.get("google")
+    assert scopes_for(microsoft, "authorization_code", Delivery.SMTP) == microsoft.scopes
+    assert scopes_for(microsoft, "authorization_code", "graph") == (
+        "https://graph.microsoft.com/Mail.Send", "offline_access", "openid", "email",
+    )  # fmt: skip
+    assert scopes_for(microsoft, "client_credentials", "graph") == ("https://graph.microsoft.com/.default",)
+    assert scopes_for(google, "authorization_code", "gmail_api") == (
+        "https://www.googleapis.com/auth/gmail.send", "openid", "email",
+    )  # fmt: skip
+    assert scopes_for(google, "jwt_bearer", "gmail_api") == ("https://www.googleapis.com/auth/gmail.send",)
+    assert microsoft.graph_url == "https://graph.microsoft.com" and google.gmail_url == "https://gmail.googleapis.com"
+
+
+def test_api_urls_must_be_https_except_on_loopback() -> None:
+    from mailgate.errors import ConfigurationError
+
+    override = '[providers.microsoft]\ngraph_url = "http://graph.example.com"\n'
+    with pytest.raises(ConfigurationError, match="graph_url must use https"):
+        load_catalogue(bundled_catalogue_text(), override)
+    local = load_catalogue(bundled_catalogue_text(), '[providers.google]\ngmail_url = "http://127.0.0.1:9"\n')
+    assert local.get("google").gmail_url == "http://127.0.0.1:9"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
+from mailgate.cli.main import app
 from mailgate.errors import PermanentDeliveryError
 from mailgate.httpsend import header_recipients, retry_after_seconds, with_envelope_recipients
 from mailgate.providers import bundled_catalogue_text, load_catalogue, scopes_for
@@ -59,3 +63,21 @@ def test_api_urls_must_be_https_except_on_loopback() -> None:
         load_catalogue(bundled_catalogue_text(), override)
     local = load_catalogue(bundled_catalogue_text(), '[providers.google]\ngmail_url = "http://127.0.0.1:9"\n')
     assert local.get("google").gmail_url == "http://127.0.0.1:9"
+
+
+def test_delivery_from_the_command_line(tmp_path: Path) -> None:
+    def run(*args: str) -> Result:
+        env = {"MAILGATE_ADMIN_PASSWORD": "", "COLUMNS": "200"}
+        return CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path)], env=env)
+
+    ms = ["--provider", "microsoft", "--client-id", "client-1", "--client-secret", "s3cret", "--tenant", "contoso.com"]
+    assert run("oauth", "configure", *ms).exit_code == 0
+    graph = run("email", "configure", "--delivery", "graph", "--username", "reports@contoso.com")
+    assert graph.exit_code == 0, graph.output  # no --host needed
+    # The delivery is kept when --delivery is left out: graph needs Username (sending as it), so this passes.
+    kept = run("email", "configure", "--sender", "reports@contoso.com", "--username", "reports@contoso.com")
+    assert kept.exit_code == 0, kept.output
+    password = run("email", "configure", "--authentication", "none")
+    assert password.exit_code == 1 and "must be oauth for delivery graph" in password.output, password.output
+    wrong = run("email", "configure", "--delivery", "gmail_api")
+    assert wrong.exit_code == 1 and "gmail_api needs a Google provider" in wrong.output, wrong.output

@@ -4,7 +4,6 @@ server and the sandbox provider: Microsoft Graph chosen, consented, tested; then
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,16 @@ from .browser_stack import (
     CLIENT_SECRET,
     PAGE_PROBLEMS,
     TENANT,
-    chromium,
     new_page,
     running_stack,
     screenshot,
 )
-from .test_browser import log_in, open_from_menu
+from .test_browser import browser, log_in, open_from_menu  # noqa: F401 - browser is a fixture
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-async def test_delivery_selector_graph_consent_test_and_back_to_smtp(browser: Browser, tmp_path: Path) -> None:
+async def test_delivery_selector_graph_consent_test_and_back_to_smtp(browser: Browser, tmp_path: Path) -> None:  # noqa: F811
     async with running_stack(tmp_path) as stack:
         await stack.services.config.save_oauth(
             OAuthConfigUpdate(provider="microsoft", tenant=TENANT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)

@@ -272,12 +272,12 @@ def email_configure(
         typer.Option(help="SMTP host, e.g. smtp.gmail.com or smtp.office365.com (delivery smtp; default: kept)."),
     ] = None,
     delivery: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="smtp, graph (Microsoft Graph sendMail) or gmail_api (Gmail API); graph and gmail_api "
-            "need no host and a new consent (`mailgate oauth authorize`) after a change."
+            help="smtp, graph (Microsoft Graph sendMail) or gmail_api (Gmail API); default: kept. graph and "
+            "gmail_api need no host, and a change needs a new consent (`mailgate oauth authorize`)."
         ),
-    ] = "smtp",
+    ] = None,
     port: Annotated[int, typer.Option(help="587 (starttls) or 465 (ssl).")] = 587,
     security: Annotated[str, typer.Option(help="starttls, ssl or none.")] = "starttls",
     authentication: Annotated[str, typer.Option(help="oauth, password or none.")] = "oauth",

@@ -26,6 +26,14 @@ def test_envelope_only_recipients_become_a_folded_bcc_header() -> None:
     assert with_envelope_recipients(MESSAGE, ["bob@example.com", "carol@example.com"], "Graph") == MESSAGE
 
 
+def test_internationalised_addresses_compare_with_the_envelope() -> None:
+    # RFC 6532: raw UTF-8 in the headers; read as bytes they would not match the envelope, and be refused.
+    message = "From: a@example.com\r\nTo: Jösé <jösé@exämple.com>\r\nSubject: x\r\n\r\nhi\r\n".encode()
+    assert header_recipients(message) == ["jösé@exämple.com"]
+    out = with_envelope_recipients(message, ["jösé@exämple.com", "z@example.com"], "the Gmail API")
+    assert out == b"Bcc: z@example.com\r\n" + message
+
+
 def test_a_header_recipient_outside_the_envelope_is_refused() -> None:
     # A retry for the recipients still pending: the API would deliver to carol again.
     with pytest.raises(PermanentDeliveryError, match=r"carol@example\.com"):

@@ -8,9 +8,10 @@ the API consumes: every envelope recipient is delivered, and no recipient sees t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from email import policy
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.utils import getaddresses
 
 from ..errors import PermanentDeliveryError
@@ -18,11 +19,17 @@ from ..errors import PermanentDeliveryError
 __all__ = ["header_recipients", "with_envelope_recipients"]
 
 _ADDRESS_HEADERS = ("to", "cc", "bcc")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 def header_recipients(message: bytes) -> list[str]:
-    """The addresses of the To, Cc and Bcc headers of ``message`` (serialised), in order."""
-    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(message)
+    """The addresses of the To, Cc and Bcc headers of ``message`` (serialised), To first, then Cc, then Bcc.
+
+    The header block is decoded as UTF-8 (RFC 6532: internationalised addresses travel as raw UTF-8), so that
+    they compare equal to the envelope's.
+    """
+    head = _BLANK_LINE.split(message, maxsplit=1)[0].decode("utf-8", "replace")
+    headers = HeaderParser(policy=policy.compat32).parsestr(head + "\r\n\r\n", headersonly=True)
     values = [str(v) for name in _ADDRESS_HEADERS for v in headers.get_all(name) or []]
     return [address for _, address in getaddresses(values) if "@" in address]
 

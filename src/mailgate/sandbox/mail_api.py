@@ -13,10 +13,11 @@ import base64
 import binascii
 import collections
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from email import policy
-from email.parser import BytesParser
+from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
 
 from fastapi import APIRouter, Request
@@ -32,6 +33,7 @@ GRAPH_SCOPES = frozenset({"https://graph.microsoft.com/Mail.Send", "https://grap
 #: Scopes the Gmail API's messages.send accepts.
 GMAIL_SCOPES = frozenset({"https://www.googleapis.com/auth/gmail.send", "https://mail.google.com/"})
 _GRAPH_AUDIENCE = "https://graph.microsoft.com/"
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _NO_RECIPIENTS = "At least one recipient is required, but none were found."
 
 
@@ -89,12 +91,21 @@ def _gmail_answer(refusal: _Refusal) -> Response:
 
 
 def _deliverable(raw: bytes) -> tuple[str, list[str], bytes]:
-    """The From address, the recipients (To, Cc, Bcc) and the message as delivered (no Bcc header)."""
-    message = BytesParser(policy=policy.compat32).parsebytes(raw)
-    values = [str(v) for name in ("to", "cc", "bcc") for v in message.get_all(name) or []]
+    """The From address, the recipients (To, Cc, Bcc) and the message as delivered: byte for byte, without
+    its Bcc header (with its continuation lines).  Headers are read as UTF-8 (RFC 6532)."""
+    match = _BLANK_LINE.search(raw)
+    head, rest = (raw[: match.start()], raw[match.start() :]) if match else (raw, b"")
+    headers = HeaderParser(policy=policy.compat32).parsestr(head.decode("utf-8", "replace") + "\r\n\r\n")
+    values = [str(v) for name in ("to", "cc", "bcc") for v in headers.get_all(name) or []]
     recipients = list(dict.fromkeys(a for _, a in getaddresses(values) if "@" in a))
-    del message["bcc"]
-    return parseaddr(str(message.get("from", "")))[1], recipients, message.as_bytes(policy=policy.SMTP)
+    kept: list[bytes] = []
+    in_bcc = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] not in (b" ", b"\t"):
+            in_bcc = line.lower().startswith(b"bcc:")
+        if not in_bcc:
+            kept.append(line)
+    return parseaddr(str(headers.get("from", "")))[1], recipients, b"".join(kept) + rest
 
 
 def mail_api_router(state: SandboxState, inbox: Inbox, api: MailApi) -> APIRouter:

@@ -274,6 +274,8 @@ class Sandbox:
             ("Revocation URL", f"{self.base_url}/revoke"),
             ("Default tenant", "sandbox"),
             ("SMTP server", f"{self.smtp_host}:{self.smtp_port} (STARTTLS; XOAUTH2, OAUTHBEARER)"),
+            ("Graph sendMail (graph_url)", f"{self.base_url}/v1.0/users/{{mailbox}}/sendMail"),
+            ("Gmail API send (gmail_url)", f"{self.base_url}/upload/gmail/v1/users/me/messages/send"),
             ("Client ID", client.client_id),
             ("Client secret", client.client_secret),
             ("Redirect URI", "\n".join(client.redirect_uris)),

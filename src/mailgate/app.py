@@ -52,6 +52,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.notifier.aclose()
+        await self.mailer.aclose()
         await self.token_client.aclose()
         await self.outbox.writes.close()
         await self.db.close()
@@ -91,7 +92,7 @@ async def build_services(
         db, box, client, catalogue, margin=timedelta(seconds=settings.refresh_margin_seconds), clock=clock
     )
     audit = AuditLog(db, clock=clock)
-    config = ConfigService(db, box, catalogue, settings.default_redirect_uri, audit=audit)
+    config = ConfigService(db, box, catalogue, settings.default_redirect_uri, audit=audit, forget_tokens=tokens.forget)
     consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock, audit=audit)
     accounts = Accounts(db, config, consent, clock=clock, audit=audit)
     outbox = Outbox(db, config, catalogue, settings.outbox, clock=clock)
@@ -120,7 +121,7 @@ async def build_services(
         consent=consent,
         config=config,
         admins=Admins(db, audit=audit),
-        mailer=Mailer(config, tokens),
+        mailer=Mailer(config, tokens, catalogue),
         outbox=outbox,
         accounts=accounts,
         relay_users=RelayUsers(db, box, accounts.exists, audit=audit),

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .audit import AuditLog, changed_fields
 from .errors import ValidationError
-from .providers import Catalogue, is_loopback_host, validate_tenant
+from .providers import Catalogue, is_loopback_host, scopes_for, validate_tenant
 from .smtp.tls import CaFileError, client_context
 from .store import Database, SecretBox
 from .store.models import AccountRow, OAuthAccountRow
@@ -34,7 +35,7 @@ from .store.repository import (
     save_email_server,
     save_oauth_config,
 )
-from .types import Authentication, EmailServerConfig, OAuthConfig, ProviderSpec, Security, TokenStatus
+from .types import Authentication, Delivery, EmailServerConfig, OAuthConfig, ProviderSpec, Security, TokenStatus
 
 __all__ = ["ConfigService", "EmailServerUpdate", "OAuthConfigUpdate", "OAuthView", "validate_server"]
 
@@ -84,6 +85,8 @@ class EmailServerUpdate:
     sender: str | None = None
     password: str | None = None
     ca_file: str | None = None
+    #: ``smtp``, ``graph`` or ``gmail_api``; the HTTP ones need no host, port or security.
+    delivery: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,14 @@ class ConfigService:
         default_redirect_uri: str,
         *,
         audit: AuditLog | None = None,
+        forget_tokens: Callable[[str], None] = lambda account: None,
     ) -> None:
+        """``forget_tokens(account)`` drops the account's cached access token (its scope no longer fits)."""
         self._db, self._box, self._catalogue = db, box, catalogue
         #: Saves are recorded there (the names of the fields changed, never a value of a secret).
         self._audit = audit
         self.default_redirect_uri = default_redirect_uri
+        self._forget_tokens = forget_tokens
         #: Saves made through this object (readers that cache settings compare it).
         self.changes = 0
 
@@ -280,10 +286,14 @@ class ConfigService:
             current = await self._stored_server(session, account)
             # File I/O off the event loop: the path is the user's, and may name anything (issue 20 point 9).
             ca_problem = await asyncio.to_thread(_check_ca_file, _merged(update.ca_file, current.ca_file))
-            server = validate_server(update, current, ca_problem)
+            oauth = await get_oauth_config(session, self._box, account)
+            spec = self._catalogue.providers.get(oauth.provider) if oauth else None
+            server = validate_server(update, current, ca_problem, spec)
             await save_email_server(session, self._box, server, account)
             self.changes += 1
             fields = changed_fields(dataclasses.asdict(current), dataclasses.asdict(server))
+            if server.delivery is not current.delivery:
+                await self._delivery_changed(session, account, current.delivery, server.delivery, spec)
             if senders is not None:
                 row = await ensure_account(session, account)
                 if list(row.senders or []) != list(senders):
@@ -291,6 +301,24 @@ class ConfigService:
                 row.senders = list(senders)
         await self._record("email_server.changed", account, fields)
         return server
+
+    async def _delivery_changed(
+        self, session: AsyncSession, account: str, before: Delivery, after: Delivery, spec: ProviderSpec | None
+    ) -> None:
+        """A new delivery needs other scopes (a Graph token is refused by SMTP, a gmail.send token by
+        SMTP): the consent given for the old one must be given again, and the token status says so."""
+        tokens = await get_account(session, account)
+        if tokens is None or not tokens.refresh_token_enc or spec is None:
+            return
+        scopes = " ".join(scopes_for(spec, "authorization_code", after))
+        tokens.status = TokenStatus.REAUTHORIZATION_REQUIRED.value
+        tokens.status_reason = (
+            f"the delivery method changed from {before.value} to {after.value}, which needs the scopes {scopes}: "
+            "click Authorize to consent to them"
+        )
+        tokens.access_token_enc = ""
+        tokens.access_token_expires_at = None
+        self._forget_tokens(account)
 
 
 def _server_defaults(spec: ProviderSpec | None) -> EmailServerConfig:
@@ -332,17 +360,32 @@ def _merged(given: str | None, stored: str) -> str:
     return (stored if given is None else given).strip()
 
 
-def validate_server(update: EmailServerUpdate, current: EmailServerConfig, ca_problem: str | None) -> EmailServerConfig:
+def validate_server(
+    update: EmailServerUpdate, current: EmailServerConfig, ca_problem: str | None, spec: ProviderSpec | None = None
+) -> EmailServerConfig:
     """``update`` merged into ``current`` and checked whole (ValidationError naming each bad field);
-    ``ca_problem``: what :func:`_check_ca_file` found wrong with the CA file, if anything."""
+    ``ca_problem``: what :func:`_check_ca_file` found wrong with the CA file, if anything; ``spec``: the
+    account's provider, which decides whether an HTTP delivery is possible."""
     errors: dict[str, str] = {}
     host = _merged(update.host, current.host)
     port = current.port if update.port is None else update.port
+    try:
+        delivery = Delivery(_merged(update.delivery, current.delivery.value))
+    except ValueError:
+        errors["delivery"] = "must be one of smtp, graph, gmail_api"
+        delivery = Delivery.SMTP
+    if delivery.over_http:
+        problem = _http_delivery_problem(delivery, spec)
+        if problem:
+            errors["delivery"] = problem
+        if not 1 <= port <= 65535:  # host, port and security are SMTP's: not required, kept for a switch back
+            port = current.port
     if not host:
-        errors["host"] = "is required (smtp.gmail.com for Google, smtp.office365.com for Microsoft)"
+        if not delivery.over_http:
+            errors["host"] = "is required (smtp.gmail.com for Google, smtp.office365.com for Microsoft)"
     elif not _valid_host(host):
         errors["host"] = "is not a valid host name or IP address"
-    if not 1 <= port <= 65535:
+    if not 1 <= port <= 65535 and not delivery.over_http:
         errors["port"] = "must be between 1 and 65535 (587 for STARTTLS, 465 for SSL/TLS)"
     try:
         security = Security(_merged(update.security, current.security.value))
@@ -368,7 +411,9 @@ def validate_server(update: EmailServerUpdate, current: EmailServerConfig, ca_pr
             errors["username"] = "is required for password authentication"
         if not password:
             errors["password"] = "is required for password authentication"
-    if authentication is Authentication.OAUTH and security is Security.NONE:
+    if delivery.over_http and authentication is not Authentication.OAUTH and "delivery" not in errors:
+        errors["authentication"] = f"must be oauth for delivery {delivery.value} (the API takes an OAuth token)"
+    if authentication is Authentication.OAUTH and security is Security.NONE and not delivery.over_http:
         errors["security"] = "OAuth tokens must not travel unencrypted: choose starttls or ssl"
     ca_file = _merged(update.ca_file, current.ca_file)
     if ca_problem:
@@ -384,7 +429,19 @@ def validate_server(update: EmailServerUpdate, current: EmailServerConfig, ca_pr
         authentication=authentication,
         password=password if authentication is Authentication.PASSWORD else "",
         ca_file=ca_file,
+        delivery=delivery,
     )
+
+
+def _http_delivery_problem(delivery: Delivery, spec: ProviderSpec | None) -> str | None:
+    """Why the account's provider cannot deliver with ``delivery``, or None."""
+    if spec is None:
+        return "needs an OAuth provider first: save the OAuth page (Microsoft for graph, Google for gmail_api)"
+    if delivery is Delivery.GRAPH and not spec.graph_url:
+        return f"graph needs a Microsoft provider (one with a graph_url); the OAuth provider is {spec.name}"
+    if delivery is Delivery.GMAIL_API and not spec.gmail_url:
+        return f"gmail_api needs a Google provider (one with a gmail_url); the OAuth provider is {spec.name}"
+    return None
 
 
 def _check_ca_file(ca_file: str) -> str | None:

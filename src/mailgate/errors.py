@@ -166,10 +166,25 @@ class DeliveryError(MailgateError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """The same message may be accepted later (4xx, throttling, a dropped connection, a timeout)."""
+    """The same message may be accepted later (4xx, throttling, a dropped connection, a timeout).
+
+    ``retry_after``: seconds the server asked to wait (HTTP ``Retry-After``), None when it did not say.
+    """
 
     retryable = True
     code = "delivery_transient"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        reply_code: int | None = None,
+        reply: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, reply_code=reply_code, reply=reply)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, ValidationError
-from .types import EmailServerConfig, ProviderSpec, Security
+from .types import Delivery, EmailServerConfig, ProviderSpec, Security
 
 __all__ = [
     "Catalogue",
@@ -23,8 +23,18 @@ __all__ = [
     "check_endpoint_url",
     "is_loopback_host",
     "load_catalogue",
+    "scopes_for",
     "validate_tenant",
 ]
+
+#: Delegated Microsoft Graph permission to send as the signed-in mailbox (PROVIDERS.md, Graph sendMail).
+GRAPH_SEND_SCOPE = "https://graph.microsoft.com/Mail.Send"
+#: App-only Microsoft Graph: the application permissions granted to the app (Mail.Send) by admin consent.
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
+#: The Gmail API scope that only sends: narrower than https://mail.google.com/ and not a restricted scope.
+GMAIL_SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+#: Who consented (id_token ``email``).
+_IDENTITY = ("openid", "email")
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^(?=.{3,253}$)([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$")
@@ -58,6 +68,24 @@ def check_endpoint_url(url: str) -> str | None:
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return "must use https:// (plain http is allowed only on loopback hosts such as 127.0.0.1)"
     return None
+
+
+def scopes_for(spec: ProviderSpec, grant: str, delivery: Delivery | str) -> tuple[str, ...]:
+    """The scopes to ask the provider for: they follow the grant and the account's delivery method.
+
+    ``grant``: ``authorization_code`` (a person consents; the refresh grant asks the same scopes) or an
+    app-only grant (``client_credentials``, ``jwt_bearer``).  ``delivery``: ``smtp`` keeps the catalogue's
+    scopes; ``graph`` asks for Graph ``Mail.Send`` (a Graph-audience token, which SMTP refuses); ``gmail_api``
+    for ``gmail.send`` alone.
+    """
+    delegated = grant in ("authorization_code", "refresh_token")
+    match Delivery(delivery):
+        case Delivery.GRAPH:
+            return (GRAPH_SEND_SCOPE, "offline_access", *_IDENTITY) if delegated else (GRAPH_APP_SCOPE,)
+        case Delivery.GMAIL_API:
+            return (GMAIL_SEND_SCOPE, *_IDENTITY) if delegated else (GMAIL_SEND_SCOPE,)
+        case _:
+            return spec.scopes
 
 
 def validate_tenant(tenant: str) -> str | None:
@@ -127,8 +155,10 @@ def _spec(name: str, data: Mapping[str, Any], base: ProviderSpec | None, origin:
             f"{origin}: provider {name!r} is incomplete or malformed ({exc})",
             hint="A new provider needs authorization_url, token_url, scopes, smtp_host, smtp_port, smtp_security.",
         ) from exc
-    for attr in ("authorization_url", "token_url"):
-        problem = check_endpoint_url(getattr(spec, attr).replace("{tenant}", "t"))
+    required = ("authorization_url", "token_url")
+    for attr in (*required, "graph_url", "gmail_url"):  # the API URLs are optional
+        url = getattr(spec, attr)
+        problem = check_endpoint_url(url.replace("{tenant}", "t")) if url or attr in required else None
         if problem:
             raise ConfigurationError(f"{origin}: provider {name!r} {attr} {problem}")
     return spec

@@ -1,4 +1,4 @@
-"""The one interface the outbox worker sends through: SMTP today, Microsoft Graph and the Gmail API later.
+"""The one interface the outbox worker sends through: SMTP, Microsoft Graph or the Gmail API.
 
 Core (no I/O, imports nothing above it): the worker knows only :class:`Transport` and a
 :data:`TransportFactory`, so transports are interchangeable per account.  Connection reuse, reconnecting
@@ -13,7 +13,25 @@ from typing import Protocol
 
 from .types import EmailServerConfig
 
-__all__ = ["SendResult", "Transport", "TransportFactory"]
+__all__ = ["SendResult", "Step", "TokenSource", "Transport", "TransportFactory"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of setting up or testing a transport (connect, tls, ehlo, auth, token, permission, send)."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+class TokenSource(Protocol):
+    """Where a transport gets OAuth access tokens (``mailgate.oauth.AccountTokenSource`` is one)."""
+
+    async def access_token(self, *, force_refresh: bool = False) -> str:
+        """A valid access token; with ``force_refresh`` a new one, because the server rejected the last."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 __all__ = [
     "Authentication",
+    "Delivery",
     "EmailServerConfig",
     "OAuthConfig",
     "ProviderSpec",
@@ -27,6 +28,19 @@ class Authentication(enum.StrEnum):
     NONE = "none"
     PASSWORD = "password"
     OAUTH = "oauth"
+
+
+class Delivery(enum.StrEnum):
+    """How an account hands its messages over: SMTP submission, Microsoft Graph ``sendMail`` or the Gmail API."""
+
+    SMTP = "smtp"
+    GRAPH = "graph"
+    GMAIL_API = "gmail_api"
+
+    @property
+    def over_http(self) -> bool:
+        """Whether this delivery is an HTTP API (no SMTP host, port or security needed)."""
+        return self is not Delivery.SMTP
 
 
 class TokenStatus(enum.StrEnum):
@@ -62,6 +76,10 @@ class ProviderSpec:
     max_connections: int = 0
     max_recipients: int = 0
     messages_per_day: int = 0
+    #: Microsoft Graph base URL (delivery ``graph``); "" when the provider has no Graph API.
+    graph_url: str = ""
+    #: Gmail API base URL (delivery ``gmail_api``); "" when the provider has no Gmail API.
+    gmail_url: str = ""
 
     def authorization_url_for(self, tenant: str) -> str:
         return self.authorization_url.replace("{tenant}", tenant or self.default_tenant)
@@ -97,8 +115,10 @@ class EmailServerConfig:
     authentication: Authentication
     password: str = field(default="", repr=False)
     ca_file: str = ""
-    #: Seconds for connect and for each SMTP command.
+    #: Seconds for connect and for each SMTP command (each HTTP request for the HTTP deliveries).
     timeout: float = 30.0
+    #: How messages are handed over; the SMTP fields (host, port, security, ca_file) serve ``smtp`` only.
+    delivery: Delivery = Delivery.SMTP
 
 
 @dataclass(frozen=True)

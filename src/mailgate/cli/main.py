@@ -277,7 +277,17 @@ def oauth_disconnect(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = Non
 
 @email_app.command("configure")
 def email_configure(
-    host: Annotated[str, typer.Option(help="SMTP host, e.g. smtp.gmail.com or smtp.office365.com.")],
+    host: Annotated[
+        str | None,
+        typer.Option(help="SMTP host, e.g. smtp.gmail.com or smtp.office365.com (delivery smtp; default: kept)."),
+    ] = None,
+    delivery: Annotated[
+        str | None,
+        typer.Option(
+            help="smtp, graph (Microsoft Graph sendMail) or gmail_api (Gmail API); default: kept. graph and "
+            "gmail_api need no host, and a change needs a new consent (`mailgate oauth authorize`)."
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="587 (starttls) or 465 (ssl).")] = 587,
     security: Annotated[str, typer.Option(help="starttls, ssl or none.")] = "starttls",
     authentication: Annotated[str, typer.Option(help="oauth, password or none.")] = "oauth",
@@ -306,6 +316,7 @@ def email_configure(
         sender=sender,
         password=password,
         ca_file=ca_file,
+        delivery=delivery,
     )
     run_with_services(data_dir, lambda s: s.accounts.save_email_server(account, update, also_from))
     typer.echo("Saved.")
@@ -317,7 +328,8 @@ def email_test(
     account: Account = DEFAULT_ACCOUNT,
     data_dir: DataDir = None,
 ) -> None:
-    """Connect, TLS, EHLO, AUTH (and optionally send): each step with what to do on failure."""
+    """Connect, TLS, EHLO, AUTH (HTTP delivery: token, permission) and optionally send: each step with what to
+    do on failure."""
 
     async def test(services: Services) -> bool:
         steps = await services.mailer.test(send_to=send_to, account=await services.accounts.require(account))

@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from ..audit import AuditLog
 from ..errors import ConfigurationError, MailgateError, OAuthFlowError, TokenEndpointError
-from ..providers import Catalogue
+from ..providers import Catalogue, scopes_for
 from ..store import Database, SecretBox
 from ..store.models import OAuthAccountRow, OAuthStateRow
 from ..store.repository import (
     DEFAULT_ACCOUNT,
     get_account,
+    get_delivery,
     get_email_server,
     get_oauth_config,
     save_email_server,
@@ -87,6 +88,7 @@ class ConsentFlow:
         async with self._db.session() as session:
             config = _complete_config(await get_oauth_config(session, self._box, account_name))
             provider = self._catalogue.get(config.provider)
+            scopes = scopes_for(provider, "authorization_code", await get_delivery(session, account_name))
             session.add(
                 OAuthStateRow(
                     state_hash=sha256_hex(state),
@@ -101,7 +103,9 @@ class ConsentFlow:
                     created_at=self._clock(),
                 )
             )
-        url = authorization_url(provider, config, state=state, code_verifier=verifier, login_hint=login_hint)
+        url = authorization_url(
+            provider, config, state=state, code_verifier=verifier, login_hint=login_hint, scopes=scopes
+        )
         return AuthorizationStart(url=url, binding=binding)
 
     async def complete(self, *, binding: str | None, params: Mapping[str, str]) -> AuthorizationResult:

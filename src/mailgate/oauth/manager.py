@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..errors import ConfigurationError, ReauthorizationRequiredError, TokenEndpointError
-from ..providers import Catalogue
+from ..providers import Catalogue, scopes_for
 from ..store import Database, SecretBox
 from ..store.models import OAuthAccountRow
-from ..store.repository import DEFAULT_ACCOUNT, get_oauth_config, lock_account
+from ..store.repository import DEFAULT_ACCOUNT, get_delivery, get_oauth_config, lock_account
 from ..types import TokenStatus
 from .client import TokenClient
 from .protocol import refresh_body
@@ -111,12 +111,13 @@ class TokenManager:
             if config is None:
                 raise ConfigurationError("OAuth is not configured.", hint="Fill in and save the OAuth page.")
             provider = self._catalogue.get(config.provider)
+            scopes = scopes_for(provider, "authorization_code", await get_delivery(session, account_id))
             self.refresh_requests += 1
             failure: TokenEndpointError | None = None
             try:
                 answer = await self._client.request_token(
                     provider.token_url_for(config.tenant),
-                    refresh_body(config, provider, self._box.decrypt(row.refresh_token_enc)),
+                    refresh_body(config, provider, self._box.decrypt(row.refresh_token_enc), scopes),
                 )
             except ReauthorizationRequiredError as exc:
                 # Keep the refresh token record for diagnosis; stop using it.

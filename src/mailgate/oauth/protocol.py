@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -61,14 +61,23 @@ _ERROR_HINTS: dict[str, str] = {
 
 
 def authorization_url(
-    provider: ProviderSpec, config: OAuthConfig, *, state: str, code_verifier: str, login_hint: str = ""
+    provider: ProviderSpec,
+    config: OAuthConfig,
+    *,
+    state: str,
+    code_verifier: str,
+    login_hint: str = "",
+    scopes: Sequence[str] | None = None,
 ) -> str:
-    """The URL the browser is sent to for consent (RFC 6749 s.4.1.1, PKCE S256)."""
+    """The URL the browser is sent to for consent (RFC 6749 s.4.1.1, PKCE S256).
+
+    ``scopes``: those of the account's delivery (:func:`mailgate.providers.scopes_for`), else the provider's.
+    """
     params: dict[str, str] = {
         "client_id": config.client_id,
         "response_type": "code",
         "redirect_uri": config.redirect_uri,
-        "scope": " ".join(provider.scopes),
+        "scope": " ".join(provider.scopes if scopes is None else scopes),
         "state": state,
         "code_challenge": code_challenge(code_verifier),
         "code_challenge_method": "S256",
@@ -97,11 +106,15 @@ def code_exchange_body(config: OAuthConfig, *, code: str, code_verifier: str, re
     }
 
 
-def refresh_body(config: OAuthConfig, provider: ProviderSpec, refresh_token: str) -> dict[str, str]:
+def refresh_body(
+    config: OAuthConfig, provider: ProviderSpec, refresh_token: str, scopes: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The refresh grant (RFC 6749 s.6); ``scopes`` as for :func:`authorization_url`."""
     body = {"grant_type": "refresh_token", "refresh_token": refresh_token, **_client_auth(config)}
-    if provider.requires_tenant or "offline_access" in provider.scopes:
+    scopes = provider.scopes if scopes is None else scopes
+    if provider.requires_tenant or "offline_access" in scopes:
         # Entra issues the access token for the scopes asked at refresh time.
-        body["scope"] = " ".join(provider.scopes)
+        body["scope"] = " ".join(scopes)
     return body
 
 

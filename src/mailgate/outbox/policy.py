@@ -21,6 +21,7 @@ from ..errors import (
     MailgateError,
     OAuthError,
     ReauthorizationRequiredError,
+    TransientDeliveryError,
 )
 
 __all__ = ["CLAIMABLE", "FINAL", "Outcome", "Status", "Verdict", "backoff", "classify", "next_attempt"]
@@ -58,6 +59,8 @@ class Verdict:
     message: str
     smtp_code: int | None = None
     smtp_reply: str = ""
+    #: The least delay the server asked for before the next attempt (HTTP ``Retry-After``), if any.
+    retry_after: timedelta | None = None
 
 
 def classify(exc: BaseException, *, connecting: bool) -> Verdict:
@@ -76,7 +79,9 @@ def classify(exc: BaseException, *, connecting: bool) -> Verdict:
     if isinstance(exc, ReauthorizationRequiredError | ConfigurationError | CredentialsRejectedError):
         return Verdict(Outcome.HOLD, exc.code, text, smtp_code, smtp_reply)
     if exc.retryable:
-        return Verdict(Outcome.RETRY, exc.code, text, smtp_code, smtp_reply)
+        wait = exc.retry_after if isinstance(exc, TransientDeliveryError) else None  # the server's Retry-After
+        after = timedelta(seconds=wait) if wait else None
+        return Verdict(Outcome.RETRY, exc.code, text, smtp_code, smtp_reply, after)
     if connecting or isinstance(exc, OAuthError):
         # invalid_client, a refused TLS certificate, no STARTTLS...: a configuration problem.
         return Verdict(Outcome.HOLD, exc.code, text, smtp_code, smtp_reply)

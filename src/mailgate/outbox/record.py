@@ -93,6 +93,8 @@ class Recorder:
             cap=settings.retry_max_delay_seconds,
             random=self._random,
         )
+        if verdict.retry_after is not None:  # throttled (HTTP 429/503): never sooner than the server asked
+            delay = max(delay, verdict.retry_after)
         when = next_attempt(now, row.deadline_at, delay)
         values.update(_error_values(verdict))
         if when is None:

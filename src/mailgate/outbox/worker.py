@@ -205,7 +205,7 @@ class Worker:
     def _problem(
         server: EmailServerConfig, token_status: TokenStatus, reason: str
     ) -> tuple[EmailServerConfig | None, Verdict | None]:
-        if not server.host:
+        if not server.host and not server.delivery.over_http:  # Graph and the Gmail API need no SMTP host
             return None, Verdict(Outcome.HOLD, "not_configured", "The Email server is not configured.")
         if server.authentication is not Authentication.NONE and not server.username:
             text = "The Email server's Username is empty: set it to the mailbox to send from."

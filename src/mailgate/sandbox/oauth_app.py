@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from .authorize import add_query
 from .control import control_router
 from .inbox import Inbox
+from .mail_api import MailApi, mail_api_router
 from .pages import Pages
 from .problems import AuthorizationPageError, AuthorizationRedirectError, Flavor, TokenError
 from .state import SandboxState
@@ -45,8 +46,14 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def create_app(state: SandboxState, inbox: Inbox, facts: Callable[[], list[tuple[str, str]]]) -> FastAPI:
-    """The FastAPI application of one sandbox; ``facts`` feeds the index page (URLs, ports, CA file)."""
+def create_app(
+    state: SandboxState,
+    inbox: Inbox,
+    facts: Callable[[], list[tuple[str, str]]],
+    mail_api: MailApi | None = None,
+) -> FastAPI:
+    """The FastAPI application of one sandbox; ``facts`` feeds the index page (URLs, ports, CA file);
+    ``mail_api``: the Graph and Gmail send endpoints' switches (a default one when not given)."""
     app = FastAPI(title="mailgate sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     pages = Pages()
 
@@ -153,4 +160,5 @@ def create_app(state: SandboxState, inbox: Inbox, facts: Callable[[], list[tuple
         return JSONResponse(state.introspect(form.get("token", "")), headers=_NO_STORE)
 
     app.include_router(control_router(state, inbox, pages))
+    app.include_router(mail_api_router(state, inbox, mail_api or MailApi()))
     return app

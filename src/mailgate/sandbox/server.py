@@ -23,6 +23,7 @@ import uvicorn
 
 from .config import SandboxConfig
 from .inbox import Inbox, ReceivedMessage
+from .mail_api import MailApi
 from .oauth_app import create_app
 from .smtp_server import SmtpServer
 from .state import SandboxState
@@ -73,6 +74,8 @@ class Sandbox:
         self.state = SandboxState(self.config, clock=clock)
         #: The messages the SMTP server accepted.
         self.inbox = Inbox()
+        #: The Graph and Gmail API endpoints' switches: throttling, a removed permission, size limits.
+        self.mail_api = MailApi()
         self._state_dir: Path | None = None
         self._temp_dir: Path | None = None
         self._ca: trustme.CA | None = None
@@ -121,7 +124,7 @@ class Sandbox:
         sock.bind((self.config.host, self.config.http_port))
         sock.setblocking(False)
         self._http_port = int(sock.getsockname()[1])
-        app = create_app(self.state, self.inbox, self._facts)
+        app = create_app(self.state, self.inbox, self._facts, self.mail_api)
         # No logging configuration and no access log: the log would carry query strings of the flow.
         uv_config = uvicorn.Config(
             app,
@@ -253,6 +256,8 @@ class Sandbox:
                 f'authorization_url = "{auth}"',
                 f'token_url = "{token}"',
                 f'revocation_url = "{base}/revoke"',
+                f'graph_url = "{base}"' if name != "google" else f'gmail_url = "{base}"',
+                *([f'gmail_url = "{base}"'] if name == "sandbox" else []),
                 f'smtp_host = "{self.smtp_host}"',
                 f"smtp_port = {self.smtp_port}",
                 'smtp_security = "starttls"',
@@ -269,6 +274,8 @@ class Sandbox:
             ("Revocation URL", f"{self.base_url}/revoke"),
             ("Default tenant", "sandbox"),
             ("SMTP server", f"{self.smtp_host}:{self.smtp_port} (STARTTLS; XOAUTH2, OAUTHBEARER)"),
+            ("Graph sendMail (graph_url)", f"{self.base_url}/v1.0/users/{{mailbox}}/sendMail"),
+            ("Gmail API send (gmail_url)", f"{self.base_url}/upload/gmail/v1/users/me/messages/send"),
             ("Client ID", client.client_id),
             ("Client secret", client.client_secret),
             ("Redirect URI", "\n".join(client.redirect_uris)),

@@ -15,8 +15,8 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
+from ..transport import TokenSource
 from .replies import enhanced_status
 
 __all__ = [
@@ -39,14 +39,6 @@ OAUTHBEARER_ERROR_RESPONSE = base64.b64encode(b"\x01").decode("ascii")
 #: The longest SMTP command line, CRLF included (RFC 5321 s4.5.3.1.4); RFC 4954 s4 applies it to AUTH with
 #: an initial response.  Strict servers enforce it: Dovecot answers ``500 5.5.2 Line too long``.
 AUTH_LINE_LIMIT = 512
-
-
-class TokenSource(Protocol):
-    """Where the transport gets OAuth access tokens (``mailgate.oauth.AccountTokenSource`` is one)."""
-
-    async def access_token(self, *, force_refresh: bool = False) -> str:
-        """A valid access token; with ``force_refresh`` a new one, because the server rejected the last."""
-        ...
 
 
 # Characters that would break the \x01-separated key/value framing, or the SMTP command line.

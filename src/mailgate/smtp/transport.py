@@ -13,20 +13,18 @@ import email.message
 import logging
 import ssl
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, cast
 
 import aiosmtplib
 
 from ..errors import ConfigurationError, MailgateError, SmtpError, SmtpPermanentError, ValidationError
-from ..transport import SendResult
+from ..transport import SendResult, Step, TokenSource
 from ..types import Authentication, EmailServerConfig, Security
 from .auth import (
     OAUTHBEARER_ERROR_RESPONSE,
     XOAUTH2_ERROR_RESPONSE,
     SaslReply,
-    TokenSource,
     initial_response_fits,
     oauthbearer_initial_response,
     parse_error_challenge,
@@ -39,16 +37,6 @@ from .transaction import Broken, envelope, flatten, run_transaction
 __all__ = ["SendResult", "SmtpConnection", "Step", "TokenSource"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One stage of setting up a connection (connect, tls, ehlo, auth, send) and how it went."""
-
-    name: str
-    ok: bool
-    detail: str
-    hint: str = ""
 
 
 class SmtpConnection:

@@ -139,6 +139,8 @@ class EmailServerRow(Base):
     authentication: Mapped[str] = mapped_column(String(16))
     password_enc: Mapped[str] = mapped_column(Text, default="")
     ca_file: Mapped[str] = mapped_column(String(1024), default="")
+    #: ``smtp``, ``graph`` or ``gmail_api`` (issue 24).
+    delivery: Mapped[str] = mapped_column(String(16), default="smtp", server_default="smtp")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 

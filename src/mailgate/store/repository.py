@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..types import Authentication, EmailServerConfig, OAuthConfig, Security
+from ..types import Authentication, Delivery, EmailServerConfig, OAuthConfig, Security
 from .crypto import SecretBox
 from .models import AccountRow, EmailServerRow, OAuthAccountRow, OAuthConfigRow
 
@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_ACCOUNT",
     "ensure_account",
     "get_account",
+    "get_delivery",
     "get_email_server",
     "get_oauth_config",
     "lock_account",
@@ -76,7 +77,14 @@ async def get_email_server(
         authentication=Authentication(row.authentication),
         password=box.decrypt(row.password_enc),
         ca_file=row.ca_file,
+        delivery=Delivery(row.delivery or Delivery.SMTP.value),
     )
+
+
+async def get_delivery(session: AsyncSession, account: str = DEFAULT_ACCOUNT) -> Delivery:
+    """How the account delivers (``smtp`` when its Email server is not saved yet): its scopes follow it."""
+    row = await session.get(EmailServerRow, account)
+    return Delivery(row.delivery) if row is not None and row.delivery else Delivery.SMTP
 
 
 async def save_email_server(
@@ -95,6 +103,7 @@ async def save_email_server(
     row.authentication = config.authentication.value
     row.password_enc = box.encrypt(config.password)
     row.ca_file = config.ca_file
+    row.delivery = config.delivery.value
 
 
 async def get_account(session: AsyncSession, account_id: str = DEFAULT_ACCOUNT) -> OAuthAccountRow | None:

@@ -20,6 +20,7 @@ router = APIRouter(prefix="/email", tags=["email"])
 
 def _public(server: EmailServerConfig, senders: list[str]) -> dict[str, Any]:
     return {
+        "delivery": server.delivery.value,
         "host": server.host,
         "port": server.port,
         "security": server.security.value,
@@ -53,6 +54,7 @@ async def write_server(services: Services, account: str, body: EmailServerIn) ->
             sender=sent_text(body, "sender"),
             password=body.password or None,
             ca_file=sent_text(body, "ca_file"),
+            delivery=sent_text(body, "delivery"),
         ),
         senders,
     )

@@ -28,7 +28,7 @@ __all__ = ["router", "sender_warning"]
 
 router = APIRouter(include_in_schema=False)
 
-_FIELDS = ("host", "port", "security", "sender", "username", "authentication", "ca_file")
+_FIELDS = ("delivery", "host", "port", "security", "sender", "username", "authentication", "ca_file")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _STEP_LABELS = {
     "connect": "Connect",
@@ -37,6 +37,8 @@ _STEP_LABELS = {
     "ehlo": "EHLO",
     "auth": "AUTH",
     "send": "Send",
+    "token": "Token",
+    "permission": "Permission",
 }
 
 
@@ -64,6 +66,7 @@ def sender_warning(sender: str, username: str, view: OAuthView) -> str:
 def _values(server: EmailServerConfig, senders: list[str]) -> dict[str, str]:
     return {
         "senders": "\n".join(senders),
+        "delivery": server.delivery.value,
         "host": server.host,
         "port": str(server.port),
         "security": server.security.value,
@@ -105,6 +108,9 @@ async def _page(
             "provider_label": provider.label if provider else "",
             "status_class": status_class,
             "status_text": status_text,
+            "saved_delivery": server.delivery.value,
+            # The stored consent was given for another delivery's scopes (see ConfigService._delivery_changed).
+            "delivery_reauth": view.refresh_token_set and values["delivery"] != server.delivery.value,
             "warning": sender_warning(values["sender"], values["username"], view),
             "steps": [
                 {"name": _STEP_LABELS.get(s.name, s.name.upper()), "ok": s.ok, "detail": s.detail, "hint": s.hint}
@@ -153,11 +159,13 @@ async def _act(request: Request, services: Services, account: str) -> Response:
     action = str(form.get("action", "save"))
     password = str(form.get("password", ""))[:4096]
     errors: dict[str, str] = {}
+    port: int | None = None
     try:
         port = int(values["port"])
     except ValueError:
-        errors["port"] = "must be a number between 1 and 65535 (587 for STARTTLS, 465 for SSL/TLS)"
-        port = 0
+        if values["delivery"] in ("", "smtp"):  # the HTTP deliveries need no port
+            errors["port"] = "must be a number between 1 and 65535 (587 for STARTTLS, 465 for SSL/TLS)"
+            port = 0
     if action == "send" and not _ADDRESS.match(values["send_to"]):
         errors["send_to"] = "must be an email address to send the test message to"
     try:
@@ -172,6 +180,7 @@ async def _act(request: Request, services: Services, account: str) -> Response:
                 sender=values["sender"],
                 password=password or None,
                 ca_file=values["ca_file"],
+                delivery=values["delivery"] or None,
             ),
             senders if "senders" in form else None,
         )

@@ -70,6 +70,11 @@ class OAuthConfigIn(_Patch):
 
 
 class EmailServerIn(_Patch):
+    delivery: str | None = Field(
+        default=None,
+        description=_KEEP + " One of smtp (default), graph (Microsoft Graph sendMail), gmail_api (Gmail API); "
+        "graph and gmail_api need no host, port or security, and a change needs a new consent (Authorize).",
+    )
     host: str | None = Field(default=None, max_length=4096, description=_KEEP)
     port: int | None = Field(default=None, ge=-(2**31), le=2**31, description=_KEEP)
     security: str | None = Field(default=None, description=_KEEP + " One of starttls, ssl, none.")

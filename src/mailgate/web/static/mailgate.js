@@ -96,7 +96,14 @@
     var warning = byId("sender-warning");
     var serverWarning = warning ? warning.textContent : "";
 
+    var delivery = byId("delivery");
+
     function update() {
+      var overHttp = delivery.value !== "smtp";
+      if (overHttp && auth.value !== "oauth") { auth.value = "oauth"; }  // the APIs take OAuth tokens only
+      byId("server-fieldset").hidden = overHttp;
+      byId("delivery-reauth").hidden = !(form.dataset.authorized === "true" &&
+        delivery.value !== form.dataset.savedDelivery);
       byId("password-field").hidden = auth.value !== "password";
       byId("oauth-box").hidden = auth.value !== "oauth";
       if (!warning || !account) { return; }
@@ -109,6 +116,7 @@
       }
     }
     auth.addEventListener("change", update);
+    delivery.addEventListener("change", update);
     sender.addEventListener("input", update);
     username.addEventListener("input", update);
     update();

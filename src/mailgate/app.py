@@ -11,9 +11,11 @@ from .admins import Admins
 from .config import Settings
 from .configure import ConfigService
 from .errors import ConfigurationError
+from .lifecycle import KeepAlive, ProblemWatch
 from .mailer import Mailer
 from .oauth import ConsentFlow, TokenClient, TokenManager
 from .outbox import Outbox
+from .problems import ProblemSource
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
 from .relay import RelayMetrics, RelayUsers
 from .store import Database, SecretBox, load_or_create_key
@@ -39,8 +41,13 @@ class Services:
     #: The SMTP relay's credentials and the counters of its listener.
     relay_users: RelayUsers
     relay_metrics: RelayMetrics
+    #: What needs the administrator's attention now, per account (``/healthz``, the banner, alerts).
+    problems: ProblemSource
+    #: Refreshes idle grants; started where the outbox worker runs (``keepalive.start()``).
+    keepalive: KeepAlive
 
     async def aclose(self) -> None:
+        await self.keepalive.stop()
         await self.token_client.aclose()
         await self.outbox.writes.close()
         await self.db.close()
@@ -82,6 +89,12 @@ async def build_services(
     config = ConfigService(db, box, catalogue, settings.default_redirect_uri)
     consent = ConsentFlow(db, box, client, catalogue, tokens, clock=clock)
     accounts = Accounts(db, config, consent, clock=clock)
+    outbox = Outbox(db, config, catalogue, settings.outbox, clock=clock)
+
+    def versions() -> tuple[int, ...]:
+        done = outbox.metrics
+        return (config.changes, consent.changes, tokens.status_changes, done.sent, done.retries, done.held)
+
     return Services(
         settings=settings,
         db=db,
@@ -93,8 +106,10 @@ async def build_services(
         config=config,
         admins=Admins(db),
         mailer=Mailer(config, tokens),
-        outbox=Outbox(db, config, catalogue, settings.outbox, clock=clock),
+        outbox=outbox,
         accounts=accounts,
         relay_users=RelayUsers(db, box, accounts.exists),
         relay_metrics=RelayMetrics(),
+        problems=ProblemWatch(db, clock=clock, versions=versions),
+        keepalive=KeepAlive(db, tokens, clock=clock, idle=timedelta(days=settings.keepalive_days)),
     )

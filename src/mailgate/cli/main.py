@@ -110,6 +110,8 @@ def serve(
             relay = await _start_relay(services) if settings.relay.enabled else None
             delivery = Worker(services.outbox, services.mailer) if worker else None
             task = asyncio.create_task(delivery.run(), name="outbox-worker") if delivery else None
+            if delivery is not None:
+                services.keepalive.start()  # idle grants are refreshed where mail is delivered
             # SIGTERM/SIGINT: uvicorn shuts the HTTP server down, then the worker finishes its messages and
             # the database is closed below (the process exits with 0).
             on_stop_signals(delivery.stop if delivery is not None else lambda: None)

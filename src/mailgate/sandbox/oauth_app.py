@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from .authorize import add_query
 from .control import control_router
+from .grant_failures import grant_failures_router
 from .inbox import Inbox
 from .pages import Pages
 from .problems import AuthorizationPageError, AuthorizationRedirectError, Flavor, TokenError
@@ -153,4 +154,5 @@ def create_app(state: SandboxState, inbox: Inbox, facts: Callable[[], list[tuple
         return JSONResponse(state.introspect(form.get("token", "")), headers=_NO_STORE)
 
     app.include_router(control_router(state, inbox, pages))
+    app.include_router(grant_failures_router(state.failures))
     return app

@@ -20,6 +20,7 @@ from ..store import load_or_create_key
 from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
 from .deps import ServicesDep
+from .health import problem_dict
 from .ratelimit import LoginLimiter
 from .session import SESSION_COOKIE, Flash, WebKeys, WebSessionMiddleware, web_keys
 
@@ -84,9 +85,12 @@ def page_url(request: Request, page: str) -> str:
 
 
 async def page_user(request: Request) -> str:
-    """The signed-in administrator, or :class:`LoginRequired`."""
+    """The signed-in administrator, or :class:`LoginRequired`.  Also reads what needs attention, for the
+    banner every page shows (:func:`render` is synchronous)."""
     user = getattr(request.state, "session_user", None)
     if isinstance(user, str) and user:
+        services: Services = request.app.state.services
+        request.state.problems = await services.problems()
         return user
     target = request.url.path if request.method == "GET" else ""
     raise LoginRequired(target)
@@ -128,6 +132,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             "accounts_url": prefix + ACCOUNTS_PAGE,
             "relay_url": prefix + RELAY_PAGE,
             "logout_url": prefix + "/logout",
+            "problems": [problem_dict(p, prefix) for p in getattr(request.state, "problems", ())],
             **context,
         },
         status_code=status_code,

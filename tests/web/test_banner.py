@@ -89,10 +89,10 @@ async def test_banner_on_every_page_links_to_the_fix_and_goes_away(browser: Brow
         await secret.get_by_role("link", name="Open the page that fixes it").click()
         await expect(page.get_by_role("heading", name="OAuth", exact=True)).to_be_visible()
         later = (datetime.now(UTC) + timedelta(days=700)).date()
-        await page.get_by_label("Client secret expires on").fill(later.isoformat())
+        await page.get_by_label("Secret expires on").fill(later.isoformat())
         await page.get_by_role("button", name="Save").click()
         await expect(page.locator("#flash")).to_contain_text("Saved.")
-        await expect(page.get_by_label("Client secret expires on")).to_have_value(later.isoformat())
+        await expect(page.get_by_label("Secret expires on")).to_have_value(later.isoformat())
         await expect(items).to_have_count(1)
 
         # The grant's item leads to the Email server page, where Authorize ends it.

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import text
 
 from mailgate.app import build_services
 from mailgate.config import Settings
@@ -15,13 +12,7 @@ from mailgate.store import Database, SecretBox
 from mailgate.store.repository import get_account
 
 from ..conftest import ADMIN_PASSWORD
-
-KEY = "a-key-for-the-migration-test-0123456789"
-NOW = "2026-01-01 00:00:00"
-
-
-def _insert(table: str, row: dict[str, Any]) -> Any:
-    return text(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"), row
+from ..outbox.test_accounts_migration import KEY, NOW, _insert
 
 
 async def test_a_0008_database_upgrades_with_nothing_lost(database_url: str, tmp_path: Path) -> None:
@@ -61,7 +52,11 @@ async def test_a_0008_database_upgrades_with_nothing_lost(database_url: str, tmp
             grant = await get_account(session)
             assert grant is not None and services.box.decrypt(grant.refresh_token_enc) == "refresh-1"
             consented = datetime(2026, 1, 1, tzinfo=UTC)
-            assert (grant.refresh_count, grant.authorized_at, grant.refresh_token_issued_at) == (3, consented, consented)
+            assert (grant.refresh_count, grant.authorized_at, grant.refresh_token_issued_at) == (
+                3,
+                consented,
+                consented,
+            )
             assert (grant.refresh_token_expires_at, grant.last_used_at) == (None, None)
         # Nothing invented: a valid grant on a complete configuration is no problem (no Email server page yet:
         # the provider's defaults, OAuth).

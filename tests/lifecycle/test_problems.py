@@ -206,3 +206,35 @@ async def test_a_wrong_mailbox_consenting_is_named_with_the_fix(make_life: LifeF
         await life.env.worker.drain()
     assert await life.statuses(waiting) == ["sent"]
     assert await life.codes() == []
+
+
+async def test_delivery_failing_only_after_ten_minutes_and_gone_after_a_success(make_life: LifeFactory) -> None:
+    life = await make_life()
+    assert (await life.harness.authorize()).status_code == 200
+    life.env.clock.advance(HOUR)  # the access token expired: the next send needs the token endpoint
+    life.sandbox.set_token_endpoint_available(False)
+    waiting = await post_and_drain(life, 2)
+    assert await life.statuses(waiting) == ["retrying", "retrying"]
+    life.env.clock.advance(8 * 60)
+    await life.env.worker.drain()
+    assert await life.codes() == []  # a short outage retries quietly
+    life.env.clock.advance(3 * 60)
+    await life.env.worker.drain()
+    problem = await life.problem("delivery_failing")
+    assert (await life.health())["status"] == "degraded"
+    assert "2 message(s) waiting, none sent since" in problem["message"]
+    assert "token endpoint" in problem["message"]
+    life.sandbox.set_token_endpoint_available(True)
+    for _ in range(3):
+        life.env.clock.advance(10 * 60)
+        await life.env.worker.drain()
+    assert await life.statuses(waiting) == ["sent", "sent"]
+    assert await life.codes() == []
+    # A message that fails after the last success starts a new count from that success.
+    life.sandbox.set_token_endpoint_available(False)
+    life.env.clock.advance(2 * HOUR)
+    await life.env.worker.close()  # no open connection left: the next send needs a token
+    later = await post_and_drain(life)
+    life.env.clock.advance(5 * 60)
+    await life.env.worker.drain()
+    assert await life.statuses(later) == ["retrying"] and await life.codes() == []

@@ -2,8 +2,8 @@
 
 Read-only on every table it looks at (the outbox included).  One read serves every caller for a second
 (``/healthz`` probes, the admin pages' banner, the alert notifier): the answer is reused while the clock's
-second, the consents, the saved settings, the token statuses and the outbox's counters of this process
-have not moved, and concurrent callers share one read.
+second, the consents, the saved settings and the token statuses of this process have not moved, and
+concurrent callers share one read.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ProblemWatch:
     """``await watch()``: the problems of every account now (a :data:`~mailgate.problems.ProblemSource`).
 
     ``versions`` returns numbers that change when what is stored changes in this process (saves, consents,
-    token statuses, delivery results): a change, or a new second of ``clock``, makes the next call read again.
+    token statuses): a change, or a new second of ``clock``, makes the next call read again.
     """
 
     def __init__(

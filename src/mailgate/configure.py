@@ -106,6 +106,11 @@ class OAuthView:
     last_refreshed_at: datetime | None
     access_token_expires_at: datetime | None
     client_secret_expires_on: date | None = None
+    #: When the stored refresh token was issued (consent or rotation), last used for a send, and when it ends
+    #: whatever its use (Google Testing grants; None: no fixed end).
+    refresh_token_issued_at: datetime | None = None
+    last_used_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in self.__dict__.items()}
@@ -153,6 +158,9 @@ class ConfigService:
             last_refreshed_at=live.last_refreshed_at if live else None,
             access_token_expires_at=live.access_token_expires_at if live else None,
             client_secret_expires_on=config.client_secret_expires_on if config else None,
+            refresh_token_issued_at=live.refresh_token_issued_at if live else None,
+            last_used_at=live.last_used_at if live else None,
+            refresh_token_expires_at=live.refresh_token_expires_at if live else None,
         )
 
     async def save_oauth(self, update: OAuthConfigUpdate, account_name: str = DEFAULT_ACCOUNT) -> OAuthView:

@@ -3,6 +3,8 @@ the mail waits (held or retrying, never lost), and health comes back to ok once 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from .conftest import API, CLIENT_ID, MAILBOX, LifeFactory, post_and_drain
 
 EMAIL_PAGE = "/ddenterpriseapi/configuration/email-server"
@@ -148,6 +150,10 @@ async def test_google_testing_grant_warned_ahead_then_says_to_publish(make_life:
     # From the consent on: a warning (health ok), with the fix.
     problem = await life.problem("testing_grant_expiring")
     assert problem["severity"] == "warning" and (await life.health())["status"] == "ok"
+    view = await life.harness.view()
+    consented = datetime.fromisoformat(view["authorized_at"])
+    assert view["refresh_token_expires_at"] == (consented + timedelta(days=7)).isoformat()
+    assert view["refresh_token_issued_at"] == view["authorized_at"]
     assert "Publishing status to In production" in problem["fix"]
     sent = await post_and_drain(life)
     assert await life.statuses(sent) == ["sent"]

@@ -88,6 +88,8 @@ def _page(
             "status_class": status_class,
             "status_text": status_text,
             "authorized_at": _when(view.authorized_at),
+            "last_used_at": _when(view.last_used_at),
+            "refresh_token_ends": _when(view.refresh_token_expires_at),
             "email_page": services.settings.context_path + email_path,
             "self_url": services.settings.context_path + oauth_path,
             "account_name": "" if account == DEFAULT_ACCOUNT else account,

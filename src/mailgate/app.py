@@ -13,18 +13,18 @@ from .audit import AuditLog
 from .config import Settings
 from .configure import ConfigService
 from .errors import ConfigurationError
+from .lifecycle import KeepAlive, ProblemWatch
 from .mailer import Mailer
 from .oauth import ConsentFlow, TokenClient, TokenManager
 from .outbox import Outbox
-from .problems import Problem, ProblemSource
+from .problems import ProblemSource
 from .providers import Catalogue, bundled_catalogue_text, load_catalogue
 from .relay import RelayMetrics, RelayUsers
 from .store import Database, SecretBox, load_or_create_key
 from .store.files import private_data_dir
-from .store.repository import DEFAULT_ACCOUNT
 from .types import TokenStatus
 
-__all__ = ["Services", "build_services", "load_providers", "reauthorization_problems"]
+__all__ = ["Services", "build_services", "load_providers"]
 
 
 @dataclass
@@ -49,9 +49,14 @@ class Services:
     #: Where alerts go, and the notifier that sends them (``serve`` and ``worker`` run it).
     alerts: AlertConfig
     notifier: Notifier
+    #: What needs the administrator's attention now, per account (``/healthz``, the banner, alerts).
+    problems: ProblemSource
+    #: Refreshes idle grants; started where the outbox worker runs (``keepalive.start()``).
+    keepalive: KeepAlive
 
     async def aclose(self) -> None:
         await self.notifier.aclose()
+        await self.keepalive.stop()
         await self.mailer.aclose()
         await self.token_client.aclose()
         await self.outbox.writes.close()
@@ -98,13 +103,19 @@ async def build_services(
     outbox = Outbox(db, config, catalogue, settings.outbox, clock=clock)
     alerts = AlertConfig(db, box, audit)
 
+    def versions() -> tuple[int, ...]:
+        # Not the outbox's counters: they move with every message, and a probe under load would read each time.
+        return (config.changes, consent.changes, tokens.status_changes)
+
+    problems = ProblemWatch(db, clock=clock, versions=versions)
+
     async def healthy_accounts() -> list[str]:
         return [a.name for a in await accounts.list() if a.token_status == TokenStatus.VALID.value]
 
     notifier = Notifier(
         db,
         alerts,
-        reauthorization_problems(config, clock),
+        problems,
         outbox=outbox,
         healthy=healthy_accounts,
         settings=settings.alerts,
@@ -129,32 +140,6 @@ async def build_services(
         audit=audit,
         alerts=alerts,
         notifier=notifier,
+        problems=problems,
+        keepalive=KeepAlive(db, tokens, clock=clock, idle=timedelta(days=settings.keepalive_days)),
     )
-
-
-def reauthorization_problems(config: ConfigService, clock: Callable[[], datetime]) -> ProblemSource:
-    """The problems known without the lifecycle work (issue 23): accounts whose consent must be given again.
-
-    The one place the notifier's source is chosen: the fuller source of the lifecycle work replaces it."""
-
-    async def source() -> list[Problem]:
-        problems = []
-        for name in await config.account_names():
-            view = await config.oauth_view(name)
-            if view.token_status is TokenStatus.REAUTHORIZATION_REQUIRED:
-                page = "/configuration/oauth" if name == DEFAULT_ACCOUNT else f"/configuration/accounts/{name}/oauth"
-                mailbox = view.account or name
-                problems.append(
-                    Problem(
-                        account=name,
-                        code=TokenStatus.REAUTHORIZATION_REQUIRED.value,
-                        message=f"The provider no longer accepts the consent of {mailbox}: mail of this account is "
-                        "held.",
-                        fix="Open the account's OAuth page and click Authorize, signing in as the mailbox.",
-                        since=view.last_refreshed_at or view.authorized_at or clock(),
-                        link=page,
-                    )
-                )
-        return problems
-
-    return source

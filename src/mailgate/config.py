@@ -242,6 +242,9 @@ class Settings:
     trusted_proxies: tuple[ProxyNetwork, ...] = ()
     #: Refresh an access token this many seconds before it expires.
     refresh_margin_seconds: float = 300.0
+    #: Keep-alive: refresh a grant idle this many days (MAILGATE_KEEPALIVE_DAYS), well inside the providers'
+    #: inactivity windows (Microsoft 90 days, Google 6 months).
+    keepalive_days: float = 7.0
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -284,6 +287,7 @@ class Settings:
             values["providers_file"] = Path(env["MAILGATE_PROVIDERS_FILE"])
         if env.get("MAILGATE_TRUSTED_PROXIES"):
             values["trusted_proxies"] = parse_trusted_proxies(env["MAILGATE_TRUSTED_PROXIES"])
+        values.update(_numbers_from_env(env, {"MAILGATE_KEEPALIVE_DAYS": ("keepalive_days", float)}))
         values["outbox"] = OutboxSettings.from_env(env)
         values["http"] = HttpSettings.from_env(env)
         values["relay"] = RelaySettings.from_env(env)

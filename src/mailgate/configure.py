@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,9 @@ class OAuthConfigUpdate:
     #: Another account whose client settings (provider, tenant, client ID and secret, redirect URI) are the
     #: base of this update: one app registration serving several mailboxes.
     copy_from: str | None = None
+    #: The client secret's expiry date, ISO ``YYYY-MM-DD``; ``""`` clears it.  Left ``None`` it is kept with
+    #: the secret it belongs to: a new secret (or provider) without a date of its own clears it.
+    client_secret_expires_on: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,15 @@ class OAuthView:
     authorized_at: datetime | None
     last_refreshed_at: datetime | None
     access_token_expires_at: datetime | None
+    client_secret_expires_on: date | None = None
+    #: When the stored refresh token was issued (consent or rotation), last used for a send, and when it ends
+    #: whatever its use (Google Testing grants; None: no fixed end).
+    refresh_token_issued_at: datetime | None = None
+    last_used_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+        return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in self.__dict__.items()}
 
 
 class ConfigService:
@@ -166,6 +175,10 @@ class ConfigService:
             authorized_at=live.authorized_at if live else None,
             last_refreshed_at=live.last_refreshed_at if live else None,
             access_token_expires_at=live.access_token_expires_at if live else None,
+            client_secret_expires_on=config.client_secret_expires_on if config else None,
+            refresh_token_issued_at=live.refresh_token_issued_at if live else None,
+            last_used_at=live.last_used_at if live else None,
+            refresh_token_expires_at=live.refresh_token_expires_at if live else None,
         )
 
     async def save_oauth(self, update: OAuthConfigUpdate, account_name: str = DEFAULT_ACCOUNT) -> OAuthView:
@@ -209,6 +222,7 @@ class ConfigService:
             redirect_uri=config.redirect_uri if update.redirect_uri is None else update.redirect_uri,
             authorization_url=update.authorization_url,
             token_url=update.token_url,
+            client_secret_expires_on=_copied_expiry(update, config),
         )
 
     def _validate_oauth(
@@ -258,9 +272,14 @@ class ConfigService:
         problem = _check_redirect_uri(values["redirect_uri"])
         if problem and "redirect_uri" not in errors:
             errors["redirect_uri"] = problem
+        expires_on = kept.client_secret_expires_on if kept is not None and not update.client_secret else None
+        if update.client_secret_expires_on is not None:
+            expires_on, problem = _parse_date(update.client_secret_expires_on)
+            if problem:
+                errors["client_secret_expires_on"] = problem
         if errors or spec is None:
             raise ValidationError(errors)
-        return OAuthConfig(provider=provider, **values), spec
+        return OAuthConfig(provider=provider, **values, client_secret_expires_on=expires_on), spec
 
     # -- Email server page ------------------------------------------------------------------------------
     async def email_server(self, account: str = DEFAULT_ACCOUNT) -> EmailServerConfig:
@@ -334,6 +353,24 @@ def _server_defaults(spec: ProviderSpec | None) -> EmailServerConfig:
         sender="",
         authentication=Authentication.OAUTH,
     )
+
+
+def _copied_expiry(update: OAuthConfigUpdate, source: OAuthConfig) -> str | None:
+    """The expiry date a copy carries: the one sent, else the source's when its secret is the one copied."""
+    if update.client_secret_expires_on is not None or update.client_secret:
+        return update.client_secret_expires_on
+    return source.client_secret_expires_on.isoformat() if source.client_secret_expires_on else ""
+
+
+def _parse_date(text: str) -> tuple[date | None, str | None]:
+    """An ISO date (``YYYY-MM-DD``), ``""`` for none, or why it is not one."""
+    text = text.strip()
+    if not text:
+        return None, None
+    try:
+        return date.fromisoformat(text), None
+    except ValueError:
+        return None, f"{text[:40]!r} is not a date: write it as YYYY-MM-DD (e.g. 2027-06-30)"
 
 
 def _check_redirect_uri(uri: str) -> str | None:

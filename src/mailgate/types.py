@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 __all__ = [
     "Authentication",
@@ -97,6 +97,8 @@ class OAuthConfig:
     client_id: str
     client_secret: str = field(repr=False)
     redirect_uri: str
+    #: When the client secret expires, as the administrator entered it (Microsoft shows it); None: unknown.
+    client_secret_expires_on: date | None = None
 
     @property
     def client_secret_set(self) -> bool:
@@ -131,3 +133,6 @@ class TokenResponse:
     scope: str = ""
     id_token: str = field(default="", repr=False)
     token_type: str = "Bearer"
+    #: When the refresh token dies whatever its use (Google's ``refresh_token_expires_in``, sent for grants
+    #: with a fixed lifetime: a consent screen in Testing, time-based access); None: not said.
+    refresh_token_expires_at: datetime | None = None

@@ -113,6 +113,9 @@ def serve(
             # Alerts run where the worker runs (with --no-worker, `mailgate worker` sends them).
             alerts = asyncio.create_task(services.notifier.run(), name="alert-notifier") if delivery else None
 
+            if delivery is not None:
+                services.keepalive.start()  # idle grants are refreshed where mail is delivered
+
             def stop() -> None:
                 if delivery is not None:
                     delivery.stop()
@@ -209,6 +212,9 @@ def oauth_configure(
     ] = None,
     tenant: Annotated[str, typer.Option(help="Microsoft: Directory (tenant) ID or domain.")] = "",
     redirect_uri: Annotated[str, typer.Option(help="Authorized redirect URI (default from MAILGATE_BASE_URL).")] = "",
+    client_secret_expires_on: Annotated[
+        str, typer.Option(help="When the client secret expires (YYYY-MM-DD): warnings 30, 7 and 1 days ahead.")
+    ] = "",
     account: Account = DEFAULT_ACCOUNT,
     data_dir: DataDir = None,
 ) -> None:
@@ -216,7 +222,12 @@ def oauth_configure(
     if client_secret is None:
         client_secret = typer.prompt("Client secret", hide_input=True)
     update = OAuthConfigUpdate(
-        provider=provider, client_id=client_id, client_secret=client_secret, tenant=tenant, redirect_uri=redirect_uri
+        provider=provider,
+        client_id=client_id,
+        client_secret=client_secret,
+        tenant=tenant,
+        redirect_uri=redirect_uri,
+        client_secret_expires_on=client_secret_expires_on,
     )
     view = run_with_services(data_dir, lambda s: s.accounts.save_oauth(account, update))
     typer.echo(f"Saved. Token URL: {view.token_url}\nAuthorized redirect URI: {view.redirect_uri}")

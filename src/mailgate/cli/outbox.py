@@ -93,6 +93,7 @@ async def run_worker(
     for name in accounts:
         await services.accounts.require(name)
     worker = Worker(services.outbox, services.mailer, accounts=accounts)
+    services.keepalive.start()  # idle grants are refreshed where mail is delivered (stopped by services.aclose)
     server = _health_server(services, *metrics) if metrics else None
 
     def stop() -> None:

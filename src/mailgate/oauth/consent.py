@@ -264,8 +264,9 @@ class ConsentFlow:
             row.refresh_token_enc = self._box.encrypt(answer.refresh_token)
             row.access_token_enc = self._box.encrypt(answer.access_token)
             row.access_token_expires_at = answer.expires_at
-            row.status, row.status_reason = TokenStatus.VALID.value, ""
-            row.authorized_at = row.last_refreshed_at = now
+            row.status, row.status_reason, row.status_since = TokenStatus.VALID.value, "", now
+            row.authorized_at = row.last_refreshed_at = row.refresh_token_issued_at = now
+            row.refresh_token_expires_at = answer.refresh_token_expires_at
             server = await get_email_server(session, self._box, name)
             if server is None:
                 server = EmailServerConfig(

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
+
 from ..errors import ConfigurationError, ReauthorizationRequiredError, TokenEndpointError
 from ..providers import Catalogue, scopes_for
 from ..store import Database, SecretBox
@@ -17,9 +19,12 @@ from ..types import TokenStatus
 from .client import TokenClient
 from .protocol import refresh_body
 
-__all__ = ["AccountTokenSource", "TokenManager"]
+__all__ = ["USE_RECORD_INTERVAL", "AccountTokenSource", "TokenManager"]
 
 log = logging.getLogger(__name__)
+
+#: ``last_used_at`` is written at most this often per account and process.
+USE_RECORD_INTERVAL = timedelta(hours=1)
 
 
 @dataclass
@@ -60,6 +65,10 @@ class TokenManager:
         self._locks: dict[str, asyncio.Lock] = {}
         #: Token endpoint requests made by this process (refresh grants), for metrics and tests.
         self.refresh_requests = 0
+        #: Status changes recorded by this process (readers that cache the problems compare it).
+        self.status_changes = 0
+        #: When this process last wrote each account's ``last_used_at``.
+        self._use_written: dict[str, datetime] = {}
 
     def __repr__(self) -> str:
         return f"TokenManager(accounts={sorted(self._cache)})"
@@ -71,6 +80,27 @@ class TokenManager:
     def forget(self, account_id: str = DEFAULT_ACCOUNT) -> None:
         """Drop the cached token (after re-authorization or a configuration change)."""
         self._cache.pop(account_id, None)
+
+    async def note_use(self, account_id: str) -> None:
+        """Record that an access token of the account was handed out for a send (``last_used_at``).
+
+        Written at most once per :data:`USE_RECORD_INTERVAL` per process: the inactivity windows it serves are
+        counted in days, and a send must not cost a database write.
+        """
+        now = self._clock()
+        written = self._use_written.get(account_id)
+        if written is not None and now - written < USE_RECORD_INTERVAL:
+            return
+        self._use_written[account_id] = now
+        async with self._db.session() as session:
+            await session.execute(
+                update(OAuthAccountRow).where(OAuthAccountRow.id == account_id).values(last_used_at=now)
+            )
+
+    async def keep_alive(self, account_id: str) -> None:
+        """Use the refresh token now (a refresh grant), so that an idle grant does not reach the provider's
+        inactivity limit; a failure is recorded as for any refresh (``invalid_grant``: re-authorization)."""
+        await self.access_token(account_id, force_refresh=True)
 
     def _fresh(self, cached: _Cached | None) -> bool:
         return cached is not None and cached.expires_at - self._margin > self._clock()
@@ -122,6 +152,8 @@ class TokenManager:
             except ReauthorizationRequiredError as exc:
                 # Keep the refresh token record for diagnosis; stop using it.
                 row.status = TokenStatus.REAUTHORIZATION_REQUIRED.value
+                row.status_since = self._clock()
+                self.status_changes += 1
                 row.status_reason = exc.message
                 row.access_token_enc = ""
                 row.access_token_expires_at = None
@@ -129,13 +161,23 @@ class TokenManager:
                 log.warning("account %s needs re-authorization: %s", account_id, exc.message)
                 failure = exc
             except TokenEndpointError as exc:
+                if not row.status_reason:
+                    row.status_since = self._clock()  # a new failure (not its repetition)
+                    self.status_changes += 1
                 row.status_reason = exc.message
                 failure = exc
             else:
                 if answer.refresh_token:
                     row.refresh_token_enc = self._box.encrypt(answer.refresh_token)
+                    row.refresh_token_issued_at = self._clock()
+                if answer.refresh_token_expires_at is not None or answer.refresh_token:
+                    # A fixed end, said again with every answer (Google), or a new token without one.
+                    row.refresh_token_expires_at = answer.refresh_token_expires_at
                 row.access_token_enc = self._box.encrypt(answer.access_token)
                 row.access_token_expires_at = answer.expires_at
+                if row.status != TokenStatus.VALID.value or row.status_reason:
+                    row.status_since = self._clock()
+                    self.status_changes += 1
                 row.status = TokenStatus.VALID.value
                 row.status_reason = ""
                 row.last_refreshed_at = self._clock()
@@ -162,4 +204,7 @@ class AccountTokenSource:
     account_id: str
 
     async def access_token(self, *, force_refresh: bool = False) -> str:
-        return await self.manager.access_token(self.account_id, force_refresh=force_refresh)
+        """A token for a send: handed out by the manager, and the account's use recorded."""
+        token = await self.manager.access_token(self.account_id, force_refresh=force_refresh)
+        await self.manager.note_use(self.account_id)
+        return token

@@ -130,6 +130,13 @@ def parse_token_response(data: Mapping[str, Any], *, now: datetime) -> TokenResp
         expires_in = int(data.get("expires_in", 3600))
     except (TypeError, ValueError):
         expires_in = 3600
+    # Google: "the remaining lifetime of the refresh token in seconds", only for grants with a fixed end.
+    refresh_expires_at = None
+    if data.get("refresh_token_expires_in") is not None:
+        try:
+            refresh_expires_at = now + timedelta(seconds=max(int(data["refresh_token_expires_in"]), 0))
+        except (TypeError, ValueError):
+            refresh_expires_at = None
     return TokenResponse(
         access_token=access_token,
         expires_at=now + timedelta(seconds=max(expires_in, 0)),
@@ -137,6 +144,7 @@ def parse_token_response(data: Mapping[str, Any], *, now: datetime) -> TokenResp
         scope=str(data.get("scope") or ""),
         id_token=str(data.get("id_token") or ""),
         token_type=str(data.get("token_type") or "Bearer"),
+        refresh_token_expires_at=refresh_expires_at,
     )
 
 

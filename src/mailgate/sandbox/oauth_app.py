@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from .authorize import add_query
 from .control import control_router
+from .grant_failures import grant_failures_router
 from .inbox import Inbox
 from .mail_api import MailApi, mail_api_router
 from .pages import Pages
@@ -161,4 +162,5 @@ def create_app(
 
     app.include_router(control_router(state, inbox, pages))
     app.include_router(mail_api_router(state, inbox, mail_api or MailApi()))
+    app.include_router(grant_failures_router(state.failures))
     return app

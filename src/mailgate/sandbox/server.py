@@ -22,6 +22,7 @@ import trustme
 import uvicorn
 
 from .config import SandboxConfig
+from .grant_failures import GrantFailures
 from .inbox import Inbox, ReceivedMessage
 from .mail_api import MailApi
 from .oauth_app import create_app
@@ -313,6 +314,11 @@ class Sandbox:
     def expire_access_tokens(self) -> int:
         """Every access token issued so far is expired (SMTP refuses it)."""
         return self.state.expire_access_tokens()
+
+    @property
+    def failures(self) -> GrantFailures:
+        """The grant failures to switch on (the same as their ``/_control`` endpoints)."""
+        return self.state.failures
 
     def set_token_endpoint_available(self, available: bool) -> None:
         """While False, the token endpoint answers 503."""

@@ -19,6 +19,7 @@ from typing import Any
 from .authorize import PKCE_CHARS, AuthorizationRequest, add_query, check_authorization_request, validate_account
 from .client_auth import authenticate_client
 from .config import SandboxClient, SandboxConfig
+from .grant_failures import GrantFailures
 from .problems import AuthorizationPageError, Flavor, TokenError
 from .tokens import (
     id_token_claims,
@@ -77,6 +78,9 @@ class _Grant:
     tenant: str
     nonce: str = ""
     revoked: bool = False
+    created_at: float = 0.0
+    #: A fixed end whatever the use (Google Testing grants), or None.
+    fixed_end: float | None = None
 
 
 @dataclass
@@ -110,6 +114,8 @@ class SandboxState:
         self.counters: Counter[str] = Counter()
         #: While False the token endpoint answers 503 (a provider outage).
         self.token_endpoint_available = True
+        #: Revoked consents, expired secrets, Testing grants, a wrong mailbox consenting.
+        self.failures = GrantFailures(clock)
 
     # --- authorization endpoint (RFC 6749 s.4.1.1, RFC 7636 s.4.3) ----------------------------------
 
@@ -145,6 +151,7 @@ class SandboxState:
             if problem:
                 raise ValueError(problem)
         del self._consents[consent_id]
+        account = self.failures.consent_as or account
         if not accept:
             self.counters["consents_denied"] += 1
             params = {"error": "access_denied", "error_description": "The user denied consent"}
@@ -191,6 +198,7 @@ class SandboxState:
             if counted == "other" or (grant_type == "client_credentials" and flavor == "google"):
                 raise TokenError.unsupported_grant_type(grant_type)
             client = authenticate_client(self.config, form, authorization, tenant)
+            self.failures.check_client(client.client_id)
             if grant_type == "authorization_code":
                 body = self._redeem_code(client, form, issuer)
             elif grant_type == "refresh_token":
@@ -244,6 +252,8 @@ class SandboxState:
             raise TokenError.refresh_token_dead(record.dead_reason)
         if grant.revoked:
             raise TokenError.refresh_token_dead("the grant was revoked")
+        if why := self.failures.dead_reason(grant.account, grant.created_at, grant.fixed_end):
+            raise TokenError.refresh_token_dead(why)
         if record.expires_at <= self._clock():
             raise TokenError.refresh_token_dead("expired after inactivity")
         if grant.client_id != client.client_id:
@@ -279,7 +289,8 @@ class SandboxState:
         return self._issue(grant, scope, refresh=False, issuer="")
 
     def _new_grant(self, client_id: str, account: str | None, scope: str, tenant: str, nonce: str) -> _Grant:
-        grant = _Grant(uuid.uuid4().hex, client_id, account, scope, tenant, nonce)
+        end = self.failures.grant_end() if account else None
+        grant = _Grant(uuid.uuid4().hex, client_id, account, scope, tenant, nonce, False, self._clock(), end)
         self._grants[grant.grant_id] = grant
         return grant
 
@@ -299,6 +310,8 @@ class SandboxState:
             token = make_refresh_token()
             self._refresh[token] = _Refresh(grant.grant_id, now + self.config.refresh_token_lifetime)
             body["refresh_token"] = token
+        # Google says a fixed end in every answer of such a grant, refreshes included.
+        body.update(self.failures.answer_fields(grant.fixed_end))
         if grant.account and "openid" in scope.split():
             claims = id_token_claims(
                 issuer=issuer,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator, text
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -104,6 +104,8 @@ class OAuthConfigRow(Base):
     client_id: Mapped[str] = mapped_column(String(255))
     client_secret_enc: Mapped[str] = mapped_column(Text, default="")
     redirect_uri: Mapped[str] = mapped_column(String(2048))
+    #: When the client secret expires (Microsoft shows it when the secret is created); None: not entered.
+    client_secret_expires_on: Mapped[date | None] = mapped_column(Date, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -123,6 +125,15 @@ class OAuthAccountRow(Base):
     authorized_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_refreshed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     refresh_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: When the stored refresh token was issued (consent, or a rotation by a refresh).
+    refresh_token_issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: When the provider said the refresh token dies whatever its use (Google ``refresh_token_expires_in``:
+    #: a consent screen in Testing, or time-based access); None: no fixed end.
+    refresh_token_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: When an access token was last handed out for a send (written at most hourly).
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: When ``status`` last changed (the start of a "re-authorization required" problem).
+    status_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 

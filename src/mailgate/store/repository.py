@@ -44,6 +44,7 @@ async def get_oauth_config(session: AsyncSession, box: SecretBox, account: str =
         client_id=row.client_id,
         client_secret=box.decrypt(row.client_secret_enc),
         redirect_uri=row.redirect_uri,
+        client_secret_expires_on=row.client_secret_expires_on,
     )
 
 
@@ -60,6 +61,7 @@ async def save_oauth_config(
     row.client_id = config.client_id
     row.client_secret_enc = box.encrypt(config.client_secret)
     row.redirect_uri = config.redirect_uri
+    row.client_secret_expires_on = config.client_secret_expires_on
 
 
 async def get_email_server(

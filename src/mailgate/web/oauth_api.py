@@ -55,6 +55,7 @@ async def write_config(services: Services, account: str, body: OAuthConfigIn) ->
             authorization_url=body.authorization_url,
             token_url=body.token_url,
             copy_from=body.copy_from,
+            client_secret_expires_on=sent_text(body, "client_secret_expires_on"),
         ),
     )
     services.tokens.forget(account)

@@ -62,6 +62,7 @@ def _page(
         "tenant": view.tenant,
         "client_id": view.client_id,
         "redirect_uri": view.redirect_uri,
+        "client_secret_expires_on": view.client_secret_expires_on.isoformat() if view.client_secret_expires_on else "",
     }
     spec = services.catalogue.providers.get(values["provider"])
     status_class, status_text = token_status_text(view)
@@ -87,6 +88,8 @@ def _page(
             "status_class": status_class,
             "status_text": status_text,
             "authorized_at": _when(view.authorized_at),
+            "last_used_at": _when(view.last_used_at),
+            "refresh_token_ends": _when(view.refresh_token_expires_at),
             "email_page": services.settings.context_path + email_path,
             "self_url": services.settings.context_path + oauth_path,
             "account_name": "" if account == DEFAULT_ACCOUNT else account,
@@ -125,7 +128,8 @@ async def save_account_oauth(
 
 async def _save(request: Request, services: Services, account: str) -> Response:
     form = await request.form()
-    values = {name: str(form.get(name, ""))[:4096] for name in ("provider", "tenant", "client_id", "redirect_uri")}
+    names = ("provider", "tenant", "client_id", "redirect_uri", "client_secret_expires_on")
+    values = {name: str(form.get(name, ""))[:4096] for name in names}
     secret = str(form.get("client_secret", ""))[:4096]
     before = await services.config.oauth_view(account)
     oauth_path, _ = account_pages(account)
@@ -138,6 +142,7 @@ async def _save(request: Request, services: Services, account: str) -> Response:
                 client_id=values["client_id"],
                 client_secret=secret or None,
                 redirect_uri=values["redirect_uri"],
+                client_secret_expires_on=values["client_secret_expires_on"][:64],
             ),
         )
     except ValidationError as exc:

@@ -22,6 +22,7 @@ from ..store import load_or_create_key
 from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
 from .deps import ServicesDep
+from .health import problem_dict
 from .ratelimit import LoginLimiter
 from .session import SESSION_COOKIE, Flash, WebKeys, WebSessionMiddleware, web_keys
 
@@ -90,10 +91,13 @@ def page_url(request: Request, page: str) -> str:
 
 
 async def page_user(request: Request) -> str:
-    """The signed-in administrator, or :class:`LoginRequired`."""
+    """The signed-in administrator, or :class:`LoginRequired`.  Also reads what needs attention, for the
+    banner every page shows (:func:`render` is synchronous)."""
     user = getattr(request.state, "session_user", None)
     if isinstance(user, str) and user:
         ACTOR.set(f"user {user}")  # whom the audit log names for what this request changes
+        services: Services = request.app.state.services
+        request.state.problems = await services.problems()
         return user
     target = request.url.path if request.method == "GET" else ""
     raise LoginRequired(target)
@@ -137,6 +141,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             "alerts_url": prefix + ALERTS_PAGE,
             "audit_url": prefix + AUDIT_PAGE,
             "logout_url": prefix + "/logout",
+            "problems": [problem_dict(p, prefix) for p in getattr(request.state, "problems", ())],
             **context,
         },
         status_code=status_code,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +64,12 @@ class OAuthConfigIn(_Patch):
         max_length=64,
         description="Another account whose provider, tenant, client ID and secret and redirect URI are copied "
         "(one app registration for several mailboxes); the other fields sent win.",
+    )
+    client_secret_expires_on: date | None = Field(
+        default=None,
+        description="When the client secret expires (YYYY-MM-DD; Microsoft shows it when the secret is created): "
+        "mailgate warns 30, 7 and 1 days ahead. Null clears it; left out, it is kept with the secret it belongs to "
+        "(a new client_secret without a date clears it).",
     )
     # Read-only fields a client may echo back from a GET.
     client_secret_set: bool | None = Field(default=None, description="Read-only: ignored.")

@@ -14,7 +14,7 @@ from alembic import op
 from mailgate.store.models import UtcDateTime
 
 revision = "0010_alerts_audit"
-down_revision = "0008_relay_users"
+down_revision = "0009_lifecycle"
 branch_labels = None
 depends_on = None
 

@@ -82,7 +82,7 @@ async def test_revoked_consent_alerted_once_and_resolved_once_with_the_webhook_d
     started = receiver.received[0]
     assert started["account"] == "default" and started["code"] == "reauthorization_required"
     assert started["severity"] == "critical" and "Authorize" in started["fix"] and started["message"]
-    assert started["link"] == "http://localhost:8080/ddenterpriseapi/configuration/oauth"
+    assert started["link"] == "http://localhost:8080/ddenterpriseapi/configuration/email-server"
     assert set(started) >= {"event", "account", "code", "message", "fix", "since", "link", "severity"}
     assert await _states(env.services) == [
         ("started", "reauthorization_required", "sent", 4),

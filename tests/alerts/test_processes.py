@@ -14,6 +14,7 @@ from sqlalchemy import update
 from mailgate.alerts import AlertSettingsUpdate
 from mailgate.app import build_services
 from mailgate.config import Settings
+from mailgate.configure import OAuthConfigUpdate
 from mailgate.store.models import OAuthAccountRow
 
 from ..conftest import ADMIN_PASSWORD
@@ -26,7 +27,12 @@ async def _set_status(settings: Settings, status: str) -> None:
     try:
         async with services.db.session() as session:
             row = await session.get(OAuthAccountRow, "default")
-            if row is None:  # a consent as the OAuth flow stores it, here made by hand
+        if row is None:  # the OAuth page saved (problems are watched for configured accounts) ...
+            await services.config.save_oauth(
+                OAuthConfigUpdate(provider="microsoft", tenant="contoso.com", client_id="client-1", client_secret="s1")
+            )
+        async with services.db.session() as session:
+            if row is None:  # ... and a consent as the OAuth flow stores it, here made by hand
                 session.add(
                     OAuthAccountRow(
                         id="default",

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, ValidationError
-from .types import EmailServerConfig, ProviderSpec, Security
+from .types import EmailServerConfig, Grant, ProviderSpec, Security
 
 __all__ = [
     "Catalogue",
@@ -23,6 +23,7 @@ __all__ = [
     "check_endpoint_url",
     "is_loopback_host",
     "load_catalogue",
+    "scopes_for",
     "validate_tenant",
 ]
 
@@ -75,6 +76,23 @@ def validate_tenant(tenant: str) -> str | None:
     )
 
 
+def scopes_for(spec: ProviderSpec, grant: Grant, delivery: str = "smtp") -> tuple[str, ...]:
+    """The scopes to ask for: the delegated ones of the consent, or the app-only ones (``.default`` for
+    Microsoft client credentials; the delegated scope for a Google service account, which impersonates)."""
+    if delivery != "smtp":
+        raise ConfigurationError(
+            f"Delivery method {delivery!r} is not known.", hint="Choose the delivery method smtp for this account."
+        )
+    if not grant.app_only:
+        return spec.scopes
+    if not spec.app_scopes:
+        raise ConfigurationError(
+            f"Provider {spec.name!r} has no app-only scopes.",
+            hint="Set app_scopes for it in MAILGATE_PROVIDERS_FILE, or use the authorization code grant.",
+        )
+    return spec.app_scopes
+
+
 @dataclass(frozen=True)
 class Catalogue:
     providers: Mapping[str, ProviderSpec]
@@ -110,8 +128,9 @@ def _spec(name: str, data: Mapping[str, Any], base: ProviderSpec | None, origin:
             hint=f"Known fields: {', '.join(sorted(_SPEC_FIELDS))}.",
         )
     values: dict[str, Any] = dict(data)
-    if "scopes" in values:
-        values["scopes"] = tuple(str(s) for s in values["scopes"])
+    for name in ("scopes", "app_scopes", "app_grants"):
+        if name in values:
+            values[name] = tuple(str(s) for s in values[name])
     if "authorization_params" in values:
         values["authorization_params"] = tuple((str(k), str(v)) for k, v in values["authorization_params"].items())
     if "smtp_security" in values:

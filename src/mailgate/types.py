@@ -9,6 +9,7 @@ from datetime import datetime
 __all__ = [
     "Authentication",
     "EmailServerConfig",
+    "Grant",
     "OAuthConfig",
     "ProviderSpec",
     "Security",
@@ -27,6 +28,22 @@ class Authentication(enum.StrEnum):
     NONE = "none"
     PASSWORD = "password"
     OAUTH = "oauth"
+
+
+class Grant(enum.StrEnum):
+    """How an account obtains its access tokens."""
+
+    #: The guide's flow: a person consents once, mailgate keeps the refresh token (RFC 6749 s.4.1).
+    AUTHORIZATION_CODE = "authorization_code"
+    #: Microsoft app-only: "Application (client credentials)" with a secret or a certificate (RFC 6749 s.4.4).
+    CLIENT_CREDENTIALS = "client_credentials"
+    #: Google Workspace service account with domain-wide delegation: the JWT bearer grant (RFC 7523 s.2.1).
+    SERVICE_ACCOUNT = "service_account"
+
+    @property
+    def app_only(self) -> bool:
+        """No consent and no refresh token: a new access token is fetched by the grant itself."""
+        return self is not Grant.AUTHORIZATION_CODE
 
 
 class TokenStatus(enum.StrEnum):
@@ -62,6 +79,10 @@ class ProviderSpec:
     max_connections: int = 0
     max_recipients: int = 0
     messages_per_day: int = 0
+    #: Grants the provider offers besides the authorization code (``client_credentials``, ``service_account``).
+    app_grants: tuple[str, ...] = ()
+    #: Scopes of app-only tokens for SMTP (Microsoft: ``https://outlook.office365.com/.default``).
+    app_scopes: tuple[str, ...] = ()
 
     def authorization_url_for(self, tenant: str) -> str:
         return self.authorization_url.replace("{tenant}", tenant or self.default_tenant)
@@ -79,6 +100,14 @@ class OAuthConfig:
     client_id: str
     client_secret: str = field(repr=False)
     redirect_uri: str
+    grant: Grant = Grant.AUTHORIZATION_CODE
+    #: App-only: the mailbox mailgate sends as (XOAUTH2 user; the ``sub`` a service account impersonates).
+    mailbox: str = ""
+    #: Client credentials with a certificate: the PEM certificate (public) and its PEM private key.
+    certificate_pem: str = ""
+    private_key_pem: str = field(default="", repr=False)
+    #: Service account: the JSON key file as downloaded from the Google Cloud console.
+    service_account_key: str = field(default="", repr=False)
 
     @property
     def client_secret_set(self) -> bool:

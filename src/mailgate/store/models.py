@@ -100,6 +100,15 @@ class OAuthConfigRow(Base):
     client_id: Mapped[str] = mapped_column(String(255))
     client_secret_enc: Mapped[str] = mapped_column(Text, default="")
     redirect_uri: Mapped[str] = mapped_column(String(2048))
+    #: authorization_code (the guide's flow), client_credentials or service_account (app-only identities).
+    grant_type: Mapped[str] = mapped_column(String(32), default="authorization_code")
+    #: App-only: the mailbox sent as (and impersonated by a service account).
+    mailbox: Mapped[str] = mapped_column(String(320), default="")
+    #: Client credentials: the certificate (public, PEM) and its private key (encrypted).
+    certificate_pem: Mapped[str] = mapped_column(Text, default="")
+    private_key_enc: Mapped[str] = mapped_column(Text, default="")
+    #: Service account: the JSON key file (encrypted).
+    service_account_key_enc: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -193,23 +193,73 @@ def sandbox(
 @oauth_app.command("configure")
 def oauth_configure(
     provider: Annotated[str, typer.Option(help="google, microsoft, sandbox, or one from the providers file.")],
-    client_id: Annotated[str, typer.Option(help="Client ID of the app registration.")],
+    client_id: Annotated[
+        str, typer.Option(help="Client ID of the app registration (service account: read from the key).")
+    ] = "",
     client_secret: Annotated[
-        str | None, typer.Option(help="Client secret (prompted for, hidden, when omitted).")
+        str | None,
+        typer.Option(help="Client secret (prompted for, hidden, when omitted and the grant needs one)."),
     ] = None,
     tenant: Annotated[str, typer.Option(help="Microsoft: Directory (tenant) ID or domain.")] = "",
     redirect_uri: Annotated[str, typer.Option(help="Authorized redirect URI (default from MAILGATE_BASE_URL).")] = "",
+    grant: Annotated[
+        str,
+        typer.Option(help="authorization_code (a mailbox consents), client_credentials or service_account (app-only)."),
+    ] = "authorization_code",
+    mailbox: Annotated[str, typer.Option(help="App-only grants: the mailbox to send as (or impersonate).")] = "",
+    certificate: Annotated[
+        Path | None, typer.Option(help="client_credentials: PEM certificate registered in Entra (instead of a secret).")
+    ] = None,
+    private_key: Annotated[
+        Path | None, typer.Option(help="client_credentials: the certificate's PEM private key (unencrypted).")
+    ] = None,
+    service_account_key: Annotated[
+        Path | None, typer.Option(help="service_account: the JSON key file from the Google Cloud console.")
+    ] = None,
     account: Account = DEFAULT_ACCOUNT,
     data_dir: DataDir = None,
 ) -> None:
     """Save the OAuth page's settings (of --account, created if new) from the command line."""
-    if client_secret is None:
+    files = {
+        name: _read_text(path, name)
+        for name, path in (
+            ("--certificate", certificate),
+            ("--private-key", private_key),
+            ("--service-account-key", service_account_key),
+        )
+    }
+    needs_secret = grant == "authorization_code" or (grant == "client_credentials" and certificate is None)
+    if client_secret is None and needs_secret:
         client_secret = typer.prompt("Client secret", hide_input=True)
     update = OAuthConfigUpdate(
-        provider=provider, client_id=client_id, client_secret=client_secret, tenant=tenant, redirect_uri=redirect_uri
+        provider=provider,
+        client_id=client_id,
+        client_secret=client_secret,
+        tenant=tenant,
+        redirect_uri=redirect_uri,
+        grant=grant,
+        mailbox=mailbox,
+        certificate_pem=files["--certificate"],
+        private_key_pem=files["--private-key"],
+        service_account_key=files["--service-account-key"],
     )
     view = run_with_services(data_dir, lambda s: s.accounts.save_oauth(account, update))
-    typer.echo(f"Saved. Token URL: {view.token_url}\nAuthorized redirect URI: {view.redirect_uri}")
+    typer.echo(f"Saved. Token URL: {view.token_url}")
+    if view.grant == "authorization_code":
+        typer.echo(f"Authorized redirect URI: {view.redirect_uri}")
+    else:
+        typer.echo(f"App-only as {view.mailbox}: no consent needed. Next: mailgate email test --account {account}")
+
+
+def _read_text(path: Path | None, option: str) -> str | None:
+    """The text of a PEM or JSON file given on the command line (None when the option was not given)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.secho(f"error: {option} {path} cannot be read as a text file ({exc})", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 @oauth_app.command("copy")

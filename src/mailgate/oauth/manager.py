@@ -112,7 +112,7 @@ class TokenManager:
                 assert config is not None
                 row = new_app_only_row(account_id, config)
                 session.add(row)
-            elif row is None or not row.refresh_token_enc:
+            elif row is None or (not row.refresh_token_enc and not app_only):
                 raise ConfigurationError(
                     "OAuth is not authorized yet: there is no refresh token.",
                     hint="Open the OAuth page (or run `mailgate oauth authorize`) and authorize the mailbox.",

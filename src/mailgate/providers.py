@@ -128,9 +128,9 @@ def _spec(name: str, data: Mapping[str, Any], base: ProviderSpec | None, origin:
             hint=f"Known fields: {', '.join(sorted(_SPEC_FIELDS))}.",
         )
     values: dict[str, Any] = dict(data)
-    for name in ("scopes", "app_scopes", "app_grants"):
-        if name in values:
-            values[name] = tuple(str(s) for s in values[name])
+    for listed in ("scopes", "app_scopes", "app_grants"):
+        if listed in values:
+            values[listed] = tuple(str(s) for s in values[listed])
     if "authorization_params" in values:
         values["authorization_params"] = tuple((str(k), str(v)) for k, v in values["authorization_params"].items())
     if "smtp_security" in values:

@@ -207,3 +207,14 @@ async def test_certificate_replaces_the_secret_and_a_new_secret_replaces_the_cer
     assert r.json()["certificate_set"] is True and r.json()["mailbox"] == "other@contoso.com"
     r = await api.put(f"{API}/oauth/config", json={"client_secret": "new-secret"})
     assert r.json()["certificate_set"] is False and r.json()["client_secret_set"] is True
+
+
+def test_every_provider_keeps_its_name_with_the_app_only_fields() -> None:
+    catalogue = load_catalogue(
+        bundled_catalogue_text(),
+        '[providers.extra]\nlabel = "X"\nauthorization_url = "https://x/a"\n'
+        'token_url = "https://x/t"\nscopes = ["s"]\nsmtp_host = "x"\nsmtp_port = 587\n'
+        'smtp_security = "starttls"\napp_grants = ["client_credentials"]\napp_scopes = ["y"]\n',
+    )
+    assert {name: spec.name for name, spec in catalogue.providers.items()} == {n: n for n in catalogue.providers}
+    assert catalogue.get("extra").app_grants == ("client_credentials",)

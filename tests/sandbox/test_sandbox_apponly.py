@@ -142,7 +142,7 @@ async def test_service_account_refusals(sandbox: Sandbox, http: httpx.AsyncClien
     on_microsoft = await http.post(_ms_token_url(sandbox), data={"grant_type": JWT_BEARER, "assertion": "x.y.z"})
     assert on_microsoft.json()["error"] == "unsupported_grant_type"
     stats = sandbox.stats()
-    assert stats["token_requests"][JWT_BEARER] == 6 and stats["tokens_issued"][JWT_BEARER] == 0
+    assert stats["token_requests"]["jwt_bearer"] == 6 and stats["tokens_issued"]["jwt_bearer"] == 0
 
 
 async def test_control_routes_refuse_bad_input(http: httpx.AsyncClient) -> None:

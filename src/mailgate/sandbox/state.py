@@ -32,7 +32,8 @@ from .tokens import (
 
 __all__ = ["GRANT_TYPES", "SMTP_SCOPES", "SandboxState", "SmtpAuthCheck"]
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", JWT_BEARER)
+#: The grant types answered, as the counters name them (the JWT bearer grant's URN as ``jwt_bearer``).
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", "jwt_bearer")
 #: Scopes whose access tokens the SMTP server accepts; a Graph-audience token is refused by Exchange SMTP.
 SMTP_SCOPES = frozenset(
     {
@@ -185,7 +186,7 @@ class SandboxState:
         signed assertion must name).
         """
         grant_type = form.get("grant_type", "")
-        counted = grant_type if grant_type in GRANT_TYPES else "other"
+        counted = "jwt_bearer" if grant_type == JWT_BEARER else grant_type if grant_type in GRANT_TYPES else "other"
         self.counters[f"token_requests.{counted}"] += 1
         try:
             if not self.token_endpoint_available:
@@ -204,7 +205,7 @@ class SandboxState:
                 verified = self.app_only.verify_bearer(form.get("assertion", ""), token_url, self._clock())
                 grant = self._new_grant(verified.client_id, verified.account, verified.scope, "", "")
                 body = self._issue(grant, verified.scope, refresh=False, issuer="")
-                self.counters[f"tokens_issued.{grant_type}"] += 1
+                self.counters["tokens_issued.jwt_bearer"] += 1
                 return body
             if "client_assertion" in form:
                 client_id = self.app_only.verify_client_assertion(dict(form), token_url, self._clock())

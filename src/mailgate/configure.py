@@ -6,6 +6,7 @@ Validation happens in full before anything is written: a refused save changes no
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
@@ -318,8 +319,13 @@ class ConfigService:
 
 
 def _identity(config: OAuthConfig) -> tuple[str, ...]:
-    """What a stored token belongs to: the client (and tenant), the grant and an app-only mailbox."""
-    return (config.provider, config.client_id, config.tenant, config.grant.value, config.mailbox)
+    """What a stored token belongs to: the client (and tenant), the grant and an app-only mailbox; for an
+    app-only grant also its credential (a new one must be tried by the next token, not hidden by the old)."""
+    identity = (config.provider, config.client_id, config.tenant, config.grant.value, config.mailbox)
+    if not config.grant.app_only:
+        return identity
+    credential = "\0".join((config.client_secret, config.private_key_pem, config.service_account_key))
+    return (*identity, hashlib.sha256(credential.encode()).hexdigest())
 
 
 def _server_defaults(spec: ProviderSpec | None) -> EmailServerConfig:

@@ -203,6 +203,7 @@ async def test_certificate_replaces_the_secret_and_a_new_secret_replaces_the_cer
         json={"certificate_pem": cert["certificate_pem"], "private_key_pem": cert["private_key_pem"]},
     )
     assert r.status_code == 200 and r.json()["certificate_set"] is True, r.text
+    assert r.json()["client_secret_set"] is False
     r = await api.put(f"{API}/oauth/config", json={"mailbox": "other@contoso.com"})  # keeps the certificate
     assert r.json()["certificate_set"] is True and r.json()["mailbox"] == "other@contoso.com"
     r = await api.put(f"{API}/oauth/config", json={"client_secret": "new-secret"})

@@ -293,3 +293,22 @@ async def test_switching_back_to_the_authorization_code_grant_keeps_the_guide_fl
     assert r.json()["mailbox"] == "" and r.json()["client_secret_set"] is True
     back = await h.authorize()
     assert back.status_code == 200 and back.json()["ok"] is True, back.text
+
+
+async def test_a_new_credential_drops_the_token_the_old_one_got(harness: Harness) -> None:
+    h = harness
+    await _configure(
+        h, provider="microsoft", tenant=TENANT, grant="client_credentials", client_id="sandbox-client",
+        client_secret="sandbox-secret", mailbox=MAILBOX,
+    )  # fmt: skip
+    await h.services.tokens.access_token()
+    assert (await h.api.get(f"{API}/oauth/config")).json()["token_status"] == "valid"
+    cert = h.sandbox.register_app_certificate("sandbox-client")
+    r = await h.api.put(
+        f"{API}/oauth/config",
+        json={"certificate_pem": cert["certificate_pem"], "private_key_pem": cert["private_key_pem"]},
+    )
+    assert r.json()["token_status"] == "not_authorized" and r.json()["client_secret_set"] is False
+    await h.services.tokens.access_token()  # by the certificate now
+    r = await h.api.put(f"{API}/oauth/config", json={"mailbox": MAILBOX})  # nothing about the credential
+    assert r.json()["token_status"] == "valid"

@@ -87,6 +87,7 @@ def _check_client_credentials(
         if problem:
             errors[problem[0]] = problem[1]
         values["certificate_pem"], values["private_key_pem"] = certificate, key
+        values["client_secret"] = ""  # the certificate replaces the secret: one credential, the one last given
     elif not fields.client_secret_sent and not (kept and kept.client_secret):
         errors["client_secret"] = (
             "is required for Application (client credentials): enter the client secret's Value, or upload a "

@@ -134,6 +134,7 @@ def _check_service_account(
         errors["service_account_key"] = str(exc)
         return
     values["service_account_key"] = text
+    values["client_secret"] = ""  # a service account signs with its key: no client secret is kept
     # The Admin console allows delegation to this client ID: it is the account's Client ID.
     values["client_id"] = key.client_id
 

@@ -35,6 +35,9 @@ def _when(moment: datetime | None) -> str:
 
 def token_status_text(view: OAuthView, *, on_email_page: bool = False) -> tuple[str, str]:
     """(css class, sentence) describing the refresh token's state, and what to do about it."""
+    if view.grant != Grant.AUTHORIZATION_CODE:
+        valid = view.token_status is TokenStatus.VALID
+        return ("ok" if valid else "error" if view.token_status_reason else "muted"), app_status_text(view)
     where = "" if on_email_page else "On the Email server page, "
     if view.token_status is TokenStatus.VALID:
         refreshed = _when(view.last_refreshed_at)

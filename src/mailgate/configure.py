@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from email.utils import parseaddr
 from pathlib import Path
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .audit import AuditLog, changed_fields
 from .errors import ValidationError
+from .oauth.identities import AppOnlyFields, check_grant, identity_info
+from .oauth.manager import new_app_only_row
 from .providers import Catalogue, is_loopback_host, scopes_for, validate_tenant
 from .smtp.tls import CaFileError, client_context
 from .store import Database, SecretBox
@@ -35,7 +38,7 @@ from .store.repository import (
     save_email_server,
     save_oauth_config,
 )
-from .types import Authentication, Delivery, EmailServerConfig, OAuthConfig, ProviderSpec, Security, TokenStatus
+from .types import Authentication, Delivery, EmailServerConfig, Grant, OAuthConfig, ProviderSpec, Security, TokenStatus
 
 __all__ = ["ConfigService", "EmailServerUpdate", "OAuthConfigUpdate", "OAuthView", "validate_server"]
 
@@ -63,6 +66,13 @@ class OAuthConfigUpdate:
     redirect_uri: str | None = None
     authorization_url: str | None = None
     token_url: str | None = None
+    #: The grant (``authorization_code``, ``client_credentials``, ``service_account``) and, for app-only
+    #: grants, the mailbox sent as and the credentials (write-only: ``None`` or ``""`` keeps the stored one).
+    grant: str | None = None
+    mailbox: str | None = None
+    certificate_pem: str | None = field(default=None, repr=False)
+    private_key_pem: str | None = field(default=None, repr=False)
+    service_account_key: str | None = field(default=None, repr=False)
     #: Another account whose client settings (provider, tenant, client ID and secret, redirect URI) are the
     #: base of this update: one app registration serving several mailboxes.
     copy_from: str | None = None
@@ -116,6 +126,14 @@ class OAuthView:
     refresh_token_issued_at: datetime | None = None
     last_used_at: datetime | None = None
     refresh_token_expires_at: datetime | None = None
+    grant: str = "authorization_code"
+    #: App-only: the mailbox sent as; the certificate's and the service account key's public facts.
+    mailbox: str = ""
+    certificate_set: bool = False
+    certificate_thumbprint: str = ""
+    certificate_expires_at: datetime | None = None
+    service_account_email: str = ""
+    service_account_key_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in self.__dict__.items()}
@@ -158,8 +176,11 @@ class ConfigService:
     def _view(self, config: OAuthConfig | None, account: OAuthAccountRow | None) -> OAuthView:
         spec = self._catalogue.providers.get(config.provider) if config else None
         tenant = config.tenant if config else ""
-        # An account row without a refresh token (never authorized, or disconnected) shows as nothing.
-        live = account if account is not None and account.refresh_token_enc else None
+        app_only = config is not None and config.grant.app_only
+        # An account row without a refresh token (never authorized, or disconnected) shows as nothing;
+        # an app-only account has none: its row shows whether a token was obtained.
+        live = account if account is not None and (account.refresh_token_enc or app_only) else None
+        info = identity_info(config)
         return OAuthView(
             provider=config.provider if config else "",
             tenant=tenant,
@@ -168,8 +189,8 @@ class ConfigService:
             client_id=config.client_id if config else "",
             client_secret_set=bool(config and config.client_secret),
             redirect_uri=config.redirect_uri if config else self.default_redirect_uri,
-            refresh_token_set=live is not None,
-            account=live.account if live else "",
+            refresh_token_set=live is not None and bool(live.refresh_token_enc),
+            account=(config.mailbox if config and app_only else live.account if live else ""),
             token_status=TokenStatus(live.status) if live else TokenStatus.NOT_AUTHORIZED,
             token_status_reason=live.status_reason if live else "",
             authorized_at=live.authorized_at if live else None,
@@ -179,6 +200,9 @@ class ConfigService:
             refresh_token_issued_at=live.refresh_token_issued_at if live else None,
             last_used_at=live.last_used_at if live else None,
             refresh_token_expires_at=live.refresh_token_expires_at if live else None,
+            grant=config.grant.value if config else Grant.AUTHORIZATION_CODE.value,
+            mailbox=config.mailbox if config else "",
+            **info.__dict__,
         )
 
     async def save_oauth(self, update: OAuthConfigUpdate, account_name: str = DEFAULT_ACCOUNT) -> OAuthView:
@@ -191,16 +215,24 @@ class ConfigService:
             await save_oauth_config(session, self._box, config, account_name)
             self.changes += 1
             account = await get_account(session, account_name)
-            identity = (config.provider, config.client_id, config.tenant)
-            if account is not None and (
-                current is None or (current.provider, current.client_id, current.tenant) != identity
-            ):
-                # A refresh token belongs to the client (and tenant) that obtained it.
+            identity = _identity(config)
+            if account is not None and (current is None or _identity(current) != identity):
+                # A refresh token belongs to the client (and tenant) that obtained it; an app-only token to
+                # the grant and the mailbox it was issued for.
                 await session.delete(account)
+                await session.flush()
                 account = None
-            if await get_email_server(session, self._box, account_name) is None:
-                # Choosing a provider pre-fills the Email server page.
-                await save_email_server(session, self._box, _server_defaults(spec), account_name)
+            if account is None and config.grant.app_only:
+                account = new_app_only_row(account_name, config)
+                session.add(account)
+            server = await get_email_server(session, self._box, account_name)
+            if server is None or (config.mailbox and not (server.username and server.sender)):
+                # Choosing a provider pre-fills the Email server page; an app-only mailbox is its username.
+                server = server or _server_defaults(spec)
+                server = replace(
+                    server, username=server.username or config.mailbox, sender=server.sender or config.mailbox
+                )
+                await save_email_server(session, self._box, server, account_name)
         before = dataclasses.asdict(current) if current is not None else {}
         await self._record("oauth_config.changed", account_name, changed_fields(before, dataclasses.asdict(config)))
         return self._view(config, account)
@@ -223,6 +255,12 @@ class ConfigService:
             authorization_url=update.authorization_url,
             token_url=update.token_url,
             client_secret_expires_on=_copied_expiry(update, config),
+            # One app registration (or service account) for several mailboxes: the mailbox is not copied.
+            grant=config.grant.value if update.grant is None else update.grant,
+            mailbox=update.mailbox,
+            certificate_pem=update.certificate_pem or config.certificate_pem,
+            private_key_pem=update.private_key_pem or config.private_key_pem,
+            service_account_key=update.service_account_key or config.service_account_key,
         )
 
     def _validate_oauth(
@@ -244,10 +282,20 @@ class ConfigService:
             or self.default_redirect_uri,
             "client_secret": update.client_secret or (kept.client_secret if kept else ""),
         }
+        grant_fields = AppOnlyFields(
+            grant=_merged(update.grant, current.grant.value if current else ""),
+            mailbox=_merged(update.mailbox, current.mailbox if current else ""),
+            certificate_pem=(update.certificate_pem or "").strip(),
+            private_key_pem=(update.private_key_pem or "").strip(),
+            service_account_key=(update.service_account_key or "").strip(),
+            client_secret_sent=bool(update.client_secret),
+        )
+        grant, app_values = check_grant(spec, grant_fields, kept, values["tenant"], errors) if spec else (None, {})
+        values.update(app_values)
         for name, limit in _MAX.items():
             if len(values[name]) > limit:
                 errors[name] = f"is too long ({len(values[name])} characters, at most {limit})"
-        if not values["client_id"]:
+        if not values["client_id"] and "service_account_key" not in errors:
             errors["client_id"] = "is required: paste the Client ID of your app registration"
         elif any(c.isspace() for c in values["client_id"]):
             errors.setdefault("client_id", "must not contain spaces")
@@ -277,9 +325,9 @@ class ConfigService:
             expires_on, problem = _parse_date(update.client_secret_expires_on)
             if problem:
                 errors["client_secret_expires_on"] = problem
-        if errors or spec is None:
+        if errors or spec is None or grant is None:
             raise ValidationError(errors)
-        return OAuthConfig(provider=provider, **values, client_secret_expires_on=expires_on), spec
+        return OAuthConfig(provider=provider, grant=grant, **values, client_secret_expires_on=expires_on), spec
 
     # -- Email server page ------------------------------------------------------------------------------
     async def email_server(self, account: str = DEFAULT_ACCOUNT) -> EmailServerConfig:
@@ -338,6 +386,16 @@ class ConfigService:
         tokens.access_token_enc = ""
         tokens.access_token_expires_at = None
         self._forget_tokens(account)
+
+
+def _identity(config: OAuthConfig) -> tuple[str, ...]:
+    """What a stored token belongs to: the client (and tenant), the grant and an app-only mailbox; for an
+    app-only grant also its credential (a new one must be tried by the next token, not hidden by the old)."""
+    identity = (config.provider, config.client_id, config.tenant, config.grant.value, config.mailbox)
+    if not config.grant.app_only:
+        return identity
+    credential = "\0".join((config.client_secret, config.private_key_pem, config.service_account_key))
+    return (*identity, hashlib.sha256(credential.encode()).hexdigest())
 
 
 def _server_defaults(spec: ProviderSpec | None) -> EmailServerConfig:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError, ValidationError
-from .types import Delivery, EmailServerConfig, ProviderSpec, Security
+from .types import Delivery, EmailServerConfig, Grant, ProviderSpec, Security
 
 __all__ = [
     "Catalogue",
@@ -70,24 +70,6 @@ def check_endpoint_url(url: str) -> str | None:
     return None
 
 
-def scopes_for(spec: ProviderSpec, grant: str, delivery: Delivery | str) -> tuple[str, ...]:
-    """The scopes to ask the provider for: they follow the grant and the account's delivery method.
-
-    ``grant``: ``authorization_code`` (a person consents; the refresh grant asks the same scopes) or an
-    app-only grant (``client_credentials``, ``jwt_bearer``).  ``delivery``: ``smtp`` keeps the catalogue's
-    scopes; ``graph`` asks for Graph ``Mail.Send`` (a Graph-audience token, which SMTP refuses); ``gmail_api``
-    for ``gmail.send`` alone.
-    """
-    delegated = grant in ("authorization_code", "refresh_token")
-    match Delivery(delivery):
-        case Delivery.GRAPH:
-            return (GRAPH_SEND_SCOPE, "offline_access", *_IDENTITY) if delegated else (GRAPH_APP_SCOPE,)
-        case Delivery.GMAIL_API:
-            return (GMAIL_SEND_SCOPE, *_IDENTITY) if delegated else (GMAIL_SEND_SCOPE,)
-        case _:
-            return spec.scopes
-
-
 def validate_tenant(tenant: str) -> str | None:
     """Why ``tenant`` is not a Microsoft tenant, or None when it is one.
 
@@ -101,6 +83,37 @@ def validate_tenant(tenant: str) -> str | None:
         "must be a directory (tenant) ID such as 72f988bf-86f1-41af-91ab-2d7cd011db47, a verified domain "
         "such as contoso.onmicrosoft.com, or one of organizations, common, consumers"
     )
+
+
+def scopes_for(spec: ProviderSpec, grant: Grant | str, delivery: Delivery | str = Delivery.SMTP) -> tuple[str, ...]:
+    """The scopes to ask the provider for: they follow the grant and the account's delivery method.
+
+    ``grant``: ``authorization_code`` (a person consents; the refresh grant asks the same scopes) or an
+    app-only grant (``client_credentials``, ``service_account``).  ``delivery``: ``smtp`` keeps the
+    catalogue's scopes (app-only: its ``app_scopes``, ``.default`` for Microsoft client credentials, the
+    delegated scope for a Google service account, which impersonates); ``graph`` asks for Graph ``Mail.Send``
+    (a Graph-audience token, which SMTP refuses); ``gmail_api`` for ``gmail.send`` alone.
+    """
+    app_only = grant not in ("authorization_code", "refresh_token")  # Grant is a StrEnum: equal to its value
+    try:
+        method = Delivery(delivery)
+    except ValueError:
+        raise ConfigurationError(
+            f"Delivery method {delivery!r} is not known.", hint="Choose smtp, graph or gmail_api for this account."
+        ) from None
+    match method:
+        case Delivery.GRAPH:
+            return (GRAPH_APP_SCOPE,) if app_only else (GRAPH_SEND_SCOPE, "offline_access", *_IDENTITY)
+        case Delivery.GMAIL_API:
+            return (GMAIL_SEND_SCOPE,) if app_only else (GMAIL_SEND_SCOPE, *_IDENTITY)
+    if not app_only:
+        return spec.scopes
+    if not spec.app_scopes:
+        raise ConfigurationError(
+            f"Provider {spec.name!r} has no app-only scopes.",
+            hint="Set app_scopes for it in MAILGATE_PROVIDERS_FILE, or use the authorization code grant.",
+        )
+    return spec.app_scopes
 
 
 @dataclass(frozen=True)
@@ -138,8 +151,9 @@ def _spec(name: str, data: Mapping[str, Any], base: ProviderSpec | None, origin:
             hint=f"Known fields: {', '.join(sorted(_SPEC_FIELDS))}.",
         )
     values: dict[str, Any] = dict(data)
-    if "scopes" in values:
-        values["scopes"] = tuple(str(s) for s in values["scopes"])
+    for listed in ("scopes", "app_scopes", "app_grants"):
+        if listed in values:
+            values[listed] = tuple(str(s) for s in values[listed])
     if "authorization_params" in values:
         values["authorization_params"] = tuple((str(k), str(v)) for k, v in values["authorization_params"].items())
     if "smtp_security" in values:

@@ -10,6 +10,7 @@ __all__ = [
     "Authentication",
     "Delivery",
     "EmailServerConfig",
+    "Grant",
     "OAuthConfig",
     "ProviderSpec",
     "Security",
@@ -41,6 +42,22 @@ class Delivery(enum.StrEnum):
     def over_http(self) -> bool:
         """Whether this delivery is an HTTP API (no SMTP host, port or security needed)."""
         return self is not Delivery.SMTP
+
+
+class Grant(enum.StrEnum):
+    """How an account obtains its access tokens."""
+
+    #: The guide's flow: a person consents once, mailgate keeps the refresh token (RFC 6749 s.4.1).
+    AUTHORIZATION_CODE = "authorization_code"
+    #: Microsoft app-only: "Application (client credentials)" with a secret or a certificate (RFC 6749 s.4.4).
+    CLIENT_CREDENTIALS = "client_credentials"
+    #: Google Workspace service account with domain-wide delegation: the JWT bearer grant (RFC 7523 s.2.1).
+    SERVICE_ACCOUNT = "service_account"
+
+    @property
+    def app_only(self) -> bool:
+        """No consent and no refresh token: a new access token is fetched by the grant itself."""
+        return self is not Grant.AUTHORIZATION_CODE
 
 
 class TokenStatus(enum.StrEnum):
@@ -80,6 +97,10 @@ class ProviderSpec:
     graph_url: str = ""
     #: Gmail API base URL (delivery ``gmail_api``); "" when the provider has no Gmail API.
     gmail_url: str = ""
+    #: Grants the provider offers besides the authorization code (``client_credentials``, ``service_account``).
+    app_grants: tuple[str, ...] = ()
+    #: Scopes of app-only tokens for SMTP (Microsoft: ``https://outlook.office365.com/.default``).
+    app_scopes: tuple[str, ...] = ()
 
     def authorization_url_for(self, tenant: str) -> str:
         return self.authorization_url.replace("{tenant}", tenant or self.default_tenant)
@@ -99,6 +120,14 @@ class OAuthConfig:
     redirect_uri: str
     #: When the client secret expires, as the administrator entered it (Microsoft shows it); None: unknown.
     client_secret_expires_on: date | None = None
+    grant: Grant = Grant.AUTHORIZATION_CODE
+    #: App-only: the mailbox mailgate sends as (XOAUTH2 user; the ``sub`` a service account impersonates).
+    mailbox: str = ""
+    #: Client credentials with a certificate: the PEM certificate (public) and its PEM private key.
+    certificate_pem: str = ""
+    private_key_pem: str = field(default="", repr=False)
+    #: Service account: the JSON key file as downloaded from the Google Cloud console.
+    service_account_key: str = field(default="", repr=False)
 
     @property
     def client_secret_set(self) -> bool:

@@ -60,3 +60,31 @@ def test_accounts_are_configured_listed_and_deleted_from_the_command_line(tmp_pa
         "default",
         "reports",
     ]
+
+
+def test_app_only_grants_from_the_command_line(tmp_path: Path) -> None:
+    from mailgate.sandbox.apponly import AppOnlyRegistry
+
+    registry = AppOnlyRegistry()
+    cert = registry.register_certificate("client-1")
+    (tmp_path / "app.pem").write_text(cert["certificate_pem"])
+    (tmp_path / "app.key").write_text(cert["private_key_pem"])
+    (tmp_path / "key.json").write_text(json.dumps(registry.register_service_account()))
+    ms = ["--provider", "microsoft", "--client-id", "client-1", "--grant", "client_credentials"]
+    saved = _run(tmp_path, "oauth", "configure", *ms, "--tenant", "contoso.onmicrosoft.com",
+                 "--certificate", str(tmp_path / "app.pem"), "--private-key", str(tmp_path / "app.key"),
+                 "--mailbox", "reports@contoso.com", "--account", "reports")  # fmt: skip
+    assert saved.exit_code == 0 and "no consent needed" in saved.output, saved.output
+    google = _run(tmp_path, "oauth", "configure", "--provider", "google", "--grant", "service_account",
+                  "--service-account-key", str(tmp_path / "key.json"), "--mailbox", "boss@example.com",
+                  "--account", "workspace")  # fmt: skip
+    assert google.exit_code == 0, google.output
+    status = _run(tmp_path, "oauth", "status", "--account", "reports")
+    assert "client_credentials" in status.output and cert["thumbprint"] in status.output
+    assert "PRIVATE KEY" not in status.output + _run(tmp_path, "oauth", "status", "--account", "workspace").output
+    common = _run(tmp_path, "oauth", "configure", *ms, "--tenant", "common", "--client-secret", "s",
+                  "--mailbox", "reports@contoso.com", "--account", "other")  # fmt: skip
+    assert common.exit_code == 1 and "AADSTS9001023" in common.output
+    missing = _run(tmp_path, "oauth", "configure", "--provider", "google", "--grant", "service_account",
+                   "--service-account-key", str(tmp_path / "nope.json"), "--mailbox", "a@b.c")  # fmt: skip
+    assert missing.exit_code == 2 and "nope.json" in missing.output

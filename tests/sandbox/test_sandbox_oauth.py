@@ -216,6 +216,7 @@ async def test_refresh_with_rotation_kills_the_old_refresh_token(flow: Flow, san
         "authorization_code": 1,
         "refresh_token": 3,
         "client_credentials": 0,
+        "jwt_bearer": 0,
         "other": 0,
     }
 
@@ -294,7 +295,13 @@ async def test_stats_count_every_step(flow: Flow, sandbox: Sandbox) -> None:
     stats = (await flow.http.get("/_control/stats")).json()
     assert stats["authorization_requests"] == 1
     assert stats["authorizations"] == 1
-    assert stats["token_requests"] == {"authorization_code": 2, "refresh_token": 1, "client_credentials": 0, "other": 0}
+    assert stats["token_requests"] == {
+        "authorization_code": 2,
+        "refresh_token": 1,
+        "client_credentials": 0,
+        "jwt_bearer": 0,
+        "other": 0,
+    }
     assert stats["tokens_issued"]["authorization_code"] == 1
     assert stats["token_errors"] == {"invalid_grant": 1}
     reset = (await flow.http.post("/_control/reset-stats")).json()

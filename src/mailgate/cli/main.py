@@ -8,17 +8,17 @@ import mimetypes
 import sys
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qsl, urlsplit
 
 import typer
 
 from ..app import Services, build_services
-from ..configure import EmailServerUpdate, OAuthConfigUpdate, OAuthView
+from ..configure import EmailServerUpdate
 from ..errors import MailgateError
 from ..relay import RelayServer
 from ..store.repository import DEFAULT_ACCOUNT
 from .accounts import accounts_app
 from .common import Account, DataDir, load_settings, on_stop_signals, report, run, run_with_services
+from .oauth import oauth_app
 from .outbox import register as register_outbox
 from .relay import register as register_relay
 
@@ -29,7 +29,6 @@ HELP = (
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
-oauth_app = typer.Typer(no_args_is_help=True, help="OAuth configuration and consent.")
 email_app = typer.Typer(no_args_is_help=True, help="Email server configuration and tests.")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys for applications (Authorization: Bearer).")
 app.add_typer(oauth_app, name="oauth")
@@ -201,89 +200,6 @@ def sandbox(
             clients=(DEFAULT_CLIENT.with_redirect_uris(uris),),
         )
     )
-
-
-@oauth_app.command("configure")
-def oauth_configure(
-    provider: Annotated[str, typer.Option(help="google, microsoft, sandbox, or one from the providers file.")],
-    client_id: Annotated[str, typer.Option(help="Client ID of the app registration.")],
-    client_secret: Annotated[
-        str | None, typer.Option(help="Client secret (prompted for, hidden, when omitted).")
-    ] = None,
-    tenant: Annotated[str, typer.Option(help="Microsoft: Directory (tenant) ID or domain.")] = "",
-    redirect_uri: Annotated[str, typer.Option(help="Authorized redirect URI (default from MAILGATE_BASE_URL).")] = "",
-    client_secret_expires_on: Annotated[
-        str, typer.Option(help="When the client secret expires (YYYY-MM-DD): warnings 30, 7 and 1 days ahead.")
-    ] = "",
-    account: Account = DEFAULT_ACCOUNT,
-    data_dir: DataDir = None,
-) -> None:
-    """Save the OAuth page's settings (of --account, created if new) from the command line."""
-    if client_secret is None:
-        client_secret = typer.prompt("Client secret", hide_input=True)
-    update = OAuthConfigUpdate(
-        provider=provider,
-        client_id=client_id,
-        client_secret=client_secret,
-        tenant=tenant,
-        redirect_uri=redirect_uri,
-        client_secret_expires_on=client_secret_expires_on,
-    )
-    view = run_with_services(data_dir, lambda s: s.accounts.save_oauth(account, update))
-    typer.echo(f"Saved. Token URL: {view.token_url}\nAuthorized redirect URI: {view.redirect_uri}")
-
-
-@oauth_app.command("copy")
-def oauth_copy(
-    source: Annotated[str, typer.Option("--from", help="The account whose client settings are copied.")],
-    account: Account = DEFAULT_ACCOUNT,
-    data_dir: DataDir = None,
-) -> None:
-    """Give --account the client settings of another account (one app registration, several mailboxes)."""
-    update = OAuthConfigUpdate(copy_from=source)
-    view = run_with_services(data_dir, lambda s: s.accounts.save_oauth(account, update))
-    typer.echo(f"Saved: {view.provider} client {view.client_id}. Next: mailgate oauth authorize --account {account}")
-
-
-@oauth_app.command("authorize")
-def oauth_authorize(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = None) -> None:
-    """Authorize on a headless server: open the printed URL anywhere, then paste the URL you land on."""
-
-    async def flow(services: Services) -> str:
-        start = await services.consent.start(account_name=await services.accounts.require(account))
-        typer.echo("1. Open this URL in a browser and sign in with the mailbox that will send:\n")
-        typer.echo(f"   {start.url}\n")
-        typer.echo("2. After consenting, the browser goes to the redirect URI (the page may fail to load: fine).")
-        pasted = typer.prompt("3. Paste the full URL from the browser's address bar").strip()
-        params = dict(parse_qsl(urlsplit(pasted).query))
-        result = await services.consent.complete(binding=start.binding, params=params)
-        return result.account
-
-    account = run_with_services(data_dir, flow)
-    typer.secho(f"Authorized{f' as {account}' if account else ''}. The refresh token is stored.", fg="green")
-
-
-@oauth_app.command("status")
-def oauth_status(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = None) -> None:
-    """Show the OAuth configuration and the token status (never the secrets)."""
-
-    async def status(services: Services) -> OAuthView:
-        return await services.config.oauth_view(await services.accounts.require(account))
-
-    view = run_with_services(data_dir, status)
-    for key, value in view.to_dict().items():
-        typer.echo(f"{key:24} {'' if value is None else value}")
-
-
-@oauth_app.command("disconnect")
-def oauth_disconnect(account: Account = DEFAULT_ACCOUNT, data_dir: DataDir = None) -> None:
-    """Revoke the refresh token at the provider (where supported) and delete it here."""
-
-    async def disconnect(services: Services) -> bool:
-        return await services.consent.disconnect(await services.accounts.require(account))
-
-    revoked = run_with_services(data_dir, disconnect)
-    typer.echo("Disconnected" + (" (revoked at the provider)." if revoked else " (deleted locally)."))
 
 
 @email_app.command("configure")

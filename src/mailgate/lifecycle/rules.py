@@ -57,6 +57,8 @@ class AccountFacts:
     provider: str = ""
     #: The Email server page says ``oauth`` (or is not saved yet).
     uses_oauth: bool = True
+    #: An app-only identity (client credentials, service account): no consent, no refresh token.
+    app_only: bool = False
     #: The Email server page's user name (the mailbox to send as).
     username: str = ""
     #: When the OAuth page was saved (the start of "not authorized yet").
@@ -104,6 +106,8 @@ def account_problems(facts: AccountFacts, now: datetime) -> list[Problem]:
 def _grant_problems(facts: AccountFacts, now: datetime) -> list[Problem]:
     _, email_page = account_links(facts.name)
     name, who = facts.name, _who(facts.name)
+    if facts.app_only:
+        return _app_only_problems(facts, now)
     if not facts.refresh_token_set:
         # Saved but never authorized: expected during setup, so a warning (held mail becomes delivery_failing).
         return [
@@ -200,6 +204,16 @@ def _secret_problems(facts: AccountFacts, now: datetime) -> list[Problem]:
                 )
             return [Problem(facts.name, code, message, fix, start, oauth_page, severity)]
     return []
+
+
+def _app_only_problems(facts: AccountFacts, now: datetime) -> list[Problem]:
+    """An app-only identity gets each token by its grant: the only grant problem is a token request refused."""
+    if not facts.status_reason:
+        return []
+    oauth_page, _ = account_links(facts.name)
+    message = f"The app-only identity{_who(facts.name)} gets no access token: {facts.status_reason.rstrip('. ')}."
+    fix = "Correct the credentials or the provider-side permission named above on the OAuth page, then Save."
+    return [Problem(facts.name, "app_only_token_refused", message, fix, facts.status_since or now, oauth_page)]
 
 
 def _delivery_problem(facts: AccountFacts, now: datetime) -> Problem | None:

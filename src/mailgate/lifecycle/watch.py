@@ -21,7 +21,7 @@ from ..problems import Problem
 from ..singleflight import SingleFlight
 from ..store import Database
 from ..store.models import AccountRow, EmailServerRow, OAuthAccountRow, OAuthConfigRow, OutboxMessageRow
-from ..types import Authentication, TokenStatus
+from ..types import Authentication, Grant, TokenStatus
 from .rules import DEFAULT_ACCOUNT, AccountFacts, account_problems
 
 __all__ = ["ProblemWatch"]
@@ -91,10 +91,13 @@ async def read_facts(session: AsyncSession) -> list[AccountFacts]:
     for name in sorted(names, key=lambda n: (n != DEFAULT_ACCOUNT, n)):
         config, grant = configs.get(name), grants.get(name)
         authentication, username = servers.get(name, (Authentication.OAUTH.value, ""))
-        live = grant if grant is not None and grant.refresh_token_enc else None
+        app_only = config is not None and Grant(config.grant_type or Grant.AUTHORIZATION_CODE).app_only
+        # An app-only identity has no refresh token: its token row is what it has.
+        live = grant if grant is not None and (grant.refresh_token_enc or app_only) else None
         facts.append(
             AccountFacts(
                 name=name,
+                app_only=app_only,
                 provider=config.provider if config else "",
                 uses_oauth=authentication == Authentication.OAUTH.value,
                 username=username,

@@ -87,6 +87,11 @@ class ConsentFlow:
         state, verifier = new_state(), new_code_verifier()
         async with self._db.session() as session:
             config = _complete_config(await get_oauth_config(session, self._box, account_name))
+            if config.grant.app_only:
+                raise ConfigurationError(
+                    f"Account {account_name!r} uses an app-only grant ({config.grant.value}): no one consents.",
+                    hint="mailgate gets tokens by the grant itself: use Test connection (or `mailgate email test`).",
+                )
             provider = self._catalogue.get(config.provider)
             scopes = scopes_for(provider, "authorization_code", await get_delivery(session, account_name))
             session.add(

@@ -15,16 +15,30 @@ from ..providers import Catalogue, scopes_for
 from ..store import Database, SecretBox
 from ..store.models import OAuthAccountRow
 from ..store.repository import DEFAULT_ACCOUNT, get_delivery, get_oauth_config, lock_account
-from ..types import TokenStatus
+from ..types import OAuthConfig, TokenStatus
+from .assertions import app_only_body
 from .client import TokenClient
-from .protocol import refresh_body
+from .protocol import app_only_error, refresh_body
 
-__all__ = ["USE_RECORD_INTERVAL", "AccountTokenSource", "TokenManager"]
+__all__ = ["USE_RECORD_INTERVAL", "AccountTokenSource", "TokenManager", "new_app_only_row"]
 
 log = logging.getLogger(__name__)
 
 #: ``last_used_at`` is written at most this often per account and process.
 USE_RECORD_INTERVAL = timedelta(hours=1)
+
+
+def new_app_only_row(account_id: str, config: OAuthConfig) -> OAuthAccountRow:
+    """The token row of an app-only account before its first token: not authorized yet, no refresh token."""
+    return OAuthAccountRow(
+        id=account_id,
+        provider=config.provider,
+        client_id=config.client_id,
+        account=config.mailbox,
+        status=TokenStatus.NOT_AUTHORIZED.value,
+        status_reason="",
+        refresh_count=0,
+    )
 
 
 @dataclass
@@ -122,12 +136,18 @@ class TokenManager:
     async def _refresh(self, account_id: str, rejected_token: str | None) -> str:
         async with self._db.session() as session:
             row = await lock_account(session, account_id)
-            if row is None or not row.refresh_token_enc:
+            config = await get_oauth_config(session, self._box, account_id)
+            app_only = config is not None and config.grant.app_only
+            if app_only and row is None:
+                assert config is not None
+                row = new_app_only_row(account_id, config)
+                session.add(row)
+            elif row is None or (not row.refresh_token_enc and not app_only):
                 raise ConfigurationError(
                     "OAuth is not authorized yet: there is no refresh token.",
                     hint="Open the OAuth page (or run `mailgate oauth authorize`) and authorize the mailbox.",
                 )
-            if row.status == TokenStatus.REAUTHORIZATION_REQUIRED:
+            if row.status == TokenStatus.REAUTHORIZATION_REQUIRED and not app_only:
                 raise ReauthorizationRequiredError(
                     f"The mailbox must be authorized again: {row.status_reason}",
                     hint="Open the OAuth page and click Authorize (or run `mailgate oauth authorize`).",
@@ -137,37 +157,47 @@ class TokenManager:
                 # Another process refreshed while we waited for the lock.
                 self._cache[account_id] = stored
                 return stored.token
-            config = await get_oauth_config(session, self._box, account_id)
             if config is None:
                 raise ConfigurationError("OAuth is not configured.", hint="Fill in and save the OAuth page.")
             provider = self._catalogue.get(config.provider)
-            scopes = scopes_for(provider, "authorization_code", await get_delivery(session, account_id))
+            token_url = provider.token_url_for(config.tenant)
+            scopes = scopes_for(provider, config.grant, await get_delivery(session, account_id))
+            if app_only:
+                # No consent and no refresh token: the grant itself gets each access token (RFC 6749 s.4.4,
+                # RFC 7523 s.2.1).
+                try:
+                    body = app_only_body(config, token_url, scopes, now=self._clock())
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"The app-only credentials of account {account_id!r} cannot be used: {exc}.",
+                        hint="Upload them again on the OAuth page.",
+                    ) from exc
+            else:
+                body = refresh_body(config, provider, self._box.decrypt(row.refresh_token_enc), scopes)
             self.refresh_requests += 1
             failure: TokenEndpointError | None = None
             try:
-                answer = await self._client.request_token(
-                    provider.token_url_for(config.tenant),
-                    refresh_body(config, provider, self._box.decrypt(row.refresh_token_enc), scopes),
-                )
-            except ReauthorizationRequiredError as exc:
-                # Keep the refresh token record for diagnosis; stop using it.
-                row.status = TokenStatus.REAUTHORIZATION_REQUIRED.value
-                row.status_since = self._clock()
-                self.status_changes += 1
-                row.status_reason = exc.message
-                row.access_token_enc = ""
-                row.access_token_expires_at = None
-                self._cache.pop(account_id, None)
-                log.warning("account %s needs re-authorization: %s", account_id, exc.message)
-                failure = exc
+                answer = await self._client.request_token(token_url, body)
             except TokenEndpointError as exc:
-                if not row.status_reason:
-                    row.status_since = self._clock()  # a new failure (not its repetition)
+                if not app_only and isinstance(exc, ReauthorizationRequiredError):
+                    # Keep the refresh token record for diagnosis; stop using it.
+                    row.status = TokenStatus.REAUTHORIZATION_REQUIRED.value
+                    row.status_since = self._clock()
                     self.status_changes += 1
-                row.status_reason = exc.message
-                failure = exc
+                    row.status_reason = exc.message
+                    row.access_token_enc = ""
+                    row.access_token_expires_at = None
+                    self._cache.pop(account_id, None)
+                    log.warning("account %s needs re-authorization: %s", account_id, exc.message)
+                    failure = exc
+                else:
+                    failure = app_only_error(exc, config, scopes) if app_only else exc
+                    if not row.status_reason:
+                        row.status_since = self._clock()  # a new failure (not its repetition)
+                        self.status_changes += 1
+                    row.status_reason = failure.message
             else:
-                if answer.refresh_token:
+                if answer.refresh_token and not app_only:
                     row.refresh_token_enc = self._box.encrypt(answer.refresh_token)
                     row.refresh_token_issued_at = self._clock()
                 if answer.refresh_token_expires_at is not None or answer.refresh_token:
@@ -182,6 +212,9 @@ class TokenManager:
                 row.status_reason = ""
                 row.last_refreshed_at = self._clock()
                 row.refresh_count = (row.refresh_count or 0) + 1
+                if app_only:
+                    row.account = config.mailbox
+                    row.authorized_at = row.authorized_at or row.last_refreshed_at
         if failure is not None:
             raise failure  # after the commit that recorded it
         # Committed (rotated refresh token included) before the new access token is handed out.

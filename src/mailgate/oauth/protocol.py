@@ -16,11 +16,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..errors import ReauthorizationRequiredError, TokenEndpointError
-from ..types import OAuthConfig, ProviderSpec, TokenResponse
+from ..types import Grant, OAuthConfig, ProviderSpec, TokenResponse
+from .assertions import parse_service_account_key
 from .pkce import code_challenge
 
 __all__ = [
     "account_from_id_token",
+    "app_only_error",
     "authorization_url",
     "code_exchange_body",
     "error_from_token_answer",
@@ -47,6 +49,17 @@ _AADSTS_HINTS: dict[str, str] = {
     "700016": "The application was not found in this tenant: check the Client ID and the Tenant.",
     "70011": "The scope was refused; this is a mailgate bug, please report it.",
     "900144": "A required parameter is missing; this is a mailgate bug, please report it.",
+    # App-only (client credentials).
+    "9001023": "Application (client credentials) needs the directory: set the Tenant field to the Directory "
+    "(tenant) ID, not common, organizations or consumers.",
+    "700027": "The client assertion was refused: upload this certificate (the .cer/.pem, public part) under "
+    "Certificates & secrets > Certificates of the app registration, and check that the private key uploaded "
+    "to mailgate is its own.",
+    "700024": "The client assertion is outside its validity time: check the mailgate server's clock (NTP).",
+    "50012": "The client assertion was refused (audience, signature or replay): upload the certificate and "
+    "its private key again on the OAuth page.",
+    "7000218": "The app registration needs a credential: enter the client secret or upload a certificate.",
+    "1002012": "The scope was refused; this is a mailgate bug, please report it.",
 }
 
 _ERROR_HINTS: dict[str, str] = {
@@ -116,6 +129,31 @@ def refresh_body(
         # Entra issues the access token for the scopes asked at refresh time.
         body["scope"] = " ".join(scopes)
     return body
+
+
+def app_only_error(exc: TokenEndpointError, config: OAuthConfig, scopes: tuple[str, ...]) -> TokenEndpointError:
+    """A token endpoint refusal of an app-only grant, with what the administrator must do.
+
+    There is no consent to renew: ``invalid_grant`` is a credential problem, not "authorize again".
+    """
+    hint = exc.hint
+    if config.grant is Grant.SERVICE_ACCOUNT:
+        if exc.error == "unauthorized_client":
+            client_id = parse_service_account_key(config.service_account_key).client_id
+            hint = (
+                "Domain-wide delegation is not allowed for this service account: in the Google Admin console, open "
+                f"Security > API controls > Domain-wide delegation, click Add new, enter the client ID {client_id} "
+                f"and the OAuth scope {','.join(scopes)}, then Authorize (it can take a few minutes)."
+            )
+        elif exc.error == "invalid_grant":
+            hint = (
+                f"Google refused the service account's assertion: check that the mailbox to impersonate "
+                f"({config.mailbox}) exists in the Workspace domain, that the key was not deleted in the Cloud "
+                "console, and that the server's clock is right."
+            )
+    elif exc.error == "invalid_grant" or (not exc.error_code and exc.error == "invalid_client"):
+        hint = "Check the Client ID, Tenant and the client secret or certificate on the OAuth page."
+    return TokenEndpointError(exc.message, hint=hint, error=exc.error, error_code=exc.error_code)
 
 
 def parse_token_response(data: Mapping[str, Any], *, now: datetime) -> TokenResponse:

@@ -5,6 +5,8 @@ The control endpoints have no authentication: the sandbox is a local test tool a
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -97,4 +99,43 @@ def control_router(state: SandboxState, inbox: Inbox, pages: Pages) -> APIRouter
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
+    @router.post("/_control/app-certificates")
+    async def app_certificate(request: Request) -> Response:
+        """Register a certificate for a client (``{"client_id", "certificate_pem"}``), as uploaded under
+        Certificates & secrets; without ``certificate_pem`` a key pair is made and returned (test data)."""
+        data = await _json_object(request)
+        try:
+            answer = state.app_only.register_certificate(
+                str(data.get("client_id") or state.config.clients[0].client_id), str(data.get("certificate_pem") or "")
+            )
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    @router.post("/_control/service-accounts")
+    async def service_account(request: Request) -> Response:
+        """Register a service account with its domain-wide delegation (``scopes``) and known ``mailboxes``;
+        without ``public_key_pem``, the answer is a new JSON key file (test data)."""
+        data = await _json_object(request)
+        try:
+            answer = state.app_only.register_service_account(
+                client_email=str(data.get("client_email") or ""),
+                scopes=[str(s) for s in data.get("scopes") or ["https://mail.google.com/"]],
+                mailboxes=[str(m) for m in data.get("mailboxes") or []],
+                public_key_pem=str(data.get("public_key_pem") or ""),
+            )
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if "private_key" in answer:
+            answer["token_uri"] = str(request.base_url).rstrip("/") + "/token"
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
     return router
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}

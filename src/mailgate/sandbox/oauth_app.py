@@ -123,6 +123,7 @@ def create_app(
                 tenant=tenant,
                 flavor=flavor,
                 issuer=f"{base}/{tenant}/v2.0" if flavor == "microsoft" else base,
+                token_url=f"{base}/{tenant}/oauth2/v2.0/token" if flavor == "microsoft" else f"{base}/token",
             )
         except TokenError as exc:
             headers = dict(_NO_STORE)

@@ -336,6 +336,17 @@ class Sandbox:
         """Messages received, oldest first."""
         return self.inbox.messages()
 
+    def register_app_certificate(self, client_id: str = "", certificate_pem: str = "") -> dict[str, str]:
+        """Register a certificate for an app registration (``POST /_control/app-certificates``)."""
+        return self.state.app_only.register_certificate(client_id or self.config.clients[0].client_id, certificate_pem)
+
+    def register_service_account(
+        self, *, scopes: tuple[str, ...] = ("https://mail.google.com/",), mailboxes: tuple[str, ...] = ()
+    ) -> dict[str, str]:
+        """A new service account allowed ``scopes`` for ``mailboxes``: its JSON key file's fields."""
+        answer = self.state.app_only.register_service_account(scopes=scopes, mailboxes=mailboxes)
+        return {**answer, "token_uri": f"{self.base_url}/token"}
+
     def mint_tokens(self, account: str = "", *, client_id: str = "", scope: str = "") -> dict[str, object]:
         """Tokens for ``account`` without the consent flow (for SMTP tests); not counted in the stats."""
         issuer = f"{self.base_url}/sandbox/v2.0" if self._http is not None else ""

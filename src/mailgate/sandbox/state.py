@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .apponly import JWT_BEARER, AppOnlyRegistry
 from .authorize import PKCE_CHARS, AuthorizationRequest, add_query, check_authorization_request, validate_account
 from .client_auth import authenticate_client
 from .config import SandboxClient, SandboxConfig
@@ -32,7 +33,8 @@ from .tokens import (
 
 __all__ = ["GRANT_TYPES", "SMTP_SCOPES", "SandboxState", "SmtpAuthCheck"]
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+#: The grant types answered, as the counters name them (the JWT bearer grant's URN as ``jwt_bearer``).
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", "jwt_bearer")
 #: Scopes whose access tokens the SMTP server accepts; a Graph-audience token is refused by Exchange SMTP.
 SMTP_SCOPES = frozenset(
     {
@@ -116,6 +118,8 @@ class SandboxState:
         self.token_endpoint_available = True
         #: Revoked consents, expired secrets, Testing grants, a wrong mailbox consenting.
         self.failures = GrantFailures(clock)
+        #: Certificates and service accounts of app-only identities, and the mailboxes that exist.
+        self.app_only = AppOnlyRegistry([config.default_account])
 
     # --- authorization endpoint (RFC 6749 s.4.1.1, RFC 7636 s.4.3) ----------------------------------
 
@@ -180,14 +184,16 @@ class SandboxState:
         tenant: str,
         flavor: Flavor,
         issuer: str,
+        token_url: str = "",
     ) -> dict[str, object]:
         """Answer a token request: the JSON success body, or raise :class:`TokenError`.
 
         ``form`` holds the body parameters, ``authorization`` the Authorization header (HTTP Basic client
-        authentication), when there was one.
+        authentication), when there was one; ``token_url`` is the URL the request was posted to (the ``aud`` a
+        signed assertion must name).
         """
         grant_type = form.get("grant_type", "")
-        counted = grant_type if grant_type in GRANT_TYPES else "other"
+        counted = "jwt_bearer" if grant_type == JWT_BEARER else grant_type if grant_type in GRANT_TYPES else "other"
         self.counters[f"token_requests.{counted}"] += 1
         try:
             if not self.token_endpoint_available:
@@ -195,10 +201,28 @@ class SandboxState:
                 raise TokenError.unavailable()
             if not grant_type:
                 raise TokenError.missing_parameter("grant_type")
-            if counted == "other" or (grant_type == "client_credentials" and flavor == "google"):
+            if (
+                counted == "other"
+                or (grant_type == "client_credentials" and flavor == "google")
+                or (grant_type == JWT_BEARER and flavor == "microsoft")
+            ):
                 raise TokenError.unsupported_grant_type(grant_type)
-            client = authenticate_client(self.config, form, authorization, tenant)
-            self.failures.check_client(client.client_id)
+            if grant_type == JWT_BEARER:
+                # A service account's assertion is the only credential (RFC 7523 s.2.1): no client authentication.
+                verified = self.app_only.verify_bearer(form.get("assertion", ""), token_url, self._clock())
+                grant = self._new_grant(verified.client_id, verified.account, verified.scope, "", "")
+                body = self._issue(grant, verified.scope, refresh=False, issuer="")
+                self.counters["tokens_issued.jwt_bearer"] += 1
+                return body
+            if "client_assertion" in form:
+                client_id = self.app_only.verify_client_assertion(dict(form), token_url, self._clock())
+                found = self.config.client(client_id)
+                if found is None:
+                    raise TokenError.unknown_client(client_id, tenant or "sandbox")
+                client = found
+            else:
+                client = authenticate_client(self.config, form, authorization, tenant)
+                self.failures.check_client(client.client_id)
             if grant_type == "authorization_code":
                 body = self._redeem_code(client, form, issuer)
             elif grant_type == "refresh_token":

@@ -106,6 +106,15 @@ class OAuthConfigRow(Base):
     redirect_uri: Mapped[str] = mapped_column(String(2048))
     #: When the client secret expires (Microsoft shows it when the secret is created); None: not entered.
     client_secret_expires_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    #: authorization_code (the guide's flow), client_credentials or service_account (app-only identities).
+    grant_type: Mapped[str] = mapped_column(String(32), default="authorization_code")
+    #: App-only: the mailbox sent as (and impersonated by a service account).
+    mailbox: Mapped[str] = mapped_column(String(320), default="")
+    #: Client credentials: the certificate (public, PEM) and its private key (encrypted).
+    certificate_pem: Mapped[str] = mapped_column(Text, default="")
+    private_key_enc: Mapped[str] = mapped_column(Text, default="")
+    #: Service account: the JSON key file (encrypted).
+    service_account_key_enc: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..types import Authentication, Delivery, EmailServerConfig, OAuthConfig, Security
+from ..types import Authentication, Delivery, EmailServerConfig, Grant, OAuthConfig, Security
 from .crypto import SecretBox
 from .models import AccountRow, EmailServerRow, OAuthAccountRow, OAuthConfigRow
 
@@ -45,6 +45,11 @@ async def get_oauth_config(session: AsyncSession, box: SecretBox, account: str =
         client_secret=box.decrypt(row.client_secret_enc),
         redirect_uri=row.redirect_uri,
         client_secret_expires_on=row.client_secret_expires_on,
+        grant=Grant(row.grant_type or Grant.AUTHORIZATION_CODE),
+        mailbox=row.mailbox or "",
+        certificate_pem=row.certificate_pem or "",
+        private_key_pem=box.decrypt(row.private_key_enc or ""),
+        service_account_key=box.decrypt(row.service_account_key_enc or ""),
     )
 
 
@@ -62,6 +67,11 @@ async def save_oauth_config(
     row.client_secret_enc = box.encrypt(config.client_secret)
     row.redirect_uri = config.redirect_uri
     row.client_secret_expires_on = config.client_secret_expires_on
+    row.grant_type = config.grant.value
+    row.mailbox = config.mailbox
+    row.certificate_pem = config.certificate_pem
+    row.private_key_enc = box.encrypt(config.private_key_pem)
+    row.service_account_key_enc = box.encrypt(config.service_account_key)
 
 
 async def get_email_server(

@@ -56,6 +56,11 @@ async def write_config(services: Services, account: str, body: OAuthConfigIn) ->
             token_url=body.token_url,
             copy_from=body.copy_from,
             client_secret_expires_on=sent_text(body, "client_secret_expires_on"),
+            grant=sent_text(body, "grant"),
+            mailbox=sent_text(body, "mailbox"),
+            certificate_pem=body.certificate_pem or None,
+            private_key_pem=body.private_key_pem or None,
+            service_account_key=body.service_account_key or None,
         ),
     )
     services.tokens.forget(account)
@@ -76,6 +81,7 @@ def public_catalogue(catalogue: Catalogue) -> list[dict[str, Any]]:
             "smtp_port": p.smtp_port,
             "smtp_security": p.smtp_security.value,
             "supports_revocation": bool(p.revocation_url),
+            "grants": ["authorization_code", *p.app_grants],
         }
         for p in catalogue.providers.values()
     ]

@@ -7,12 +7,14 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import UploadFile
 
 from ..app import Services
 from ..configure import OAuthConfigUpdate, OAuthView
 from ..errors import MailgateError, ValidationError
+from ..oauth.identities import GRANT_LABELS
 from ..store.repository import DEFAULT_ACCOUNT
-from ..types import TokenStatus
+from ..types import Grant, TokenStatus
 from .deps import ServicesDep
 from .oauth_api import public_catalogue
 from .pages import ACCOUNTS_PAGE, OAUTH_PAGE, CsrfDep, PageUser, account_pages, redirect_to, render
@@ -22,6 +24,7 @@ __all__ = ["router", "token_status_text"]
 
 router = APIRouter(include_in_schema=False)
 
+_MAX_UPLOAD = 64 * 1024
 #: What the Refresh token field shows when a token is stored: never the token, not even a part of it.
 MASK = "\u2022" * 24
 
@@ -32,6 +35,9 @@ def _when(moment: datetime | None) -> str:
 
 def token_status_text(view: OAuthView, *, on_email_page: bool = False) -> tuple[str, str]:
     """(css class, sentence) describing the refresh token's state, and what to do about it."""
+    if view.grant != Grant.AUTHORIZATION_CODE:
+        valid = view.token_status is TokenStatus.VALID
+        return ("ok" if valid else "error" if view.token_status_reason else "muted"), app_status_text(view)
     where = "" if on_email_page else "On the Email server page, "
     if view.token_status is TokenStatus.VALID:
         refreshed = _when(view.last_refreshed_at)
@@ -45,6 +51,18 @@ def token_status_text(view: OAuthView, *, on_email_page: bool = False) -> tuple[
     return "muted", f"Not yet authorized: {action[0].lower()}{action[1:]}"
 
 
+def app_status_text(view: OAuthView) -> str:
+    """The token status of an app-only grant: there is no consent, a token is fetched when needed."""
+    if view.token_status is TokenStatus.VALID:
+        refreshed = _when(view.last_refreshed_at)
+        return "Valid" + (f", access token obtained at {refreshed}" if refreshed else "") + "."
+    reason = f" Last attempt: {view.token_status_reason}" if view.token_status_reason else ""
+    return (
+        "No access token yet: no consent is needed, mailgate gets one by the grant when it sends; "
+        f"use Test connection on the Email server page to try now.{reason}"
+    )
+
+
 def _page(
     request: Request,
     view: OAuthView,
@@ -53,6 +71,7 @@ def _page(
     status_code: int = 200,
     retype_secret: bool = False,
     account: str = DEFAULT_ACCOUNT,
+    retype_files: bool = False,
 ) -> HTMLResponse:
     services = request.app.state.services
     oauth_path, email_path = account_pages(account)
@@ -63,8 +82,11 @@ def _page(
         "client_id": view.client_id,
         "redirect_uri": view.redirect_uri,
         "client_secret_expires_on": view.client_secret_expires_on.isoformat() if view.client_secret_expires_on else "",
+        "grant": view.grant,
+        "mailbox": view.mailbox,
     }
     spec = services.catalogue.providers.get(values["provider"])
+    offered = ["authorization_code", *(spec.app_grants if spec else ())]
     status_class, status_text = token_status_text(view)
     return render(
         request,
@@ -93,6 +115,11 @@ def _page(
             "email_page": services.settings.context_path + email_path,
             "self_url": services.settings.context_path + oauth_path,
             "account_name": "" if account == DEFAULT_ACCOUNT else account,
+            "grant_labels": [(grant.value, label) for grant, label in GRANT_LABELS.items()],
+            "offered_grants": offered,
+            "certificate_expires": _when(view.certificate_expires_at),
+            "app_status_text": app_status_text(view),
+            "retype_files": retype_files,
         },
         status_code=status_code,
     )
@@ -128,9 +155,17 @@ async def save_account_oauth(
 
 async def _save(request: Request, services: Services, account: str) -> Response:
     form = await request.form()
-    names = ("provider", "tenant", "client_id", "redirect_uri", "client_secret_expires_on")
-    values = {name: str(form.get(name, ""))[:4096] for name in names}
-    secret = str(form.get("client_secret", ""))[:4096]
+    names = ("provider", "tenant", "client_id", "redirect_uri", "grant", "mailbox", "client_secret_expires_on")
+    values = {name: _text(form.get(name)) for name in names}
+    secret = _text(form.get("client_secret"))
+    files: dict[str, str] = {}
+    for name in ("certificate", "private_key", "service_account_key"):
+        try:
+            files[name] = await _upload(form.get(name))
+        except ValueError as exc:
+            return _page(
+                request, await services.config.oauth_view(account), values, {name: str(exc)}, 422, account=account
+            )
     before = await services.config.oauth_view(account)
     oauth_path, _ = account_pages(account)
     try:
@@ -143,10 +178,24 @@ async def _save(request: Request, services: Services, account: str) -> Response:
                 client_secret=secret or None,
                 redirect_uri=values["redirect_uri"],
                 client_secret_expires_on=values["client_secret_expires_on"][:64],
+                grant=values["grant"] or None,
+                mailbox=values["mailbox"],
+                certificate_pem=files["certificate"] or None,
+                private_key_pem=files["private_key"] or None,
+                service_account_key=files["service_account_key"] or None,
             ),
         )
     except ValidationError as exc:
-        return _page(request, before, values, exc.errors, 422, retype_secret=bool(secret), account=account)
+        return _page(
+            request,
+            before,
+            values,
+            exc.errors,
+            422,
+            retype_secret=bool(secret),
+            account=account,
+            retype_files=any(files.values()),
+        )
     except MailgateError as exc:
         return _page(request, before, values, {"form": f"{exc.message} {exc.hint}".strip()}, 409, account=account)
     services.tokens.forget(account)
@@ -156,9 +205,28 @@ async def _save(request: Request, services: Services, account: str) -> Response:
             " The refresh token was deleted because the provider, client ID or tenant changed:"
             " authorize again on the Email server page."
         )
+    elif view.grant != Grant.AUTHORIZATION_CODE:
+        text += " No consent is needed: use Test connection on the Email server page to get a token and sign in."
     elif not view.refresh_token_set:
         text += " Next: on the Email server page, choose OAuth authentication and click Authorize."
     return redirect_to(request, oauth_path, Flash("ok", text))
+
+
+def _text(value: object) -> str:
+    return value[:4096] if isinstance(value, str) else ""
+
+
+async def _upload(value: object) -> str:
+    """The text of an uploaded PEM or JSON file ("" when none was chosen)."""
+    if not isinstance(value, UploadFile):
+        return ""
+    data = await value.read(_MAX_UPLOAD + 1)
+    if len(data) > _MAX_UPLOAD:
+        raise ValueError(f"is too large (at most {_MAX_UPLOAD // 1024} KB): choose the PEM or JSON file itself")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("is not a text file: choose the PEM (Base64) or JSON file, not a DER or PFX one") from None
 
 
 @router.post(OAUTH_PAGE + "/disconnect", response_class=HTMLResponse)

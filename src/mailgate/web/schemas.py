@@ -71,7 +71,34 @@ class OAuthConfigIn(_Patch):
         "mailgate warns 30, 7 and 1 days ahead. Null clears it; left out, it is kept with the secret it belongs to "
         "(a new client_secret without a date clears it).",
     )
+    grant: str | None = Field(
+        default=None,
+        max_length=32,
+        description=_KEEP + " authorization_code (a mailbox consents; the default), client_credentials (Microsoft "
+        "Application, app-only) or service_account (Google Workspace domain-wide delegation).",
+    )
+    mailbox: str | None = Field(
+        default=None,
+        max_length=320,
+        description=_CLEAR + " App-only grants: the mailbox sent as (the service account impersonates it).",
+    )
+    certificate_pem: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="client_credentials: the PEM certificate registered in Entra (replaces the secret). " + _SECRET,
+    )
+    private_key_pem: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="client_credentials: the certificate's PEM private key, unencrypted; stored encrypted. " + _SECRET,
+    )
+    service_account_key: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="service_account: the JSON key file's content; stored encrypted. " + _SECRET,
+    )
     # Read-only fields a client may echo back from a GET.
+    certificate_set: bool | None = Field(default=None, description="Read-only: ignored.")
     client_secret_set: bool | None = Field(default=None, description="Read-only: ignored.")
     refresh_token_set: bool | None = Field(default=None, description="Read-only: ignored.")
 

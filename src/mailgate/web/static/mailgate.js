@@ -64,10 +64,27 @@
         showError(tenant, "tenant", "Tenant", "");
       }
     }
+    // The grant: only those the provider offers; the fields of the chosen one (data-grants) are shown.
+    var grant = byId("grant");
+    function updateGrant() {
+      var spec = catalogue[provider.value];
+      if (!grant || !spec) { return; }
+      var offered = spec.grants || ["authorization_code"];
+      Array.prototype.forEach.call(grant.options, function (option) {
+        option.hidden = offered.indexOf(option.value) < 0;
+      });
+      if (offered.indexOf(grant.value) < 0) { grant.value = "authorization_code"; }
+      form.querySelectorAll("[data-grants]").forEach(function (element) {
+        element.hidden = element.getAttribute("data-grants").split(" ").indexOf(grant.value) < 0;
+      });
+    }
+    if (grant) { grant.addEventListener("change", updateGrant); }
     provider.addEventListener("change", update);
+    provider.addEventListener("change", updateGrant);
     tenant.addEventListener("input", function () { update(); });
     tenant.addEventListener("blur", function () { touched = true; update(); });
     update();
+    updateGrant();
 
     var copy = byId("copy-redirect");
     if (copy) {

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_delivery"
-down_revision = "0010_alerts_audit"
+down_revision = "0011_app_only"
 branch_labels = None
 depends_on = None
 

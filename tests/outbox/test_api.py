@@ -8,6 +8,7 @@ import email
 import email.policy
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -220,6 +221,28 @@ async def test_concurrent_requests_share_one_read_of_the_limits(env: Env, monkey
     assert [type(r) for r in results] == [OSError] * 3 and reads == [False, True, True, True]
     failing[0] = False
     assert (await outbox.limits()).default_sender is not None and reads == [False, True, True, True, False]
+
+
+async def test_concurrent_requests_share_one_read_of_the_sender_policies(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which account may send as whom is re-read once a second (3 tables): the requests that find it due share
+    one read; each reading its own, 16 concurrent clients made 16 reads a second."""
+    accounts = env.services.accounts
+    real = accounts._read_policies
+    reads: list[object] = []
+
+    async def counted(key: Any) -> Any:
+        reads.append(key)
+        await asyncio.sleep(0.05)  # a slow database: the other requests arrive meanwhile
+        return await real(key)
+
+    monkeypatch.setattr(accounts, "_read_policies", counted)
+    accounts._cache.read_at = -1.0
+    statuses = await asyncio.gather(
+        *(env.api.post(MESSAGES, json={"from": "a@example.com", "to": [f"r{i}@example.com"]}) for i in range(8))
+    )
+    assert [r.status_code for r in statuses] == [202] * 8 and len(reads) == 1
 
 
 async def test_authentication_required(env: Env) -> None:

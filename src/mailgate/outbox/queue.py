@@ -24,7 +24,6 @@ from .policy import CLAIMABLE, Status
 __all__ = [
     "Claimed",
     "claim",
-    "count_by_status",
     "delete_sent_before",
     "finish",
     "hold_account",
@@ -238,10 +237,3 @@ _SENDING = select(func.count()).where(
     or_(Row.sent_at.is_(None), Row.sent_at < _SINCE),
 )
 _IN_WINDOW = select(_SENT_SINCE.scalar_subquery() + _SENDING.scalar_subquery())
-
-
-async def count_by_status(session: AsyncSession) -> dict[str, int]:
-    result = await session.execute(select(Row.status, func.count()).group_by(Row.status))
-    counts = {status.value: 0 for status in Status}
-    counts.update({str(status): int(n) for status, n in result.all()})
-    return counts

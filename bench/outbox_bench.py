@@ -247,8 +247,7 @@ async def token_calls(sandbox: RemoteSandbox, count: int, data_dir: Path, databa
                         # The access token expires and the provider closes the sessions: every pooled
                         # connection must authenticate again, and exactly one refresh should serve them all.
                         clock.advance(3600)
-                        for conn in next(iter(worker._lanes.values())).pool:
-                            await conn.close()
+                        await worker.close()
 
             await asyncio.gather(*(client() for _ in range(CLIENTS)))
             await _until_sent(services, count)

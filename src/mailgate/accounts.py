@@ -14,6 +14,7 @@ it is).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from .audit import AuditLog
 from .configure import ConfigService, EmailServerUpdate, OAuthConfigUpdate, OAuthView
 from .errors import MailgateError, NotFoundError, ValidationError
 from .oauth import ConsentFlow
+from .singleflight import SingleFlight
 from .store import Database
 from .store.models import AccountRow, EmailServerRow, OAuthAccountRow, OAuthConfigRow, OAuthStateRow, OutboxMessageRow
 from .store.repository import DEFAULT_ACCOUNT
@@ -131,6 +133,8 @@ class _Cache:
     #: ConfigService.changes and ConsentFlow.changes when read: a save or consent in this process makes it stale.
     changes: tuple[int, int] = (-1, -1)
     policies: dict[str, _Policy] = field(default_factory=dict)
+    #: Bumped by a deletion: a read started before it is not kept.
+    generation: int = 0
 
 
 class Accounts:
@@ -149,6 +153,7 @@ class Accounts:
         self._cache = _Cache()
         #: Accounts created and deleted are recorded there.
         self._audit = audit
+        self._reading: SingleFlight[tuple[tuple[int, int], int], dict[str, _Policy]] = SingleFlight()
 
     def __repr__(self) -> str:
         return f"Accounts({self._db!r})"
@@ -290,7 +295,7 @@ class Accounts:
                 (AccountRow, AccountRow.name),
             ):
                 await session.execute(delete(model).where(column == name))
-        self._cache.read_at = -1.0
+        self._cache.read_at, self._cache.generation = -1.0, self._cache.generation + 1
         if self._audit is not None:
             await self._audit.record("account.deleted", account=name, failed_messages=failed, revoked=revoked)
         return DeleteResult(name=name, revoked_at_provider=revoked, failed_messages=failed)
@@ -301,6 +306,11 @@ class Accounts:
         changes = (self._config.changes, self._consent.changes)
         if time.monotonic() - self._cache.read_at < POLICY_TTL_SECONDS and self._cache.changes == changes:
             return self._cache.policies
+        # The requests that find it due share one read (16 concurrent clients made 16 reads of 3 tables each).
+        key = (changes, self._cache.generation)
+        return await self._reading.run(key, functools.partial(self._read_policies, key))
+
+    async def _read_policies(self, key: tuple[tuple[int, int], int]) -> dict[str, _Policy]:
         started = time.monotonic()
         async with self._db.session() as session:
             accounts = {row.name: row for row in (await session.execute(select(AccountRow))).scalars()}
@@ -317,7 +327,8 @@ class Accounts:
             domains = {s[2:] for s in extra if s.startswith("*@")}
             open_server = server is not None and server.authentication == Authentication.NONE.value
             policies[name] = _Policy(frozenset(exact), frozenset(domains), open_server or not (exact or domains))
-        self._cache.policies, self._cache.read_at, self._cache.changes = policies, started, changes
+        if self._cache.generation == key[1]:
+            self._cache.policies, self._cache.read_at, self._cache.changes = policies, started, key[0]
         return policies
 
     async def may_send(self, account: str, address: str) -> bool:

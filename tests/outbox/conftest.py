@@ -18,6 +18,7 @@ from mailgate.outbox import Worker
 from mailgate.sandbox import Sandbox, SandboxConfig
 from mailgate.store.models import OutboxBodyRow, OutboxMessageRow
 from mailgate.web import create_app
+from mailgate.web.messages_api import message_json
 
 from ..conftest import ADMIN_PASSWORD, throwaway_postgres_database
 from ..e2e.harness import Clock, Harness
@@ -50,7 +51,7 @@ class Env:
     randoms: list[float]
 
     async def status(self, message_id: str) -> dict[str, Any]:
-        return (await self.services.outbox.get(message_id)).to_dict()
+        return message_json(await self.services.outbox.get(message_id))
 
     async def post(self, **fields: Any) -> str:
         body = {"to": ["bob@example.com"], "subject": "hello", "text": "body\n", **fields}

@@ -8,12 +8,15 @@ import email
 import email.policy
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine, event
 
 from mailgate.message import Limits, MessageRequest, from_request
 from mailgate.outbox.service import new_message_id
+from mailgate.store.models import AccountRow
 
 from .conftest import API, Env, EnvFactory
 
@@ -220,6 +223,26 @@ async def test_concurrent_requests_share_one_read_of_the_limits(env: Env, monkey
     assert [type(r) for r in results] == [OSError] * 3 and reads == [False, True, True, True]
     failing[0] = False
     assert (await outbox.limits()).default_sender is not None and reads == [False, True, True, True, False]
+
+
+async def test_concurrent_requests_share_one_read_of_the_sender_policies(env: Env) -> None:
+    """Which account may send as whom is re-read once a second (3 tables): the requests that find it due share
+    one read; each reading its own, 16 concurrent clients made 16 reads a second."""
+    reads: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("SELECT") and f"FROM {AccountRow.__tablename__}" in statement:
+            reads.append(statement)
+
+    env.services.accounts._cache.read_at = -1.0  # due
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        statuses = await asyncio.gather(
+            *(env.api.post(MESSAGES, json={"from": "a@example.com", "to": [f"r{i}@example.com"]}) for i in range(8))
+        )
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+    assert [r.status_code for r in statuses] == [202] * 8 and len(reads) == 1, reads
 
 
 async def test_authentication_required(env: Env) -> None:

@@ -194,6 +194,8 @@ async def test_only_unsynced_writes_commit_without_waiting_for_the_disk(
     # SQLite: 2 is FULL (every commit synced), 1 NORMAL (the write-ahead log synced at checkpoints).
     expected = {(True, True): "2", (True, False): "1", (False, True): "on", (False, False): "off"}
     assert await group.transaction(setting, sync=sync) == expected[sqlite, sync]
+    # The other kind next, on the same connection (SQLite: one writer connection, told before each transaction).
+    assert await group.transaction(setting, sync=not sync) == expected[sqlite, not sync]
     # And the engine's own connections (sessions, the API's reads) keep syncing every commit.
     async with env.services.db.engine.connect() as connection:
         assert await connection.run_sync(setting) == expected[sqlite, True]

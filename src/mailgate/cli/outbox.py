@@ -53,8 +53,10 @@ def outbox_list(
 @outbox_app.command("show")
 def outbox_show(message_id: str, data_dir: DataDir = None) -> None:
     """Everything about one message (as JSON), except its body."""
+    from ..web.messages_api import message_json  # the API's shape (web: imported only when needed)
+
     view = run_with_services(data_dir, lambda s: s.outbox.get(message_id))
-    typer.echo(json.dumps(view.to_dict(), indent=2))
+    typer.echo(json.dumps(message_json(view), indent=2))
 
 
 @outbox_app.command("retry")

@@ -37,17 +37,11 @@ class GroupCommit:
         self._db = db
         #: Writes waiting for a transaction, by ``sync``.
         self._waiting: dict[bool, list[_Pending]] = {True: [], False: []}
-        self._lock: asyncio.Lock | None = None
-        #: SQLite: an engine by ``sync`` (synchronous driver) and the thread they run in, made on first use.
-        self._engines: dict[bool, Engine] = {}
+        #: Held while a transaction of the outbox commits (one at a time).
+        self.lock = asyncio.Lock()
+        #: SQLite: a synchronous engine and the one thread its transactions run in, made on first use.
+        self._engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Held while a transaction of the outbox commits (one at a time)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
 
     async def execute(self, statement: Executable, params: Mapping[str, Any], *, sync: bool = True) -> int:
         """Execute and commit; the number of rows changed, once committed (with ``sync``, on the disk)."""
@@ -84,9 +78,9 @@ class GroupCommit:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
-        for engine in self._engines.values():
-            engine.dispose()
-        self._engines.clear()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     async def _commit(self, batch: list[_Pending], *, sync: bool) -> None:
         try:
@@ -115,18 +109,23 @@ class GroupCommit:
                     # For this transaction only, even through a pooler such as PgBouncer in transaction mode.
                     await connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 return await connection.run_sync(work)
-        if self._thread is None:
+        if self._engine is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mailgate-outbox-writes")
-        if sync not in self._engines:
-            self._engines[sync] = engine = create_engine(self._db.engine.url.set(drivername="sqlite"))
-            event.listen(engine, "connect", sqlite_pragmas if sync else _sqlite_unsynced)
-        engine = self._engines[sync]
-        return await asyncio.get_running_loop().run_in_executor(self._thread, _in_transaction, engine, work)
+            self._engine = create_engine(self._db.engine.url.set(drivername="sqlite"))
+            event.listen(self._engine, "connect", sqlite_pragmas)
+        call = functools.partial(_in_transaction, self._engine, work, sync)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
 
-def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+def _in_transaction(engine: Engine, work: Callable[[Connection], T], sync: bool) -> T:
     with engine.begin() as connection:
+        # Before the transaction's first write (the driver begins it then): how this commit meets the disk.
+        connection.exec_driver_sql(_SYNCED if sync else _UNSYNCED)
         return work(connection)
+
+
+#: SQLite: mailgate's setting (sqlite_pragmas), and commits that do not wait for the disk.
+_SYNCED, _UNSYNCED = "PRAGMA synchronous=FULL", "PRAGMA synchronous=NORMAL"
 
 
 def _execute(writes: list[Write], connection: Connection) -> list[int]:
@@ -135,11 +134,3 @@ def _execute(writes: list[Write], connection: Connection) -> list[int]:
         int(connection.execute(statement, dict(params), execution_options=_COUNTED).rowcount)
         for statement, params in writes
     ]
-
-
-def _sqlite_unsynced(dbapi_connection: Any, record: Any) -> None:
-    """SQLite: mailgate's settings, with commits not waiting for the disk (``synchronous=NORMAL``)."""
-    sqlite_pragmas(dbapi_connection, record)
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()

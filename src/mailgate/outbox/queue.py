@@ -9,6 +9,7 @@ database's single write lock, so a row claimed meanwhile by another process is n
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -23,7 +24,6 @@ from .policy import CLAIMABLE, Status
 __all__ = [
     "Claimed",
     "claim",
-    "count_by_status",
     "delete_sent_before",
     "finish",
     "hold_account",
@@ -151,12 +151,18 @@ _BODIES = select(OutboxBodyRow.id, OutboxBodyRow.raw).where(OutboxBodyRow.id.in_
 
 def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update, dict[str, Any]]:
     """The write recording the end of an attempt; it changes no row when ``owner`` no longer holds the lease."""
-    statement = (
+    return _finish_statement(tuple(values)), {"_id": message_id, "_owner": owner, **values}
+
+
+@functools.cache
+def _finish_statement(columns: tuple[str, ...]) -> Update:
+    """One statement per set of columns (a handful): a new one per message cost more CPU to build (and to key
+    SQLAlchemy's compiled cache with) than its execution (py-spy, the outbox benchmark)."""
+    return (
         update(Row)
         .where(Row.id == bindparam("_id"), Row.lease_owner == bindparam("_owner"), Row.status == Status.SENDING.value)
-        .values(lease_owner=None, lease_expires_at=None, **{name: bindparam(name) for name in values})
+        .values(lease_owner=None, lease_expires_at=None, **{name: bindparam(name) for name in columns})
     )
-    return statement, {"_id": message_id, "_owner": owner, **values}
 
 
 async def requeue(session: AsyncSession, ids: Sequence[str], owner: str, values: dict[str, Any]) -> None:
@@ -231,10 +237,3 @@ _SENDING = select(func.count()).where(
     or_(Row.sent_at.is_(None), Row.sent_at < _SINCE),
 )
 _IN_WINDOW = select(_SENT_SINCE.scalar_subquery() + _SENDING.scalar_subquery())
-
-
-async def count_by_status(session: AsyncSession) -> dict[str, int]:
-    result = await session.execute(select(Row.status, func.count()).group_by(Row.status))
-    counts = {status.value: 0 for status in Status}
-    counts.update({str(status): int(n) for status, n in result.all()})
-    return counts

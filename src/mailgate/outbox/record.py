@@ -21,8 +21,6 @@ __all__ = ["Recorder", "pending_recipients"]
 
 log = logging.getLogger(__name__)
 
-Row = Claimed
-
 
 class Recorder:
     """Writes attempt results for one worker (``owner``: only rows it still holds the lease of)."""
@@ -32,7 +30,7 @@ class Recorder:
         self._owner = owner
         self._random = random
 
-    async def sent(self, row: Row, result: SendResult) -> None:
+    async def sent(self, row: Claimed, result: SendResult) -> None:
         """Record an accepted message (and the recipients refused by the server, one by one)."""
         now = self._outbox.clock()
         results = dict(row.recipient_results or {})
@@ -62,7 +60,7 @@ class Recorder:
             self._outbox.metrics.sent += 1
             self._outbox.metrics.observe_latency((now - row.created_at).total_seconds())
 
-    async def failure(self, row: Row, verdict: Verdict) -> datetime | None:
+    async def failure(self, row: Claimed, verdict: Verdict) -> datetime | None:
         """Record a failed attempt; the next attempt time when it will be retried."""
         now = self._outbox.clock()
         values: dict[str, Any] = {"attempts": row.attempts + 1, "updated_at": now}
@@ -85,7 +83,9 @@ class Recorder:
         log.info("message %s failed: %s", row.id, verdict.message)
         return None
 
-    async def _finish_retry(self, row: Row, verdict: Verdict, values: dict[str, Any], now: datetime) -> datetime | None:
+    async def _finish_retry(
+        self, row: Claimed, verdict: Verdict, values: dict[str, Any], now: datetime
+    ) -> datetime | None:
         settings = self._outbox.settings
         delay = backoff(
             row.attempts + 1,
@@ -109,7 +109,7 @@ class Recorder:
         log.info("message %s: attempt %d failed (%s), next at %s", row.id, row.attempts + 1, verdict.code, when)
         return when
 
-    async def _finish(self, row: Row, values: dict[str, Any]) -> bool:
+    async def _finish(self, row: Claimed, values: dict[str, Any]) -> bool:
         ok = await self._outbox.writes.execute(*queue.finish(row.id, self._owner, values), sync=False) == 1
         if not ok:
             log.warning("message %s: lease lost before its result was recorded", row.id)
@@ -125,7 +125,7 @@ def _error_values(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def pending_recipients(row: Row) -> list[str]:
+def pending_recipients(row: Claimed) -> list[str]:
     """Recipients not yet delivered nor refused for good (all of them on the first attempt)."""
     done = {r for r, v in (row.recipient_results or {}).items() if v.get("status") in ("sent", "failed")}
     return [r for r in row.recipients if r not in done]

@@ -29,7 +29,6 @@ from ..store.repository import DEFAULT_ACCOUNT
 from . import queue
 from .commit import GroupCommit
 from .policy import FINAL, Status
-from .queue import count_by_status
 
 __all__ = ["MessageConflictError", "MessageView", "Outbox", "OutboxMetrics", "new_message_id"]
 
@@ -79,13 +78,9 @@ def new_message_id() -> str:
     return str(uuid.UUID(int=high << 64 | low))
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 @dataclass(frozen=True)
 class MessageView:
-    """What the API and the CLI show of a message (never its body)."""
+    """What the API and the CLI show of a message (never its body; its JSON: ``web.messages_api.message_json``)."""
 
     id: str
     status: str
@@ -116,30 +111,6 @@ class MessageView:
             next_attempt_at=row.next_attempt_at if waiting else None,
         )
         return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        error = None
-        if self.last_error:
-            error = {"code": self.last_error_code, "message": self.last_error}
-            if self.smtp_code is not None:
-                error.update(smtp_code=self.smtp_code, smtp_reply=self.smtp_reply)  # type: ignore[call-overload]
-        return {
-            "id": self.id,
-            "status": self.status,
-            "account": self.account_id,
-            "from": self.sender,
-            "recipients": list(self.recipients),
-            "subject": self.subject,
-            "message_id": self.message_id,
-            "size": self.size,
-            "attempts": self.attempts,
-            "next_attempt_at": _iso(self.next_attempt_at),
-            "last_error": error,
-            "recipient_results": self.recipient_results,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "sent_at": _iso(self.sent_at),
-        }
 
 
 class Outbox:
@@ -342,5 +313,7 @@ class Outbox:
             return [MessageView.of(r) for r in rows], int(total)
 
     async def counts(self) -> dict[str, int]:
+        """How many messages have each status."""
         async with self.db.session() as session:
-            return await count_by_status(session)
+            result = await session.execute(select(Row.status, func.count()).group_by(Row.status))
+        return {status.value: 0 for status in Status} | {str(status): int(n) for status, n in result.all()}

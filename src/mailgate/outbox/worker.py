@@ -35,7 +35,6 @@ __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
-Row = Claimed
 #: Messages claimed per connection in a cycle: enough to keep connections busy, few enough to finish well
 #: within the lease.
 PER_CONNECTION_BATCH = 25
@@ -61,7 +60,7 @@ class _Lane:
 class _Batch:
     """The messages a cycle claimed, worked through by the account's connections."""
 
-    rows: deque[Row]
+    rows: deque[Claimed]
     hold: Verdict | None = None
     #: When connections cannot be set up: the retry time for the messages nobody tried.
     unreachable: tuple[datetime, Verdict] | None = None
@@ -159,15 +158,13 @@ class Worker:
         return total
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection; one used again connects anew (as after the server dropped it)."""
         for lane in self._lanes.values():
-            await self._close_pool(lane)
+            await _close_all(lane.pool)
 
     async def _close_pool(self, lane: _Lane) -> None:
         pool, lane.pool = lane.pool, []
-        for conn in pool:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        await _close_all(pool)
 
     async def run_once(self) -> int:
         """One cycle for every account: release or hold, claim due messages, send them.  Messages attempted."""
@@ -263,7 +260,7 @@ class Worker:
                 raise outcome
         return len(rows)
 
-    async def _claim(self, lane: _Lane, size: int, spec: ProviderSpec | None) -> list[Row]:
+    async def _claim(self, lane: _Lane, size: int, spec: ProviderSpec | None) -> list[Claimed]:
         """Claim up to ``size`` due messages of the account, as the sending limits allow, with their bodies."""
         if self._stopping:
             return []
@@ -361,3 +358,9 @@ def _allowance(connection: Connection, account_id: str, now: datetime, spec: Pro
             used = queue.in_window(connection, account_id, now - timedelta(seconds=window), now)
             allowance = min(allowance, max(0, per - used))
     return allowance
+
+
+async def _close_all(connections: list[Transport]) -> None:
+    for conn in connections:
+        with contextlib.suppress(Exception):
+            await conn.close()

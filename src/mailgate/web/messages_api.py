@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
@@ -30,12 +31,12 @@ from ..message import (
     from_request,
 )
 from ..message.checks import HEAVY_BYTES, HEAVY_ITEMS, MAX_ATTACHMENTS, MAX_HEADERS
-from ..outbox import Status
+from ..outbox import MessageView, Status
 from ..store.repository import DEFAULT_ACCOUNT
 from .deps import AdminDep, ServicesDep
 from .openapi import schema_ref
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_OFFSET", "MessageIn", "queue_message", "router"]
+__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_OFFSET", "MessageIn", "message_json", "queue_message", "router"]
 
 router = APIRouter(prefix="/email/messages", tags=["messages"])
 #: The longest Idempotency-Key accepted (a longer one is a 422).
@@ -250,6 +251,36 @@ async def queue_message(request: Request, services: Services, idempotency_key: s
     return JSONResponse({"id": view.id, "status": view.status}, status_code=202, headers=headers)
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def message_json(view: MessageView) -> dict[str, Any]:
+    """A message as the API (and ``mailgate outbox show``) shows it: its state, never its body."""
+    error: dict[str, Any] | None = None
+    if view.last_error:
+        error = {"code": view.last_error_code, "message": view.last_error}
+        if view.smtp_code is not None:
+            error.update(smtp_code=view.smtp_code, smtp_reply=view.smtp_reply)
+    return {
+        "id": view.id,
+        "status": view.status,
+        "account": view.account_id,
+        "from": view.sender,
+        "recipients": list(view.recipients),
+        "subject": view.subject,
+        "message_id": view.message_id,
+        "size": view.size,
+        "attempts": view.attempts,
+        "next_attempt_at": _iso(view.next_attempt_at),
+        "last_error": error,
+        "recipient_results": view.recipient_results,
+        "created_at": _iso(view.created_at),
+        "updated_at": _iso(view.updated_at),
+        "sent_at": _iso(view.sent_at),
+    }
+
+
 @router.get("")
 async def list_messages(
     _: AdminDep,
@@ -264,7 +295,7 @@ async def list_messages(
     items, total = await services.outbox.list(statuses=statuses, limit=limit, offset=offset, account=account)
     following = offset + len(items)
     return {
-        "items": [item.to_dict() for item in items],
+        "items": [message_json(item) for item in items],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -275,10 +306,10 @@ async def list_messages(
 @router.get("/{message_id}")
 async def get_message(message_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """Status, attempts, the last error with the SMTP reply, Message-ID, per-recipient results, timestamps."""
-    return (await services.outbox.get(message_id)).to_dict()
+    return message_json(await services.outbox.get(message_id))
 
 
 @router.post("/{message_id}/retry")
 async def retry_message(message_id: str, _: AdminDep, services: ServicesDep) -> dict[str, Any]:
     """Queue a failed, held or retrying message again, due now."""
-    return (await services.outbox.retry(message_id)).to_dict()
+    return message_json(await services.outbox.retry(message_id))

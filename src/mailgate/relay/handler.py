@@ -167,11 +167,13 @@ class RelayHandler:
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
-        """Advertise SIZE as the outbox's limit (read again at most once a second)."""
+        """Advertise SIZE as the outbox's limit (read again at most once a second).  The reply's lines go out as
+        one string: aiosmtpd writes each string of the list by itself, a TLS record and a packet per line, and
+        the client reads them one by one; every application that connects per message says EHLO twice."""
         session.host_name = hostname
         limit = (await self._outbox.limits()).max_bytes  # one size limit for every account
         server.data_size_limit = limit  # enforced by aiosmtpd: 552 at MAIL (SIZE=) and during DATA
-        return [f"250-SIZE {limit}" if line.startswith("250-SIZE") else line for line in responses]
+        return ["\r\n".join(f"250-SIZE {limit}" if line.startswith("250-SIZE") else line for line in responses)]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]

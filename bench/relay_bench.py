@@ -187,6 +187,7 @@ async def main() -> None:
     )
     parser.add_argument("--work-dir", type=Path, help="keep the data, configurations and logs here")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     import multiprocessing
 
     parent, child = multiprocessing.Pipe()
@@ -274,6 +275,9 @@ async def main() -> None:
                 print(f"round {round_ + 1}: " + ", ".join(f"{n} {r[-1]:.1f}/s" for n, r in rates.items()), flush=True)
             medians = {name: statistics.median(r) for name, r in rates.items()}
             print(f"\nOne message per connection (STARTTLS + AUTH each), {args.rounds} rounds:")
+            # The machine's load (1-minute average) before and after: with other jobs running, the rates say more
+            # about them than about mailgate, and the CPU per message is the figure to compare.
+            print(f"  load average: {load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
             for name, value in medians.items():
                 _, count, clients = runs[name]
                 print(f"  {name:10} median {value:8.1f} messages/s  ({count} messages per run, {clients} clients)")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
+from sqlalchemy import event
 
 from mailgate.accounts import parse_senders
 from mailgate.app import Services
@@ -92,3 +95,25 @@ async def test_account_routes_refuse_bad_input_and_write_nothing(api: httpx.Asyn
     assert [a["name"] for a in (await api.get(base)).json()] == ["default"]
     assert (await api.get(f"{base}/reports/oauth/config")).status_code == 404
     assert (await api.delete(f"{base}/reports")).status_code == 404
+
+
+async def test_callers_that_find_the_policies_due_share_one_read(services: Services) -> None:
+    # The SMTP relay asks at every MAIL FROM, many sessions at once: when the policies fall due (here: just
+    # changed), the callers under way wait for one read instead of each reading the accounts again.
+    await _account(services, "reports", "reports@example.com", ["alerts@example.com"])
+    reads: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM accounts" in statement:
+            reads.append(statement)
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        answers = await asyncio.gather(
+            *(services.accounts.may_send("reports", f"{who}@example.com") for who in ["alerts", "nobody"] * 8)
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert answers == [True, False] * 8
+    assert len(reads) == 1

@@ -31,16 +31,19 @@ API = "/ddenterpriseapi/v2"
 class Raw:
     """A hand-driven SMTP client over STARTTLS (to stop anywhere in the dialogue)."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(
+        self, relay: Relay, session: ssl.SSLSession | None = None, context: ssl.SSLContext | None = None
+    ) -> None:
         self.relay = relay
         self.sock = socket.create_connection(("127.0.0.1", relay.port), timeout=30)
         self.file = self.sock.makefile("rb")
         self.reply()
         self.cmd("EHLO raw.test")
         self.cmd("STARTTLS")
-        self.sock = relay.context().wrap_socket(self.sock, server_hostname="localhost")
+        tls = context or relay.context()  # a session is resumed with the context that made it
+        self.sock = tls.wrap_socket(self.sock, server_hostname="localhost", session=session)
         self.file = self.sock.makefile("rb")
-        self.cmd("EHLO raw.test")
+        self.cmd("EHLO raw.test")  # a TLS 1.3 session ticket arrives with the first reply
 
     def reply(self) -> str:
         lines = []
@@ -204,3 +207,42 @@ async def test_a_port_in_use_is_a_clear_error(relay: Relay) -> None:
     with pytest.raises(ConfigurationError) as caught:
         await second.start()
     assert f"port {relay.port}" in caught.value.message and "free port" in caught.value.hint
+
+
+async def test_the_ehlo_reply_is_written_at_once(relay: Relay) -> None:
+    # aiosmtpd writes each line of a multi-line reply by itself (over TLS: a record each); the relay hands it
+    # the EHLO reply as one string, so the client gets it in one read.
+    def go() -> bytes:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=30) as sock:
+            greeting = sock.recv(4096)
+            assert greeting.startswith(b"220 "), greeting
+            sock.sendall(b"EHLO raw.test\r\n")
+            return sock.recv(65536)
+
+    reply = await asyncio.to_thread(go)
+    lines = reply.decode().split("\r\n")
+    assert lines[-1] == "" and lines[-2] == "250 HELP", reply
+    assert all(line.startswith("250-") for line in lines[:-2]), reply
+    assert "250-STARTTLS" in lines and any(line.startswith("250-SIZE ") for line in lines)
+    assert not any("AUTH" in line for line in lines)  # not before STARTTLS
+
+
+async def test_a_client_that_keeps_its_tls_session_resumes_it(relay: Relay) -> None:
+    # Clients that keep TLS sessions (Postfix, Java, .NET) save a full handshake on the next connection.
+    def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        raw = Raw(relay, session, context)
+        assert raw.login(relay.password).startswith("235")
+        assert isinstance(raw.sock, ssl.SSLSocket)
+        kept, reused = raw.sock.session, raw.sock.session_reused
+        assert raw.cmd("QUIT").startswith("221")
+        raw.sock.close()
+        return kept, reused
+
+    context = relay.context()
+
+    def go() -> tuple[bool, bool]:
+        session, first = connect(None)
+        assert session is not None
+        return first, connect(session)[1]
+
+    assert await asyncio.to_thread(go) == (False, True)

@@ -10,7 +10,9 @@ import pytest
 from mailgate.config import RelaySettings
 from mailgate.errors import ConfigurationError
 from mailgate.relay import FailedLogins, sender_matches
+from mailgate.relay.handler import _check_address
 from mailgate.relay.users import new_password
+from mailgate.smtp import parse_mailbox
 from mailgate.store import SecretBox
 
 
@@ -94,3 +96,47 @@ def test_generated_passwords_are_letters_and_digits_of_256_bits() -> None:
     assert len(passwords) == 500
     assert all(len(p) == 43 and p.isascii() and p.isalnum() for p in passwords)
     assert 43 * math.log2(62) >= 256
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "bob@example.com",
+        "r123@example.com",
+        "first.last+tag@mail.example.co.uk",
+        "o'brien@example.org",
+        "x_y-z=1@a-b.example",
+        "UPPER@EXAMPLE.COM",
+        # Not plain: the email package's parser decides.
+        "bob@localhost",
+        "bob@",
+        "@example.com",
+        "a..b@example.com",
+        ".a@example.com",
+        "a.@example.com",
+        "a@-example.com",
+        "a@example-.com",
+        "a@example..com",
+        "a b@example.com",
+        '"a b"@example.com',
+        "a@b@example.com",
+        "Bob <bob@example.com>",
+        "bob@exämple.com",
+        "bøb@example.com",
+        "a@[127.0.0.1]",
+        "a@example.com.",
+    ],
+)
+def test_envelope_addresses_are_judged_as_parse_mailbox_judges_them(address: str) -> None:
+    # The relay checks plain addresses with a pattern, the others with parse_mailbox: the verdict is the same.
+    try:
+        parse_mailbox(address)
+        expected = None
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        _check_address(address)
+        got = None
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected

@@ -75,6 +75,10 @@ def server_context(certificate: RelayCertificate) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 or later) with the relay's certificate."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # One TLS 1.3 session ticket per handshake, not OpenSSL's two: a client that resumes (Postfix, Java, .NET
+    # keep sessions) needs one per connection, as it gets a new one each time; most applications never resume,
+    # and each ticket costs both ends CPU in every handshake.
+    context.num_tickets = 1
     try:
         context.load_cert_chain(certificate.cert_path, certificate.key_path)
     except (OSError, ssl.SSLError) as exc:

@@ -121,14 +121,15 @@ class TokenManager:
             except ReauthorizationRequiredError as exc:
                 # Keep the refresh token record for diagnosis; stop using it.
                 row.status = TokenStatus.REAUTHORIZATION_REQUIRED.value
-                row.status_reason = exc.message
+                # The token status shows it: the provider's words, the likely cause and the fix.
+                row.status_reason = str(exc)
                 row.access_token_enc = ""
                 row.access_token_expires_at = None
                 self._cache.pop(account_id, None)
                 log.warning("account %s needs re-authorization: %s", account_id, exc.message)
                 failure = exc
             except TokenEndpointError as exc:
-                row.status_reason = exc.message
+                row.status_reason = str(exc)
                 failure = exc
             else:
                 if answer.refresh_token:

@@ -56,7 +56,8 @@ _AADSTS_ADVICE: dict[str, Advice] = {
         _REAUTHORIZE,
     ),
     "70008": Advice(
-        "The refresh token (or authorization code) expired: 90 days without use, or it was revoked.",
+        "The refresh token (or authorization code) expired or was revoked. Likely causes: 90 days without use; "
+        "the user changed the password or MFA settings; an administrator revoked the sessions or the consent.",
         _REAUTHORIZE,
     ),
     "50173": Advice(

@@ -19,6 +19,7 @@ from ..relay import RelayServer
 from ..store.repository import DEFAULT_ACCOUNT
 from .accounts import accounts_app
 from .common import Account, DataDir, load_settings, on_stop_signals, report, run, run_with_services
+from .doctor import register as register_doctor
 from .outbox import register as register_outbox
 from .relay import register as register_relay
 
@@ -38,6 +39,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(accounts_app, name="accounts")
 register_outbox(app)
 register_relay(app)
+register_doctor(app)
 
 
 @app.command()

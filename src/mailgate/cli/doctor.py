@@ -202,6 +202,14 @@ async def account_checks(services: Services, account: str, *, now: datetime | No
     return [Check(c.check, c.ok, c.detail, c.fix, account) for c in checks]
 
 
+async def _opened(settings: Settings, account: str | None) -> list[Check]:
+    """The account checks; a database that cannot be opened is a failed check (the JSON stays a list)."""
+    try:
+        return await with_services(settings, lambda services: _all(services, account))
+    except MailgateError as exc:
+        return [Check("database", False, failure_detail(exc), exc.hint)]
+
+
 async def _all(services: Services, account: str | None) -> list[Check]:
     names = [account] if account else await services.accounts.names()
     if account and not await services.accounts.exists(account):
@@ -244,7 +252,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(data_dir)
         checks = file_checks(settings)
         if _can_open(settings):
-            checks += run(with_services(settings, lambda services: _all(services, account)))
+            checks += run(_opened(settings, account))
         if as_json:
             typer.echo(json.dumps([asdict(c) for c in checks], indent=2))
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.message
 import ssl
+from collections.abc import Generator
 from datetime import datetime, timedelta
 
 from ..errors import MailgateError
@@ -66,14 +67,20 @@ _RENEW = (
 )
 
 
-async def _sender_step(connection: SmtpConnection, sender: str) -> Step:
-    async def stop() -> None:
-        raise _SenderAccepted
+class _StopBeforeData:
+    """The ``ready`` of the sender check: raises when awaited (before DATA), and is harmless when never awaited
+    (a refused MAIL FROM), unlike a coroutine."""
 
+    def __await__(self) -> Generator[None, None, object]:
+        raise _SenderAccepted
+        yield  # makes this a generator: it raises when awaited, not when made
+
+
+async def _sender_step(connection: SmtpConnection, sender: str) -> Step:
     try:
         # MAIL FROM, RCPT TO the sender itself, then stop before DATA: the connection is dropped, and the
         # server discards the unfinished transaction (RFC 5321 s.3.8); nothing is sent.
-        await connection.send(sender, [sender], _PROBE, ready=stop())
+        await connection.send(sender, [sender], _PROBE, ready=_StopBeforeData())
     except _SenderAccepted:
         return Step("sender", True, f"MAIL FROM:<{sender}> accepted (nothing was sent)")
     except MailgateError as exc:

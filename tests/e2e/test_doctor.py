@@ -9,8 +9,9 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 
-from ..conftest import ADMIN_PASSWORD, basic_auth
+from ..conftest import ADMIN_PASSWORD, basic_auth, throwaway_postgres_database
 from .harness import API, Harness
 from .test_cli import _free_port, _read_until, _start, _stop
 
@@ -197,3 +198,21 @@ async def test_doctor_next_to_a_running_serve_leaves_it_working(harness: Harness
     finally:
         await _stop(serve)
     assert serve.returncode == 0
+
+
+@pytest.mark.postgres
+async def test_doctor_on_postgresql_next_to_open_services(make_harness: Any) -> None:
+    async with throwaway_postgres_database() as url:
+        h: Harness = await make_harness(database_url=url)
+        await ready(h)  # the harness's services stay open on the database, as a server's would
+        env = {**_env(h), "MAILGATE_DATABASE_URL": url}
+        code, out = await doctor(h, "--json", env=env)
+        assert code == 0, out
+        assert [c["check"] for c in json.loads(out)] == CHECKS
+        assert h.sandbox.stats()["token_requests"]["refresh_token"] == 1
+        # The services still get tokens: the doctor's rotated refresh token is the one stored.
+        h.sandbox.expire_access_tokens()
+        h.clock.advance(3600)
+        assert await h.services.tokens.access_token()
+        assert (await h.view())["token_status"] == "valid"
+        await h.services.aclose()  # before the database is dropped

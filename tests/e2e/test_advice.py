@@ -3,12 +3,16 @@ the server's or provider's own words kept (mailgate.advice)."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
+import httpx
 import pytest
 
 from mailgate.outbox import Worker
+from mailgate.web import create_app
 
+from ..web.conftest import EMAIL, form_token, login
 from .harness import API, Harness
 
 MESSAGES = f"{API}/email/messages"
@@ -170,3 +174,27 @@ async def test_denied_consent_on_the_result_page_says_why_and_keeps_the_provider
     answer = await harness.api.get(back, headers={"Accept": "application/json"})
     body = answer.json()  # the state is spent: this one is refused for that, not for the consent
     assert body["error"] == "oauth_flow_error"
+
+
+async def test_the_email_server_page_shows_the_cause_and_the_fix(harness: Harness) -> None:
+    await ready(harness)
+    harness.sandbox.smtp_faults.set(ALICE, "smtp_auth_disabled")
+    transport = httpx.ASGITransport(app=create_app(harness.services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080") as browser:
+        assert (await login(browser)).status_code == 303
+        server = {
+            "host": "127.0.0.1",
+            "port": str(harness.sandbox.smtp_port),
+            "security": "starttls",
+            "authentication": "oauth",
+            "username": ALICE,
+            "sender": ALICE,
+            "ca_file": str(harness.sandbox.ca_file),
+        }
+        token = await form_token(browser, EMAIL)
+        page = await browser.post(EMAIL, data={**server, "action": "test", "csrf_token": token})
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert "535 5.7.139 Authentication unsuccessful" in text
+    assert "Likely cause: SMTP AUTH (authenticated client submission) is disabled" in text
+    assert "Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false" in text

@@ -13,7 +13,7 @@ import pytest
 
 from ..conftest import ADMIN_PASSWORD, basic_auth, throwaway_postgres_database
 from .harness import API, Harness
-from .test_cli import _free_port, _read_until, _start, _stop
+from .test_cli import _free_port, _healthz_once_listening, _read_until, _start, _stop
 
 ALICE = "alice@sandbox.test"
 CHECKS = [
@@ -175,13 +175,7 @@ async def test_doctor_next_to_a_running_serve_leaves_it_working(harness: Harness
         await _read_until(serve, "Authorized redirect URI")
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, headers=basic_auth(), timeout=30) as api:
-            for _ in range(100):  # until uvicorn listens; bounded
-                try:
-                    health = await api.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            assert health.status_code == 200
+            assert (await _healthz_once_listening(api)).status_code == 200
             code, out = await doctor(harness, "--json", env=env)
             assert code == 0, out
             # The server still sends: its stored access token is refused, so it refreshes with the refresh token

@@ -129,7 +129,7 @@ async def redirect(request: Request, services: ServicesDep) -> Response:
             text = f"{exc.message} {exc.cause}".strip()
             if exc.provider_error and exc.provider_error not in text:
                 text += f" (provider error: {exc.provider_error})"
-            if "nothing was changed" not in exc.hint.lower():
+            if "nothing was changed" not in f"{text} {exc.hint}".lower():
                 text += " Nothing was changed."
             return _back(request, back, Flash("error", text, exc.hint))
         return templates.TemplateResponse(

@@ -210,3 +210,25 @@ async def test_doctor_on_postgresql_next_to_open_services(make_harness: Any) -> 
         assert await h.services.tokens.access_token()
         assert (await h.view())["token_status"] == "valid"
         await h.services.aclose()  # before the database is dropped
+
+
+@pytest.mark.parametrize(
+    ("fault", "reply", "fix"),
+    [
+        ("login_throttled", "454 4.7.0 Too many login attempts", "mailgate retries later"),
+        ("too_many_connections", "432 4.3.2 Concurrent connections limit exceeded", "max_connections"),
+        ("", "535 5.7.3 Authentication unsuccessful", "Authorize again signed in as the Username's mailbox"),
+    ],
+)
+async def test_other_auth_refusals_name_their_fix(harness: Harness, fault: str, reply: str, fix: str) -> None:
+    await ready(harness)
+    if fault:
+        harness.sandbox.smtp_faults.set("*", fault)  # type: ignore[arg-type]
+    else:  # a token of alice's presented for bob's mailbox: the wrong account consented
+        r = await harness.api.put(f"{API}/email/server", json={"username": "bob@sandbox.test"})
+        assert r.status_code == 200, r.text
+    code, checks = await doctor_json(harness)
+    assert code == 1
+    auth = checks["AUTH"]
+    assert auth["ok"] is False and reply in auth["detail"] and "Likely cause: " in auth["detail"]
+    assert fix in auth["fix"]

@@ -70,20 +70,7 @@ async def test_a_token_of_another_mailbox_says_the_wrong_account_consented(harne
 
 async def test_basic_auth_refused_says_to_use_oauth(make_harness: Any) -> None:
     h: Harness = await make_harness(smtp_password_users={ALICE: "pw"})
-    r = await h.api.put(
-        f"{API}/email/server",
-        json={
-            "host": "127.0.0.1",
-            "port": h.sandbox.smtp_port,
-            "security": "starttls",
-            "authentication": "password",
-            "username": ALICE,
-            "sender": ALICE,
-            "password": "pw",
-            "ca_file": str(h.sandbox.ca_file),
-        },
-    )
-    assert r.status_code == 200, r.text
+    await h.configure(authentication="password", username=ALICE, sender=ALICE, password="pw")
     assert (await h.api.post(TEST)).json()["ok"] is True
     h.sandbox.smtp_faults.set(ALICE, "basic_auth_refused")
     step = await failed_step(h)

@@ -32,7 +32,9 @@ __all__ = [
 class MailgateError(Exception):
     """Base class of every error mailgate raises on purpose.
 
-    ``message`` says what went wrong, ``hint`` what the administrator should do about it.
+    ``message`` says what went wrong (with the server's or provider's own words, when there are any),
+    ``cause`` its likely cause when mailgate can tell (see :mod:`mailgate.advice`), ``hint`` what the
+    administrator should do about it.
     """
 
     retryable: bool = False
@@ -41,17 +43,20 @@ class MailgateError(Exception):
     #: Stable machine-readable code, part of API answers.
     code: str = "error"
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", cause: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.cause = cause
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}".strip()
+        return " ".join(part for part in (self.message, self.cause, self.hint) if part)
 
     def to_dict(self) -> dict[str, object]:
         """The JSON body the API answers with."""
         body: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.cause:
+            body["cause"] = self.cause
         if self.hint:
             body["hint"] = self.hint
         return body
@@ -99,14 +104,21 @@ class OAuthFlowError(OAuthError):
     http_status = 400
     code = "oauth_flow_error"
 
-    def __init__(self, message: str, *, hint: str = "", provider_error: str = "") -> None:
-        super().__init__(message, hint=hint)
+    def __init__(
+        self, message: str, *, hint: str = "", cause: str = "", provider_error: str = "", provider_text: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint, cause=cause)
+        #: The provider's error code (``access_denied``, ``AADSTS50011``).
         self.provider_error = provider_error
+        #: The provider's own words (``error_description``), kept whole for support.
+        self.provider_text = provider_text
 
     def to_dict(self) -> dict[str, object]:
         body = super().to_dict()
         if self.provider_error:
             body["provider_error"] = self.provider_error
+        if self.provider_text:
+            body["provider_text"] = self.provider_text
         return body
 
 
@@ -115,12 +127,30 @@ class TokenEndpointError(OAuthError):
 
     code = "token_endpoint_error"
 
-    def __init__(self, message: str, *, hint: str = "", error: str = "", error_code: str = "") -> None:
-        super().__init__(message, hint=hint)
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        cause: str = "",
+        error: str = "",
+        error_code: str = "",
+        provider_text: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint, cause=cause)
         #: The OAuth ``error`` value, e.g. ``invalid_client``.
         self.error = error
         #: A provider-specific code such as ``AADSTS7000215``, when the answer had one.
         self.error_code = error_code
+        #: The provider's own words (``error_description``, trace and correlation ids included), for support.
+        self.provider_text = provider_text
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        for key in ("error_code", "provider_text"):
+            if value := getattr(self, key):
+                body[key] = value
+        return body
 
 
 class ReauthorizationRequiredError(TokenEndpointError):
@@ -152,8 +182,10 @@ class DeliveryError(MailgateError):
     http_status = 502
     code = "delivery_error"
 
-    def __init__(self, message: str, *, hint: str = "", reply_code: int | None = None, reply: str = "") -> None:
-        super().__init__(message, hint=hint)
+    def __init__(
+        self, message: str, *, hint: str = "", cause: str = "", reply_code: int | None = None, reply: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint, cause=cause)
         self.reply_code = reply_code
         self.reply = reply
 

@@ -37,7 +37,11 @@ class Harness:
     api: httpx.AsyncClient
     clock: Clock
 
-    async def configure(self, provider: str = "microsoft", *, secret: str = SECRET, tenant: str = "") -> None:
+    async def configure(
+        self, provider: str = "microsoft", *, secret: str = SECRET, tenant: str = "", **server: Any
+    ) -> None:
+        """The OAuth page for the sandbox's client, and the Email server page for its SMTP server (``server``
+        overrides or adds fields, e.g. ``authentication="password"``)."""
         body: dict[str, Any] = {"provider": provider, "client_id": "sandbox-client", "client_secret": secret}
         if provider != "google":
             body["tenant"] = tenant or "contoso.onmicrosoft.com"
@@ -51,6 +55,7 @@ class Harness:
                 "security": "starttls",
                 "authentication": "oauth",
                 "ca_file": str(self.sandbox.ca_file),
+                **server,
             },
         )
         assert r.status_code == 200, r.text

@@ -48,6 +48,16 @@ async def _read_until(proc: asyncio.subprocess.Process, needle: str) -> list[str
             return lines
 
 
+async def _healthz_once_listening(client: httpx.AsyncClient) -> httpx.Response:
+    """``GET /healthz`` as soon as uvicorn listens (it prints its banner before); bounded."""
+    for _ in range(100):
+        try:
+            return await client.get("/healthz")
+        except httpx.TransportError:
+            await asyncio.sleep(0.1)
+    return await client.get("/healthz")
+
+
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
@@ -68,12 +78,7 @@ async def test_serve_generates_the_admin_password_once(tmp_path: Path) -> None:
             lines + await _read_until(proc, "redirect URI")
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            for _ in range(100):  # until uvicorn listens; bounded
-                try:
-                    health = await client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+            health = await _healthz_once_listening(client)
             assert health.json()["database"] == "ok"
             ok = await client.get(f"{API}/oauth/config", headers=basic_auth(password))
             assert ok.status_code == 200

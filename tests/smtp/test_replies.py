@@ -41,8 +41,9 @@ def test_error_from_reply(code: int, text: str, during: str, cls: type[SmtpError
     err = error_from_reply(code, text, during=during)
     assert type(err) is cls
     assert err.reply_code == code and str(code) in err.message
-    assert hint_part.lower() in err.hint.lower()
-    assert "\n" not in err.message
+    # What it means and what to do (mailgate.advice): the cause and the fix together.
+    assert hint_part.lower() in f"{err.cause} {err.hint}".lower()
+    assert err.hint and "\n" not in err.message
     assert err.retryable is issubclass(cls, SmtpTransientError)
 
 

@@ -18,6 +18,7 @@ from ..relay import RelayServer
 from ..store.repository import DEFAULT_ACCOUNT
 from .accounts import accounts_app
 from .common import Account, DataDir, load_settings, on_stop_signals, report, run, run_with_services
+from .doctor import register as register_doctor
 from .oauth import oauth_app
 from .outbox import register as register_outbox
 from .relay import register as register_relay
@@ -37,6 +38,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(accounts_app, name="accounts")
 register_outbox(app)
 register_relay(app)
+register_doctor(app)
 
 
 @app.command()

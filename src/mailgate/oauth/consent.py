@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from .. import advice
 from ..audit import AuditLog
 from ..errors import ConfigurationError, MailgateError, OAuthFlowError, TokenEndpointError
 from ..providers import Catalogue, scopes_for
@@ -145,11 +146,14 @@ class ConsentFlow:
         pending = await self._spend_state(binding, params.get("state", ""))
         if params.get("error"):
             description = params.get("error_description", "").strip()
+            found = advice.authorization_error(params["error"], description, redirect_uri=pending.redirect_uri)
             raise OAuthFlowError(
                 f"The provider did not authorize mailgate: {params['error']}"
                 + (f" ({description})" if description else ""),
-                hint=_provider_error_hint(params["error"]),
+                cause=found.cause,
+                hint=found.fix,
                 provider_error=params["error"],
+                provider_text=description,
             )
         code = params.get("code", "")
         if not code:
@@ -176,10 +180,14 @@ class ConsentFlow:
         try:
             answer = await self._client.request_token(provider.token_url_for(config.tenant), body)
         except TokenEndpointError as exc:
+            # Asked again with the redirect URI of this flow: a mismatch names the exact URI to register.
+            found = advice.token_error(exc.error, exc.provider_text, redirect_uri=pending.redirect_uri)
             raise OAuthFlowError(
                 f"Exchanging the authorization code failed: {exc.message}",
-                hint=exc.hint,
+                cause=found.cause,
+                hint=found.fix,
                 provider_error=exc.error_code or exc.error,
+                provider_text=exc.provider_text,
             ) from exc
         if not answer.refresh_token:
             raise OAuthFlowError(
@@ -295,11 +303,3 @@ def _complete_config(config: OAuthConfig | None) -> OAuthConfig:
             hint="Fill in the OAuth page (provider, client ID, client secret) and save.",
         )
     return config
-
-
-def _provider_error_hint(error: str) -> str:
-    if error == "access_denied":
-        return "Consent was denied at the provider; nothing was changed. Authorize again and accept to connect."
-    if error in ("admin_policy_enforced", "consent_required", "interaction_required"):
-        return "Your organisation's policy blocks this app: ask an administrator to grant (admin) consent."
-    return _RESTART

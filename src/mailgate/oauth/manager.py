@@ -184,7 +184,7 @@ class TokenManager:
                     row.status = TokenStatus.REAUTHORIZATION_REQUIRED.value
                     row.status_since = self._clock()
                     self.status_changes += 1
-                    row.status_reason = exc.message
+                    row.status_reason = str(exc)  # the provider's words, the likely cause and the fix
                     row.access_token_enc = ""
                     row.access_token_expires_at = None
                     self._cache.pop(account_id, None)
@@ -195,7 +195,7 @@ class TokenManager:
                     if not row.status_reason:
                         row.status_since = self._clock()  # a new failure (not its repetition)
                         self.status_changes += 1
-                    row.status_reason = failure.message
+                    row.status_reason = str(failure)
             else:
                 if answer.refresh_token and not app_only:
                     row.refresh_token_enc = self._box.encrypt(answer.refresh_token)

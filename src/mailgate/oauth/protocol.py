@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from .. import advice
 from ..errors import ReauthorizationRequiredError, TokenEndpointError
 from ..types import Grant, OAuthConfig, ProviderSpec, TokenResponse
 from .assertions import parse_service_account_key
@@ -29,48 +29,6 @@ __all__ = [
     "parse_token_response",
     "refresh_body",
 ]
-
-_AADSTS = re.compile(r"AADSTS(\d+)")
-
-# What the administrator should do for each Entra error code (shared/PROVIDERS.md).
-_AADSTS_HINTS: dict[str, str] = {
-    "7000215": "The client secret is wrong: paste the secret's Value (not its Secret ID) into Client Secret.",
-    "7000222": "The client secret has expired: create a new one under Certificates & secrets and save it.",
-    "700082": "The refresh token expired after 90 days without use: authorize again.",
-    "70008": "The refresh token has expired: authorize again.",
-    "50173": "The grant was revoked (password change or an administrator): authorize again.",
-    "65001": "Consent is missing: grant consent (or ask an administrator for admin consent), then authorize.",
-    "50011": "The redirect URI does not match: register exactly the Authorized redirect URI shown on the OAuth "
-    "page (http vs https, host, port and path must be identical).",
-    "500112": "The redirect URI does not match (often a proxy changes http/https): register exactly the URI "
-    "shown on the OAuth page.",
-    "50194": "The app is single-tenant: set the Tenant field to its Directory (tenant) ID instead of common.",
-    "90002": "The tenant was not found: check the Tenant field (Directory ID or verified domain).",
-    "700016": "The application was not found in this tenant: check the Client ID and the Tenant.",
-    "70011": "The scope was refused; this is a mailgate bug, please report it.",
-    "900144": "A required parameter is missing; this is a mailgate bug, please report it.",
-    # App-only (client credentials).
-    "9001023": "Application (client credentials) needs the directory: set the Tenant field to the Directory "
-    "(tenant) ID, not common, organizations or consumers.",
-    "700027": "The client assertion was refused: upload this certificate (the .cer/.pem, public part) under "
-    "Certificates & secrets > Certificates of the app registration, and check that the private key uploaded "
-    "to mailgate is its own.",
-    "700024": "The client assertion is outside its validity time: check the mailgate server's clock (NTP).",
-    "50012": "The client assertion was refused (audience, signature or replay): upload the certificate and "
-    "its private key again on the OAuth page.",
-    "7000218": "The app registration needs a credential: enter the client secret or upload a certificate.",
-    "1002012": "The scope was refused; this is a mailgate bug, please report it.",
-}
-
-_ERROR_HINTS: dict[str, str] = {
-    "invalid_client": "The client ID or client secret is wrong: check both on the OAuth page.",
-    "unauthorized_client": "This client may not use this grant: check the app registration (a Web application "
-    "client) and, for Google Workspace delegation, the Admin console.",
-    "invalid_scope": "The provider refused the scope: check the API permissions of the app registration.",
-    "invalid_request": "The provider refused the request; check the OAuth page settings.",
-    "unsupported_grant_type": "The provider refused the grant type; check the app registration.",
-    "invalid_grant": "The authorization is no longer valid: authorize again on the OAuth page.",
-}
 
 
 def authorization_url(
@@ -187,19 +145,29 @@ def parse_token_response(data: Mapping[str, Any], *, now: datetime) -> TokenResp
 
 
 def error_from_token_answer(status: int, data: Mapping[str, Any] | None, text: str) -> TokenEndpointError:
-    """An error answer of the token endpoint (RFC 6749 s.5.2) as a typed error with what to do."""
+    """An error answer of the token endpoint (RFC 6749 s.5.2) as a typed error with cause and fix.
+
+    The provider's ``error_description`` is kept whole in ``provider_text`` (Microsoft's carries the trace and
+    correlation ids support asks for); ``invalid_grant`` is :class:`ReauthorizationRequiredError`.
+    """
     data = data or {}
     error = str(data.get("error") or "")
     description = str(data.get("error_description") or "").strip()
-    match = _AADSTS.search(description)
-    code = match.group(1) if match else ""
-    hint = _AADSTS_HINTS.get(code) or _ERROR_HINTS.get(error) or "Check the OAuth page settings."
+    code = advice.aadsts_code(description)
+    found = advice.token_error(error, description)
     short = description.splitlines()[0] if description else (text[:200] if not error else "")
     message = f"The token endpoint refused the request: {error or f'HTTP {status}'}"
     if short:
         message += f" ({short})"
     cls = ReauthorizationRequiredError if error == "invalid_grant" else TokenEndpointError
-    return cls(message, hint=hint, error=error, error_code=f"AADSTS{code}" if code else "")
+    return cls(
+        message,
+        cause=found.cause,
+        hint=found.fix,
+        error=error,
+        error_code=f"AADSTS{code}" if code else "",
+        provider_text=description or text[:2000],
+    )
 
 
 def account_from_id_token(id_token: str) -> str:

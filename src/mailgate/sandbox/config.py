@@ -88,6 +88,9 @@ class SandboxConfig:
     smtp_password_users: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     #: Largest message accepted (Gmail advertises ``SIZE 35882577``).
     smtp_max_message_size: int = 35_882_577
+    #: Days the SMTP server's certificate stays valid from the start (None: trustme's default, years); a few
+    #: days make a certificate close to expiry.
+    smtp_certificate_days: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clients", tuple(self.clients))

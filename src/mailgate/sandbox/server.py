@@ -14,6 +14,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,7 @@ from .grant_failures import GrantFailures
 from .inbox import Inbox, ReceivedMessage
 from .mail_api import MailApi
 from .oauth_app import create_app
+from .smtp_faults import SmtpFaults, smtp_faults_router
 from .smtp_server import SmtpServer
 from .state import SandboxState
 
@@ -77,6 +79,8 @@ class Sandbox:
         self.inbox = Inbox()
         #: The Graph and Gmail API endpoints' switches: throttling, a removed permission, size limits.
         self.mail_api = MailApi()
+        #: SMTP-side failures switched on per mailbox (``POST /_control/smtp-fault``).
+        self.smtp_faults = SmtpFaults()
         self._state_dir: Path | None = None
         self._temp_dir: Path | None = None
         self._ca: trustme.CA | None = None
@@ -108,11 +112,14 @@ class Sandbox:
         self.inbox.directory = self._state_dir if self.config.state_dir is not None else None
         self._ca = _load_or_create_ca(self._state_dir, persist=self.config.state_dir is not None)
         hosts = {"127.0.0.1", "localhost", "::1", _url_host(self.config.host).strip("[]")}
-        leaf = self._ca.issue_cert(*sorted(hosts))
+        not_after = None
+        if self.config.smtp_certificate_days is not None:  # a certificate close to expiry, on request
+            not_after = datetime.now(UTC) + timedelta(days=self.config.smtp_certificate_days)
+        leaf = self._ca.issue_cert(*sorted(hosts), not_after=not_after)
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         leaf.configure_cert(tls)
 
-        smtp = SmtpServer(self.config, self.state, self.inbox, tls)
+        smtp = SmtpServer(self.config, self.state, self.inbox, tls, self.smtp_faults)
         self._smtp = smtp
         self._smtp_port = await smtp.start(self.config.host, self.config.smtp_port)
 
@@ -126,6 +133,7 @@ class Sandbox:
         sock.setblocking(False)
         self._http_port = int(sock.getsockname()[1])
         app = create_app(self.state, self.inbox, self._facts, self.mail_api)
+        app.include_router(smtp_faults_router(self.smtp_faults))
         # No logging configuration and no access log: the log would carry query strings of the flow.
         uv_config = uvicorn.Config(
             app,

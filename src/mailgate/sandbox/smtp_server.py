@@ -22,6 +22,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 
 from .config import SandboxConfig
 from .inbox import Inbox
+from .smtp_faults import SmtpFaults
 from .state import SandboxState, SmtpAuthCheck
 
 __all__ = ["SmtpIdentity", "SmtpServer"]
@@ -139,10 +140,13 @@ def offer_pipelining(session: Any, hostname: str, responses: list[str]) -> list[
 class SmtpHandler:
     """aiosmtpd handler: the SASL mechanisms, the sender check and the delivery into the inbox."""
 
-    def __init__(self, config: SandboxConfig, state: SandboxState, inbox: Inbox) -> None:
+    def __init__(
+        self, config: SandboxConfig, state: SandboxState, inbox: Inbox, faults: SmtpFaults | None = None
+    ) -> None:
         self._config = config
         self._state = state
         self._inbox = inbox
+        self._faults = faults or SmtpFaults()
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -159,11 +163,15 @@ class SmtpHandler:
         answer = await server.challenge_auth("")
         return None if answer is MISSING else bytes(answer)
 
-    def _verdict(self, check: SmtpAuthCheck, mechanism: str) -> AuthResult:
+    def _verdict(self, check: SmtpAuthCheck, mechanism: str, *, password: bool = False) -> AuthResult:
         style = self._config.smtp_failure_style
         if check.account is None:
             self._state.counters["smtp_auth_failed"] += 1
             return AuthResult(success=False, handled=False, message=f"{_FAILED[style]} [sandbox: {check.reason}]")
+        refusal = self._faults.on_auth(check.account, password=password)
+        if refusal is not None:  # a fault switched on for this mailbox (smtp_faults.py)
+            self._state.counters["smtp_auth_failed"] += 1
+            return AuthResult(success=False, handled=False, message=refusal)
         self._state.counters["smtp_auth_ok"] += 1
         return AuthResult(success=True, message=_ACCEPTED[style], auth_data=SmtpIdentity(check.account, mechanism))
 
@@ -217,16 +225,17 @@ class SmtpHandler:
             login = auth_data.login.decode("utf-8", "replace")
             expected = self._config.smtp_password_users.get(login)
             if expected is not None and hmac.compare_digest(auth_data.password, expected.encode()):
-                return self._verdict(SmtpAuthCheck(login), mechanism)
+                return self._verdict(SmtpAuthCheck(login), mechanism, password=True)
         self._state.counters["smtp_auth_failed"] += 1
         return AuthResult(success=False, handled=False, message=_FAILED[self._config.smtp_failure_style])
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]) -> str:
         """Exchange refuses a sender other than the authenticated mailbox (without Send As rights)."""
         identity = session.auth_data
-        if not isinstance(identity, SmtpIdentity) or address.lower() != identity.account.lower():
+        refusal = self._faults.on_mail(identity.account) if isinstance(identity, SmtpIdentity) else None
+        if not isinstance(identity, SmtpIdentity) or address.lower() != identity.account.lower() or refusal:
             self._state.counters["smtp_sender_refused"] += 1
-            return _SEND_AS_REFUSED
+            return refusal or _SEND_AS_REFUSED
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -248,9 +257,16 @@ class SmtpHandler:
 class SmtpServer:
     """The listening SMTP server on the current event loop; ``stop()`` closes open sessions too."""
 
-    def __init__(self, config: SandboxConfig, state: SandboxState, inbox: Inbox, tls_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        state: SandboxState,
+        inbox: Inbox,
+        tls_context: ssl.SSLContext,
+        faults: SmtpFaults | None = None,
+    ) -> None:
         self._config = config
-        self._handler = SmtpHandler(config, state, inbox)
+        self._handler = SmtpHandler(config, state, inbox, faults)
         self._tls_context = tls_context
         self._connections: set[_SandboxSMTP] = set()
         self._server: asyncio.Server | None = None

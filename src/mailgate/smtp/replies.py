@@ -13,6 +13,7 @@ import ssl
 
 import aiosmtplib
 
+from .. import advice
 from ..errors import SmtpAuthenticationError, SmtpError, SmtpPermanentError, SmtpTransientError
 
 __all__ = ["CLIENT_ERRORS", "enhanced_status", "error_from_exception", "error_from_reply", "one_line"]
@@ -34,24 +35,6 @@ _WHAT = {
     "quit": "QUIT",
 }
 
-_MS_SMTP_AUTH_DISABLED = (
-    "SMTP AUTH is disabled for this Microsoft 365 mailbox or tenant. An Exchange administrator must enable it: "
-    "Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false (PowerShell), or in the "
-    "Microsoft 365 admin centre: Users > the mailbox > Mail > Manage email apps > Authenticated SMTP "
-    "(and check that Security defaults do not block it for the tenant)."
-)
-_MS_TOKEN_REJECTED = (
-    "Microsoft rejected the access token. Check that the Username is the mailbox that granted consent "
-    "(or one it may send as), that the app has the delegated permission https://outlook.office.com/SMTP.Send "
-    "(re-authorize after adding it), and, for app-only tokens, that the service principal is registered in "
-    "Exchange (New-ServicePrincipal, Add-MailboxPermission)."
-)
-_GMAIL_REJECTED = (
-    "Google rejected the credentials. With OAuth, the Username must be exactly the Google account that "
-    "granted consent, and the consent must include the scope https://mail.google.com/ (re-authorize if not). "
-    "With a password, use an app password: Google refuses the account password over SMTP."
-)
-
 
 def one_line(text: str) -> str:
     """A multi-line reply text on one line (continuation lines joined with " | ")."""
@@ -64,65 +47,13 @@ def enhanced_status(message: str) -> str:
     return match.group(1) if match else ""
 
 
-def _hint(code: int, status: str, message: str, during: str) -> str:
-    if status == "5.7.139":
-        return _MS_SMTP_AUTH_DISABLED
-    if status == "5.7.3" or (status == "5.7.8" and during == "auth"):
-        return _MS_TOKEN_REJECTED if status == "5.7.3" else _GMAIL_REJECTED
-    if status == "5.5.127":
-        return (
-            "The access token was about to expire when it was used (Microsoft high-volume endpoint). "
-            "Refresh tokens earlier: mailgate retries with a fresh token; if this persists, check the clock."
-        )
-    if code == 454 and during == "auth":
-        return (
-            "The server is throttling logins (Gmail: too many login attempts). Wait several minutes before "
-            "connecting again, and keep connections open for several messages instead of logging in per message."
-        )
-    if code == 432 or status == "4.3.2":
-        return (
-            "Too many simultaneous connections for this mailbox (Microsoft 365 allows 3). Lower max_connections "
-            "for the provider, or stop other programs sending from the same mailbox."
-        )
-    if status == "5.7.60" or "SendAsDenied" in message:
-        return (
-            "This account may not send as this sender address. Use the authenticated mailbox as the sender, "
-            "or grant it Send As permission on the sender mailbox."
-        )
-    if status == "5.7.57" or (code == 530 and during in ("mail", "rcpt", "data")):
-        return "The server requires authentication before sending: set Authentication to oauth (or password)."
-    if code == 534:
-        return (
-            "The server wants a stronger sign-in (Gmail 5.7.9/5.7.14: an app password or OAuth). "
-            "Use Authentication oauth."
-        )
-    if code == 538:
-        return "The server requires an encrypted connection before AUTH: use security starttls (587) or ssl (465)."
-    if code == 504 and during == "auth":
-        return "The server does not support this authentication mechanism: check the host and Authentication."
-    if code == 421:
-        return "The server is closing the connection (shutting down or overloaded). Try again later."
-    if code == 535 and during == "auth":
-        return "The server rejected the credentials: check Username, and the password or the OAuth consent."
-    if code == 550:
-        if during == "rcpt":
-            return "The recipient's mailbox does not exist or refuses mail: check the address."
-        return "The server refused the message by policy: check the sender address and the reply text."
-    if code == 552:
-        return "The message is too large or the mailbox is full (Gmail: 25 MB, Microsoft 365: 35 MB by default)."
-    if code == 553:
-        if during == "mail":
-            return "The sender address is not allowed for this account: use the mailbox you authenticate as."
-        return "The recipient address is not valid: check its spelling."
-    if code == 554:
-        return "The server rejected the transaction (policy, spam filter or blocked account): read the reply text."
-    if 400 <= code < 500:
-        return "A temporary failure: the same message may be accepted later."
-    return ""
+# Refusals of the credentials that only an administrator can fix, whatever the reply code: SMTP AUTH
+# disabled (535 5.7.139), a token for another mailbox (535 5.7.3), Basic auth refused (550 5.7.30).
+_CREDENTIALS_REFUSED = ("5.7.139", "5.7.3", "5.7.30")
 
 
 def _error_class(code: int, status: str, during: str) -> type[SmtpError]:
-    if during == "auth" and code in (530, 534, 535):
+    if code >= 500 and (status in _CREDENTIALS_REFUSED or (during == "auth" and code in (530, 534, 535))):
         return SmtpAuthenticationError
     if status == "5.5.127":
         # "Token will expire soon" is a timing problem, not a configuration problem: the same message
@@ -143,9 +74,11 @@ def error_from_reply(code: int, message: str, *, during: str) -> SmtpError:
     status = enhanced_status(text)
     cls = _error_class(code, status, during)
     what = _WHAT.get(during, during)
+    found = advice.smtp_reply(code, status, text, during=during)
     return cls(
         f"The SMTP server refused {what}: {code} {text}".rstrip(),
-        hint=_hint(code, status, text, during),
+        cause=found.cause if found else "",
+        hint=found.fix if found else "",
         reply_code=code,
         reply=text,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import stat
+from datetime import UTC, datetime
 
 import aiosmtplib
 
@@ -14,6 +16,7 @@ from ..errors import SmtpPermanentError
 __all__ = [
     "CA_FILE_MAX_BYTES",
     "CaFileError",
+    "certificate_expiry",
     "client_context",
     "describe_tls",
     "load_client_context",
@@ -117,5 +120,18 @@ def describe_tls(smtp: aiosmtplib.SMTP) -> str:
     return (
         f"{obj.version()}, {cipher[0] if cipher else 'unknown cipher'}; certificate subject: "
         f"{_names(cert.get('subject'))}; names: {names or '-'}; issuer: {_names(cert.get('issuer'))}; "
-        f"valid until {cert.get('notAfter', '?')}"
+        f"{_VALID_UNTIL}{cert.get('notAfter', '?')}"
     )
+
+
+_VALID_UNTIL = "valid until "
+# getpeercert()'s notAfter, e.g. "Jun  1 12:00:00 2027 GMT" (the form ssl.cert_time_to_seconds reads).
+_NOT_AFTER = re.compile(re.escape(_VALID_UNTIL) + r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} GMT)")
+
+
+def certificate_expiry(description: str) -> datetime | None:
+    """When the certificate of a :func:`describe_tls` description expires (UTC), or None if it does not say."""
+    match = _NOT_AFTER.search(description)
+    if match is None:
+        return None
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(match.group(1)), UTC)

@@ -211,4 +211,4 @@ def _all_refused(refused: dict[str, tuple[int, str]]) -> SmtpError:
     code, text = next((r for r in refused.values() if 400 <= r[0] < 500), next(iter(refused.values())))
     err = error_from_reply(code, text, during="rcpt")
     message = f"{err.message} (all {len(refused)} recipient(s) refused: {', '.join(refused)})"
-    return type(err)(message, hint=err.hint, reply_code=err.reply_code, reply=err.reply)
+    return type(err)(message, cause=err.cause, hint=err.hint, reply_code=err.reply_code, reply=err.reply)

@@ -298,7 +298,7 @@ class SmtpConnection:
         if reply.challenge:
             details = ", ".join(f"{k}={v}" for k, v in sorted(reply.challenge.items()))
             message = f"{err.message} (error challenge: {details})"
-            err = type(err)(message, hint=err.hint, reply_code=err.reply_code, reply=err.reply)
+            err = type(err)(message, cause=err.cause, hint=err.hint, reply_code=err.reply_code, reply=err.reply)
         self._steps.append(Step("auth", False, err.message, err.hint))
         raise err
 

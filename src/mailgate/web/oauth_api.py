@@ -133,10 +133,10 @@ async def redirect(request: Request, services: ServicesDep) -> Response:
         back = await services.consent.return_to(params.get("state", ""))
         if _local_page(services.settings.context_path, back):
             # Back to the page that started the flow (the Email server page), which shows what happened.
-            text = exc.message
+            text = f"{exc.message} {exc.cause}".strip()
             if exc.provider_error and exc.provider_error not in text:
                 text += f" (provider error: {exc.provider_error})"
-            if "nothing was changed" not in exc.hint.lower():
+            if "nothing was changed" not in f"{text} {exc.hint}".lower():
                 text += " Nothing was changed."
             return _back(request, back, Flash("error", text, exc.hint))
         return templates.TemplateResponse(
@@ -145,8 +145,10 @@ async def redirect(request: Request, services: ServicesDep) -> Response:
             {
                 "ok": False,
                 "message": exc.message,
+                "cause": exc.cause,
                 "hint": exc.hint,
                 "provider_error": exc.provider_error,
+                "provider_text": exc.provider_text,
                 "back": f"{services.settings.context_path}/",
             },
             status_code=exc.http_status,

@@ -211,11 +211,12 @@ class TransientDeliveryError(DeliveryError):
         message: str,
         *,
         hint: str = "",
+        cause: str = "",
         reply_code: int | None = None,
         reply: str = "",
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, hint=hint, reply_code=reply_code, reply=reply)
+        super().__init__(message, hint=hint, cause=cause, reply_code=reply_code, reply=reply)
         self.retry_after = retry_after
 
 

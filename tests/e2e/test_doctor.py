@@ -232,3 +232,20 @@ async def test_other_auth_refusals_name_their_fix(harness: Harness, fault: str, 
     auth = checks["AUTH"]
     assert auth["ok"] is False and reply in auth["detail"] and "Likely cause: " in auth["detail"]
     assert fix in auth["fix"]
+
+
+async def test_an_http_delivery_is_checked_by_its_token_and_permission(harness: Harness) -> None:
+    """Issue 24: for Graph (or the Gmail API) doctor checks the token and the send permission, not SMTP."""
+    await harness.configure("microsoft")
+    r = await harness.api.put(f"{API}/email/server", json={"delivery": "graph"})
+    assert r.status_code == 200, r.text
+    assert (await harness.authorize(account=ALICE)).status_code == 200
+    code, checks = await doctor_json(harness)
+    assert code == 0, checks
+    assert checks["graph token"]["ok"] and checks["graph permission"]["ok"], checks
+    assert "SMTP connect" not in checks and "AUTH" not in checks
+    harness.sandbox.mail_api.permission_denied = True  # the admin removed Mail.Send from the app registration
+    code, checks = await doctor_json(harness)
+    assert code == 1 and not checks["graph permission"]["ok"], checks
+    assert "Mail.Send" in checks["graph permission"]["fix"], checks
+    assert harness.sandbox.messages == []

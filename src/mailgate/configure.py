@@ -225,6 +225,11 @@ class ConfigService:
             if account is None and config.grant.app_only:
                 account = new_app_only_row(account_name, config)
                 session.add(account)
+            elif account is not None and update.client_secret:
+                # A secret entered is the fix of a refused one (expired, AADSTS7000222): the last refresh failure no
+                # longer stands, and the worker, which keys its hold on it, gives held mail another try.
+                account.status_reason = ""
+                self._forget_tokens(account_name)
             server = await get_email_server(session, self._box, account_name)
             if server is None or (config.mailbox and not (server.username and server.sender)):
                 # Choosing a provider pre-fills the Email server page; an app-only mailbox is its username.

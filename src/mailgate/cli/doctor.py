@@ -189,8 +189,8 @@ async def account_checks(services: Services, account: str, *, now: datetime | No
             checks.append(await _token_refresh(services, account))
     if server.delivery.over_http:
         # Graph / Gmail API: the token and a request that needs the send permission, nothing sent.
-        for step in await services.mailer.probe(account):
-            checks.append(Check(f"{server.delivery.value} {step.name}", step.ok, step.detail, step.hint))
+        for probed in await services.mailer.probe(account):
+            checks.append(Check(f"{server.delivery.value} {probed.name}", probed.ok, probed.detail, probed.hint))
     elif server.host:
         sender = server.sender or server.username or (await services.config.oauth_view(account)).account
         steps = await test_connection(

@@ -193,7 +193,9 @@ class Worker:
         config = self.outbox.config
         server = await config.email_server(account)
         view = await config.oauth_view(account)
-        fingerprint = (server, view.provider, view.client_id, view.token_status, view.authorized_at)
+        # A failing refresh leaves a reason; a new client secret clears it (ConfigService.save_oauth).
+        failing = bool(view.token_status_reason)
+        fingerprint = (server, view.provider, view.client_id, view.token_status, view.authorized_at, failing)
         spec = self.outbox.catalogue.limits_of(view.provider, server)
         server_, problem = self._problem(server, view.token_status, view.token_status_reason)
         return server_, problem, fingerprint, spec

@@ -120,6 +120,9 @@ async def test_each_grant_on_the_oauth_page(browser: Browser, tmp_path: Path) ->
         assert key["private_key"].splitlines()[3] not in await page.content()
         await _server(stack, "gmail")
         await page.goto(f"{stack.ui}/configuration/accounts/gmail/email-server")
+        # No consent to give: no Authorize button, a hint pointing at the OAuth page instead.
+        await expect(page.locator("#authorize")).to_have_count(0)
+        await expect(page.locator("#app-only-hint")).to_contain_text("app-only identity")
         await run_tests_from_the_page(page, stack, "service-account")
         # No script errors, nothing refused by the Content-Security-Policy (the refused save answered 422 on purpose).
         assert [p for p in PAGE_PROBLEMS[page] if "status of 422" not in p] == []

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -16,6 +17,9 @@ import pytest
 from mailgate.app import Services, build_services
 from mailgate.config import Settings
 from mailgate.web import create_app
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -85,3 +89,12 @@ async def api(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8080", headers=basic_auth()) as client:
         yield client
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium (Debian's package, never a downloaded one) for the admin-page walks."""
+    from .web.browser_stack import chromium  # Playwright only where a test asks for a browser
+
+    async with chromium() as launched:
+        yield launched

@@ -37,6 +37,19 @@ class Problem:
     #: 30 days) is shown in the banner and alerted on, but the service is still healthy.
     severity: Literal["critical", "warning"] = "critical"
 
+    def to_dict(self, link_prefix: str = "") -> dict[str, str]:
+        """The problem as JSON (``/healthz``, the banner, an alert's webhook body): ``link`` prefixed with
+        ``link_prefix`` (the context path, or the public base URL and the context path)."""
+        return {
+            "account": self.account,
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "fix": self.fix,
+            "since": self.since.isoformat(),
+            "link": link_prefix + self.link if self.link else "",
+        }
+
     @property
     def key(self) -> tuple[str, str]:
         """Identity of the condition across successive checks: one alert per key when it starts and ends."""

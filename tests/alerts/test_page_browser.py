@@ -5,7 +5,6 @@ fallback server's password never shown, the audit entries; no console error (CSP
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,13 @@ if not os.environ.get("CI"):
 
 from playwright.async_api import Browser, expect
 
-from ..web.browser_stack import PAGE_PROBLEMS, chromium, new_page, running_stack, screenshot
+from ..web.browser_stack import PAGE_PROBLEMS, new_page, running_stack, screenshot
 from ..web.test_browser import log_in, open_from_menu
 from .receiver import WebhookReceiver
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "fallback-Pa55word"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def test_alerts_page_settings_test_alert_and_audit_log(

@@ -4,7 +4,6 @@ list and remove, and no sideways scrolling on a phone-sized screen."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,10 @@ if not os.environ.get("CI"):
 
 from playwright.async_api import Browser, expect
 
-from ..web.browser_stack import PAGE_PROBLEMS, chromium, new_page, running_stack, screenshot
+from ..web.browser_stack import PAGE_PROBLEMS, new_page, running_stack, screenshot
 from ..web.test_browser import log_in, open_from_menu
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def test_relay_page_add_list_remove(browser: Browser, tmp_path: Path) -> None:

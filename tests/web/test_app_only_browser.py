@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,11 @@ from playwright.async_api import Browser, Page, expect
 
 from mailgate.configure import EmailServerUpdate
 
-from .browser_stack import CLIENT_ID, CLIENT_SECRET, PAGE_PROBLEMS, TENANT, Stack, chromium, new_page, running_stack
+from .browser_stack import CLIENT_ID, CLIENT_SECRET, PAGE_PROBLEMS, TENANT, Stack, new_page, running_stack
 from .test_browser import log_in, open_from_menu, run_tests_from_the_page
 
 pytestmark = pytest.mark.browser
 MAILBOX = "app@sandbox.test"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def _server(stack: Stack, account: str = "default") -> None:

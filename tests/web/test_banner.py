@@ -4,7 +4,6 @@ each item linking to the page that fixes it, and gone once both problems are fix
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,18 +17,12 @@ from playwright.async_api import Browser, expect
 from mailgate.configure import EmailServerUpdate, OAuthConfigUpdate
 from mailgate.store.models import OAuthAccountRow
 
-from .browser_stack import CLIENT_ID, CLIENT_SECRET, PAGE_PROBLEMS, TENANT, chromium, new_page, running_stack
+from .browser_stack import CLIENT_ID, CLIENT_SECRET, PAGE_PROBLEMS, TENANT, new_page, running_stack
 from .test_browser import authorize, log_in, open_from_menu
 
 pytestmark = pytest.mark.browser
 
 HOSTILE = "<img src=x onerror=\"document.title='owned'\">"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def test_banner_on_every_page_links_to_the_fix_and_goes_away(browser: Browser, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,19 +24,12 @@ from .browser_stack import (
     PAGE_PROBLEMS,
     TENANT,
     Stack,
-    chromium,
     new_page,
     running_stack,
     screenshot,
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def log_in(page: Page, stack: Stack) -> None:

@@ -24,12 +24,12 @@ from .browser_stack import (
     running_stack,
     screenshot,
 )
-from .test_browser import browser, log_in, open_from_menu  # noqa: F401 - browser is a fixture
+from .test_browser import log_in, open_from_menu
 
 pytestmark = pytest.mark.browser
 
 
-async def test_delivery_selector_graph_consent_test_and_back_to_smtp(browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+async def test_delivery_selector_graph_consent_test_and_back_to_smtp(browser: Browser, tmp_path: Path) -> None:
     async with running_stack(tmp_path) as stack:
         await stack.services.config.save_oauth(
             OAuthConfigUpdate(provider="microsoft", tenant=TENANT, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)

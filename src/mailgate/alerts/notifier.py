@@ -165,17 +165,7 @@ class Notifier:
                 await self._close(row, settings)
 
     def _payload(self, event: str, problem: Problem) -> dict[str, Any]:
-        return {
-            "event": event,
-            "account": problem.account,
-            "code": problem.code,
-            "severity": problem.severity,
-            "message": problem.message,
-            "fix": problem.fix,
-            "since": problem.since.isoformat(),
-            "link": self._link_base + problem.link if problem.link else "",
-            "at": self._clock().isoformat(),
-        }
+        return {"event": event, **problem.to_dict(self._link_base), "at": self._clock().isoformat()}
 
     def _notification(self, payload: dict[str, Any], settings: AlertSettings) -> AlertNotificationRow:
         now = self._clock()

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from ..app import Services
-from ..problems import Problem
 from ..singleflight import SingleFlight
 from .deps import ServicesDep
 from .metrics import render_outbox
 
-__all__ = ["problem_dict", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["health"])
 
@@ -70,21 +68,8 @@ async def healthz(request: Request, services: ServicesDep) -> JSONResponse:
     problems = await services.problems()
     status = "degraded" if any(p.severity == "critical" for p in problems) else "ok"
     prefix = services.settings.context_path
-    listed = [problem_dict(p, prefix) for p in problems]
+    listed = [p.to_dict(prefix) for p in problems]
     return JSONResponse({"status": status, **checks, "problems": listed})
-
-
-def problem_dict(problem: Problem, context_path: str) -> dict[str, Any]:
-    """A problem as JSON (``/healthz``): ``link`` is the full path of the admin page that fixes it."""
-    return {
-        "account": problem.account,
-        "code": problem.code,
-        "severity": problem.severity,
-        "message": problem.message,
-        "fix": problem.fix,
-        "since": problem.since.isoformat(),
-        "link": context_path + problem.link if problem.link else "",
-    }
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -22,7 +22,6 @@ from ..store import load_or_create_key
 from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
 from .deps import ServicesDep
-from .health import problem_dict
 from .ratelimit import LoginLimiter
 from .session import SESSION_COOKIE, Flash, WebKeys, WebSessionMiddleware, web_keys
 
@@ -141,7 +140,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
             "alerts_url": prefix + ALERTS_PAGE,
             "audit_url": prefix + AUDIT_PAGE,
             "logout_url": prefix + "/logout",
-            "problems": [problem_dict(p, prefix) for p in getattr(request.state, "problems", ())],
+            "problems": [p.to_dict(prefix) for p in getattr(request.state, "problems", ())],
             **context,
         },
         status_code=status_code,

@@ -44,6 +44,19 @@ async def _configure(h: Harness, **fields: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
+async def _client_credentials(h: Harness) -> None:
+    """The sandbox's Microsoft app registration as "Application (client credentials)" with its secret."""
+    await _configure(
+        h,
+        provider="microsoft",
+        tenant=TENANT,
+        grant="client_credentials",
+        client_id="sandbox-client",
+        client_secret="sandbox-secret",
+        mailbox=MAILBOX,
+    )
+
+
 async def test_client_credentials_with_a_secret_delivers_as_the_mailbox(harness: Harness) -> None:
     h = harness
     view = await _configure(
@@ -72,15 +85,7 @@ async def test_client_credentials_with_a_secret_delivers_as_the_mailbox(harness:
 
 async def test_client_credentials_fetches_a_new_token_near_expiry_without_a_refresh_token(harness: Harness) -> None:
     h = harness
-    await _configure(
-        h,
-        provider="microsoft",
-        tenant=TENANT,
-        grant="client_credentials",
-        client_id="sandbox-client",
-        client_secret="sandbox-secret",
-        mailbox=MAILBOX,
-    )
+    await _client_credentials(h)
     first = await h.services.tokens.access_token()
     assert await h.services.tokens.access_token() == first  # cached
     h.clock.advance(3600 - 60)  # inside the refresh margin
@@ -263,30 +268,14 @@ async def test_app_only_secrets_are_never_returned_logged_or_in_a_repr(
 
 async def test_authorize_is_refused_for_an_app_only_account(harness: Harness) -> None:
     h = harness
-    await _configure(
-        h,
-        provider="microsoft",
-        tenant=TENANT,
-        grant="client_credentials",
-        client_id="sandbox-client",
-        client_secret="sandbox-secret",
-        mailbox=MAILBOX,
-    )
+    await _client_credentials(h)
     r = await h.api.get(f"{API}/oauth/authorize")
     assert r.status_code == 409 and "app-only" in r.text
 
 
 async def test_switching_back_to_the_authorization_code_grant_keeps_the_guide_flow(harness: Harness) -> None:
     h = harness
-    await _configure(
-        h,
-        provider="microsoft",
-        tenant=TENANT,
-        grant="client_credentials",
-        client_id="sandbox-client",
-        client_secret="sandbox-secret",
-        mailbox=MAILBOX,
-    )
+    await _client_credentials(h)
     await h.services.tokens.access_token()
     r = await h.api.put(f"{API}/oauth/config", json={"grant": "authorization_code"})
     assert r.status_code == 200 and r.json()["token_status"] == "not_authorized", r.text

@@ -5,48 +5,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailgate.app import build_services
-from mailgate.config import Settings
 from mailgate.configure import OAuthConfigUpdate
-from mailgate.store import Database, SecretBox
+from mailgate.store import SecretBox
 
-from ..conftest import ADMIN_PASSWORD
-from .test_accounts_migration import KEY, NOW, _insert
+from .test_accounts_migration import KEY, NOW, _insert, migrated
 
 
 async def test_a_database_before_app_only_identities_keeps_its_accounts(database_url: str, tmp_path: Path) -> None:
     box = SecretBox(KEY)
-    old = Database(database_url)
-    try:
-        await old.migrate("0008_relay_users")  # the schema of the release before app-only identities
-        rows = [
-            _insert("accounts", {"name": "sales", "senders": "[]", "created_at": NOW}),
-            _insert("oauth_config", {
-                "account_id": "default", "provider": "microsoft", "tenant": "contoso.onmicrosoft.com",
-                "client_id": "client-1", "client_secret_enc": box.encrypt("s3cret"),
-                "redirect_uri": "http://localhost:8080/r", "updated_at": NOW,
-            }),
-            _insert("oauth_config", {
-                "account_id": "sales", "provider": "google", "tenant": "", "client_id": "client-2",
-                "client_secret_enc": box.encrypt("g-secret"), "redirect_uri": "http://localhost:8080/r",
-                "updated_at": NOW,
-            }),
-            _insert("oauth_accounts", {
-                "id": "default", "provider": "microsoft", "client_id": "client-1", "account": "alice@contoso.com",
-                "refresh_token_enc": box.encrypt("refresh-1"), "access_token_enc": "", "status": "valid",
-                "status_reason": "", "refresh_count": 3, "updated_at": NOW,
-            }),
-        ]  # fmt: skip
-        async with old.engine.begin() as connection:
-            for statement, values in rows:
-                await connection.execute(statement, values)
-    finally:
-        await old.close()
-
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=database_url, admin_password=ADMIN_PASSWORD, secret_key=KEY
-    )
-    services = await build_services(settings)  # migrates to the head
+    # the schema of the release before app-only identities
+    rows = [
+        _insert("accounts", {"name": "sales", "senders": "[]", "created_at": NOW}),
+        _insert("oauth_config", {
+            "account_id": "default", "provider": "microsoft", "tenant": "contoso.onmicrosoft.com",
+            "client_id": "client-1", "client_secret_enc": box.encrypt("s3cret"),
+            "redirect_uri": "http://localhost:8080/r", "updated_at": NOW,
+        }),
+        _insert("oauth_config", {
+            "account_id": "sales", "provider": "google", "tenant": "", "client_id": "client-2",
+            "client_secret_enc": box.encrypt("g-secret"), "redirect_uri": "http://localhost:8080/r",
+            "updated_at": NOW,
+        }),
+        _insert("oauth_accounts", {
+            "id": "default", "provider": "microsoft", "client_id": "client-1", "account": "alice@contoso.com",
+            "refresh_token_enc": box.encrypt("refresh-1"), "access_token_enc": "", "status": "valid",
+            "status_reason": "", "refresh_count": 3, "updated_at": NOW,
+        }),
+    ]  # fmt: skip
+    services = await migrated(database_url, tmp_path, "0008_relay_users", rows)  # then to the head
     try:
         view = await services.config.oauth_view()
         assert (view.provider, view.client_id, view.grant, view.mailbox) == (

@@ -15,6 +15,8 @@ import re
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -76,7 +78,21 @@ async def _end_group(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), 10)
 
 
-async def test_the_readme_sandbox_walkthrough_runs_as_pasted(tmp_path: Path) -> None:
+@dataclass
+class Walkthrough:
+    """The README's commands run by bash on free ports: their output, mailgate's and the sandbox's URLs."""
+
+    output: str
+    http: int
+    sandbox_url: str
+    env: dict[str, str]
+    venv: Path
+
+
+@contextlib.asynccontextmanager
+async def walkthrough(tmp_path: Path, extra: str = "") -> AsyncIterator[Walkthrough]:
+    """Run the walkthrough (then ``extra``, more README commands) as pasted; the processes it started are
+    stopped on exit."""
     require_component(shutil.which("curl") is not None, "curl")
     venv = Path(sys.prefix)
     require_component((venv / "bin" / "mailgate").exists(), "mailgate installed in the test's virtual environment")
@@ -95,7 +111,7 @@ async def test_the_readme_sandbox_walkthrough_runs_as_pasted(tmp_path: Path) -> 
     env["MAILGATE_PROVIDERS_FILE"] = str(providers)
     env["MAILGATE_SANDBOX_REDIRECT_URI"] = f"http://localhost:{http}{REDIRECT_PATH}"
     script = tmp_path / "readme.sh"
-    script.write_text(with_ports(readme_script(), http, sandbox_http, sandbox_smtp))
+    script.write_text(with_ports(readme_script() + "\n" + extra, http, sandbox_http, sandbox_smtp))
     log = tmp_path / "readme.log"
     with open(log, "wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -105,6 +121,14 @@ async def test_the_readme_sandbox_walkthrough_runs_as_pasted(tmp_path: Path) -> 
         await asyncio.wait_for(proc.wait(), 240)  # its own waits are bounded (one minute)
         output = log.read_text()
         assert proc.returncode == 0, output
+        yield Walkthrough(output, http, sandbox_url, env, venv)
+    finally:
+        await _end_group(proc)
+
+
+async def test_the_readme_sandbox_walkthrough_runs_as_pasted(tmp_path: Path) -> None:
+    async with walkthrough(tmp_path) as run:
+        output, http, sandbox_url = run.output, run.http, run.sandbox_url
         async with httpx.AsyncClient(timeout=10) as client:
             config = await client.get(
                 f"http://localhost:{http}/ddenterpriseapi/v2/oauth/config", auth=("admin", "admin-pass")
@@ -126,6 +150,4 @@ async def test_the_readme_sandbox_walkthrough_runs_as_pasted(tmp_path: Path) -> 
             order = next(m for m in inbox if m["subject"] == "Your order")
             assert order["mail_from"] == "user@sandbox.test" and order["rcpt_tos"] == ["bob@example.com"]
             assert "invoice.txt" in order["raw"]
-    finally:
-        await _end_group(proc)
     assert not (tmp_path / "mailgate-data" / "mailgate.db-wal").exists()  # serve stopped and closed its database

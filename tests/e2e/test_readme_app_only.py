@@ -5,16 +5,11 @@ with a certificate the sandbox made, then a service account's JSON key."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import httpx
 
-from ..conftest import require_component
-from .test_cli import _free_port
-from .test_readme import README, REDIRECT_PATH, _blocks, _end_group, _section, readme_script, with_ports
+from .test_readme import README, _blocks, _section, walkthrough
 
 SECTION = "### Trying it with the sandbox"
 
@@ -28,34 +23,8 @@ def app_only_script() -> str:
 
 
 async def test_the_readme_app_only_commands_run_as_pasted(tmp_path: Path) -> None:
-    require_component(shutil.which("curl") is not None, "curl")
-    venv = Path(sys.prefix)
-    require_component((venv / "bin" / "mailgate").exists(), "mailgate installed in the test's virtual environment")
-    http, sandbox_http, sandbox_smtp = _free_port(), _free_port(), _free_port()
-    (tmp_path / ".venv").symlink_to(venv)
-    providers = tmp_path / "sandbox-ports.toml"
-    sandbox_url = f"http://127.0.0.1:{sandbox_http}"
-    providers.write_text(
-        "[providers.sandbox]\n"
-        f'authorization_url = "{sandbox_url}/{{tenant}}/oauth2/v2.0/authorize"\n'
-        f'token_url = "{sandbox_url}/{{tenant}}/oauth2/v2.0/token"\n'
-        f'revocation_url = "{sandbox_url}/revoke"\n'
-        f"smtp_port = {sandbox_smtp}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env["MAILGATE_PROVIDERS_FILE"] = str(providers)
-    env["MAILGATE_SANDBOX_REDIRECT_URI"] = f"http://localhost:{http}{REDIRECT_PATH}"
-    script = tmp_path / "readme.sh"
-    script.write_text(with_ports(readme_script() + "\n" + app_only_script(), http, sandbox_http, sandbox_smtp))
-    log = tmp_path / "readme.log"
-    with open(log, "wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            "bash", str(script), cwd=tmp_path, env=env, stdout=out, stderr=out, start_new_session=True
-        )
-    try:
-        await asyncio.wait_for(proc.wait(), 240)
-        output = log.read_text()
-        assert proc.returncode == 0, output
+    async with walkthrough(tmp_path, app_only_script()) as run:
+        output, http, sandbox_url, env, venv = run.output, run.http, run.sandbox_url, run.env, run.venv
         assert '"name":"auth","ok":true,"detail":"XOAUTH2 as user@sandbox.test' in output, output
         api = f"http://localhost:{http}/ddenterpriseapi/v2/accounts"
         async with httpx.AsyncClient(timeout=10, auth=("admin", "admin-pass")) as client:
@@ -76,5 +45,3 @@ async def test_the_readme_app_only_commands_run_as_pasted(tmp_path: Path) -> Non
             assert tested.returncode == 0 and "PASS auth" in result, result
             stats = (await client.get(f"{sandbox_url}/_control/stats")).json()
             assert stats["tokens_issued"]["client_credentials"] == 2, stats
-    finally:
-        await _end_group(proc)

@@ -44,16 +44,22 @@ async def _configure(h: Harness, **fields: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
-async def _client_credentials(h: Harness) -> None:
-    """The sandbox's Microsoft app registration as "Application (client credentials)" with its secret."""
+async def _client_credentials(h: Harness, certificate: dict[str, str] | None = None) -> None:
+    """The sandbox's Microsoft app registration as "Application (client credentials)": with its secret, or
+    with ``certificate`` (its ``certificate_pem`` and ``private_key_pem``)."""
+    credential = (
+        {"client_secret": "sandbox-secret"}
+        if certificate is None
+        else {"certificate_pem": certificate["certificate_pem"], "private_key_pem": certificate["private_key_pem"]}
+    )
     await _configure(
         h,
         provider="microsoft",
         tenant=TENANT,
         grant="client_credentials",
         client_id="sandbox-client",
-        client_secret="sandbox-secret",
         mailbox=MAILBOX,
+        **credential,
     )
 
 
@@ -123,16 +129,7 @@ async def test_client_credentials_with_a_certificate_signs_an_assertion(harness:
 async def test_an_unregistered_certificate_is_refused_with_the_advice(harness: Harness) -> None:
     h = harness
     other = h.sandbox.state.app_only.register_certificate("another-app")  # registered for another app
-    await _configure(
-        h,
-        provider="microsoft",
-        tenant=TENANT,
-        grant="client_credentials",
-        client_id="sandbox-client",
-        certificate_pem=other["certificate_pem"],
-        private_key_pem=other["private_key_pem"],
-        mailbox=MAILBOX,
-    )
+    await _client_credentials(h, other)
     with pytest.raises(TokenEndpointError) as caught:
         await h.services.tokens.access_token()
     assert caught.value.error_code == "AADSTS700027"
@@ -222,16 +219,7 @@ async def test_app_only_secrets_are_never_returned_logged_or_in_a_repr(
     caplog.set_level(logging.DEBUG)
     cert = h.sandbox.register_app_certificate("sandbox-client")
     key = h.sandbox.register_service_account(mailboxes=(MAILBOX,))
-    await _configure(
-        h,
-        provider="microsoft",
-        tenant=TENANT,
-        grant="client_credentials",
-        client_id="sandbox-client",
-        certificate_pem=cert["certificate_pem"],
-        private_key_pem=cert["private_key_pem"],
-        mailbox=MAILBOX,
-    )
+    await _client_credentials(h, cert)
     await h.services.tokens.access_token()
     config_api = await h.api.get(f"{API}/oauth/config")
     from mailgate.store.repository import get_oauth_config

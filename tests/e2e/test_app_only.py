@@ -289,3 +289,32 @@ async def test_a_new_credential_drops_the_token_the_old_one_got(harness: Harness
     await h.services.tokens.access_token()  # by the certificate now
     r = await h.api.put(f"{API}/oauth/config", json={"mailbox": MAILBOX})  # nothing about the credential
     assert r.json()["token_status"] == "valid"
+
+
+@pytest.mark.parametrize("provider", ["microsoft", "google"])
+async def test_app_only_identities_deliver_over_http_with_the_app_only_scope(harness: Harness, provider: str) -> None:
+    """Issue 24: an app-only identity with Graph (client credentials, scope .default) or the Gmail API (a
+    service account, scope gmail.send): the token is fetched by the grant with the HTTP API's scope."""
+    h = harness
+    if provider == "microsoft":
+        await _client_credentials(h)
+        delivery, scope, counter = "graph", "https://graph.microsoft.com/.default", "graph_messages"
+    else:
+        # The Admin console allows the service account's client ID the gmail.send scope (else unauthorized_client).
+        key = h.sandbox.register_service_account(
+            scopes=("https://www.googleapis.com/auth/gmail.send",), mailboxes=(MAILBOX,)
+        )
+        await _configure(
+            h, provider="google", grant="service_account", service_account_key=json.dumps(key), mailbox=MAILBOX
+        )
+        delivery, scope, counter = "gmail_api", "https://www.googleapis.com/auth/gmail.send", "gmail_messages"
+    r = await h.api.put(f"{API}/email/server", json={"delivery": delivery})
+    assert r.status_code == 200, r.text
+    result = await _send_test(h)
+    assert result["ok"] is True, result
+    assert [step["name"] for step in result["steps"]] == ["token", "permission", "send"], result
+    [received] = h.sandbox.messages
+    assert received.account == MAILBOX and list(received.rcpt_tos) == ["bob@example.com"]
+    assert h.sandbox.mail_api.counters[counter] == 1
+    token = await h.services.tokens.access_token()
+    assert h.sandbox.state.introspect(token)["scope"] == scope

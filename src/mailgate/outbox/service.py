@@ -155,8 +155,7 @@ class Outbox:
         async with self._reading_limits:
             cached = self._limits.get(account)
             if cached is None or time.monotonic() - cached[0] >= LIMITS_TTL_SECONDS:
-                started = time.monotonic()
-                cached = self._limits[account] = (started, await self._read_limits(account))
+                cached = self._limits[account] = (time.monotonic(), await self._read_limits(account))
             return cached[1]
 
     async def _read_limits(self, account: str) -> Limits:

@@ -109,3 +109,23 @@ def test_a_large_message_is_not_copied_over_and_over() -> None:
         # The message written (1), and with LF line ends their conversion (2 more); parsing and writing the
         # whole message took eight times its size.
         assert peak < (1.5 if body == raw else 3.5) * len(raw), f"peak {peak:,} for {len(raw):,} bytes"
+
+
+def test_each_address_field_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_raw checks the addresses parsed with their field, and takes the sender from there: From used to be
+    parsed three times and each recipient once more (the parser's work is most of what composing costs)."""
+    factory = type(compose.POLICY.header_factory)
+    parse = factory.__call__
+    seen: list[tuple[str, str]] = []
+
+    def counted(self: Any, name: str, value: Any) -> Any:
+        seen.append((name, str(value)))
+        return parse(self, name, value)
+
+    monkeypatch.setattr(factory, "__call__", counted)
+    tag = os.urandom(6).hex()  # addresses no cache has seen
+    head = f"From: Ana <ana-{tag}@example.com>\r\nTo: bob-{tag}@example.com, Cy <cy-{tag}@example.com>\r\n"
+    message = from_raw(f"{head}Subject: hi\r\n\r\nhello\r\n".encode(), LIMITS)
+    assert message.sender == f"ana-{tag}@example.com"
+    assert message.recipients == (f"bob-{tag}@example.com", f"cy-{tag}@example.com")
+    assert [name for name, value in seen if tag in value] == ["From", "To"]

@@ -171,6 +171,30 @@ async def test_per_recipient_results(env: Env, smtp: RunningServer, ca_file: str
     assert [m.rcpt_tos for m in box.messages] == [("ok@example.com",), ("later@example.com",)]
 
 
+async def test_recipients_pending_at_the_deadline_fail_with_the_message(
+    env: Env, smtp: RunningServer, ca_file: str
+) -> None:
+    """A message failed when its retry deadline passes leaves no recipient pending: each one not delivered is
+    failed with the last reply (it was left "pending" under a failed message)."""
+    await use_server(env, smtp, ca_file)
+    box = _mailbox(smtp)
+    box.rcpt_script["later@example.com"] = ["452 4.2.2 Over quota, try later"] * 2
+    message_id = await env.post(to=["ok@example.com", "later@example.com"])
+    await env.worker.drain()
+    assert (await env.status(message_id))["recipient_results"]["later@example.com"]["status"] == "pending"
+    env.clock.advance(env.services.outbox.settings.retry_deadline_seconds + 1)
+    await env.worker.drain()
+    shown = await env.status(message_id)
+    assert shown["status"] == "failed" and shown["last_error"]["message"].startswith("Retry deadline passed")
+    assert shown["recipient_results"]["ok@example.com"]["status"] == "sent"
+    assert shown["recipient_results"]["later@example.com"] == {
+        "status": "failed",
+        "code": 452,
+        "reply": "4.2.2 Over quota, try later",
+    }
+    assert [m.rcpt_tos for m in box.messages] == [("ok@example.com",)]
+
+
 async def test_dropped_connections_are_retried(env: Env, smtp: RunningServer, ca_file: str) -> None:
     await use_server(env, smtp, ca_file)
     box = _mailbox(smtp)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from ..errors import ValidationError
-from ..smtp.compose import POLICY, Attachment, build_message, parse_mailbox
+from ..smtp.compose import POLICY, Attachment, build_message, check_address, parse_mailbox
 from .checks import check_raw, check_request, duplicate_errors, field_errors, recipient_limit, recipients_error
 
 __all__ = [
@@ -296,6 +296,7 @@ def _checked_header(message: EmailMessage, limits: Limits) -> tuple[str, list[st
     Date and Message-ID when missing and remove Bcc.  The sender and the recipients (To, Cc, Bcc)."""
     errors: dict[str, str] = {}
     recipients: list[str] = []
+    senders: list[str] = []
     wanted = {"from", "to", "cc", "bcc", "reply-to", "sender"}
     errors.update(duplicate_errors(message.keys(), "headers."))
     for name, value in message.raw_items():
@@ -322,14 +323,17 @@ def _checked_header(message: EmailMessage, limits: Limits) -> tuple[str, list[st
             continue
         for address in addresses:
             try:
-                parse_mailbox(address.addr_spec)
+                check_address(address)  # the address as parsed in its field: not parsed again
             except ValueError as exc:
                 errors[label] = f"{address.addr_spec!r} {exc}"
             if name.lower() in ("to", "cc", "bcc"):
                 recipients.append(address.addr_spec)
+        if name.lower() == "from" and addresses:
+            senders.append(addresses[0].addr_spec)
     if "From" not in message:
         if limits.default_sender:
             message["From"] = limits.default_sender
+            senders.append(_addresses(message, "From")[0])  # the header just made: not parsed again
         else:
             errors["headers.From"] = "is required: no sender is configured on the Email server page"
     if not recipients and not any(k.startswith("headers.") and k[8:].lower() in ("to", "cc", "bcc") for k in errors):
@@ -339,7 +343,7 @@ def _checked_header(message: EmailMessage, limits: Limits) -> tuple[str, list[st
     del message["Bcc"]
     if "Date" not in message:
         message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
-    sender = _addresses(message, "From")[0]
+    sender = senders[0]
     if "Message-ID" not in message:
         message["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or "mailgate.invalid")
     return sender, recipients

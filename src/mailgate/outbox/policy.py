@@ -59,8 +59,8 @@ class Verdict:
     message: str
     smtp_code: int | None = None
     smtp_reply: str = ""
-    #: The least delay the server asked for before the next attempt (HTTP ``Retry-After``), if any.
-    retry_after: timedelta | None = None
+    #: The least delay in seconds the server asked for before the next attempt (HTTP ``Retry-After``), if any.
+    retry_after: float | None = None
 
 
 def classify(exc: BaseException, *, connecting: bool) -> Verdict:
@@ -80,8 +80,7 @@ def classify(exc: BaseException, *, connecting: bool) -> Verdict:
         return Verdict(Outcome.HOLD, exc.code, text, smtp_code, smtp_reply)
     if exc.retryable:
         wait = exc.retry_after if isinstance(exc, TransientDeliveryError) else None  # the server's Retry-After
-        after = timedelta(seconds=wait) if wait else None
-        return Verdict(Outcome.RETRY, exc.code, text, smtp_code, smtp_reply, after)
+        return Verdict(Outcome.RETRY, exc.code, text, smtp_code, smtp_reply, wait)
     if connecting or isinstance(exc, OAuthError):
         # invalid_client, a refused TLS certificate, no STARTTLS...: a configuration problem.
         return Verdict(Outcome.HOLD, exc.code, text, smtp_code, smtp_reply)

@@ -168,42 +168,35 @@ def _finish_statement(columns: tuple[str, ...]) -> Update:
 async def requeue(session: AsyncSession, ids: Sequence[str], owner: str, values: dict[str, Any]) -> None:
     """Give claimed messages back without an attempt (their connection could not be set up)."""
     if ids:
-        await session.execute(
-            update(Row)
-            .where(Row.id.in_(ids), Row.lease_owner == owner, Row.status == Status.SENDING.value)
-            .values(lease_owner=None, lease_expires_at=None, **values)
-            .execution_options(synchronize_session=False)
-        )
+        where = (Row.id.in_(ids), Row.lease_owner == owner, Row.status == Status.SENDING.value)
+        await _update(session, where, lease_owner=None, lease_expires_at=None, **values)
 
 
 async def hold_account(session: AsyncSession, account_id: str, now: datetime, code: str, reason: str) -> int:
     """Hold every waiting message of the account (the administrator must act first)."""
-    result = await session.execute(
-        update(Row)
-        .where(Row.account_id == account_id, Row.status.in_(CLAIMABLE))
-        .values(status=Status.HELD.value, last_error_code=code, last_error=reason, updated_at=now)
-        .execution_options(synchronize_session=False)
+    where = (Row.account_id == account_id, Row.status.in_(CLAIMABLE))
+    return await _update(
+        session, where, status=Status.HELD.value, last_error_code=code, last_error=reason, updated_at=now
     )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def release_held(session: AsyncSession, account_id: str, now: datetime) -> int:
     """Queue the held messages of the account again, due now."""
-    result = await session.execute(
-        update(Row)
-        .where(Row.account_id == account_id, Row.status == Status.HELD.value)
-        .values(status=Status.QUEUED.value, next_attempt_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    where = (Row.account_id == account_id, Row.status == Status.HELD.value)
+    return await _update(session, where, status=Status.QUEUED.value, next_attempt_at=now, updated_at=now)
+
+
+async def _update(session: AsyncSession, where: Sequence[Any], **values: Any) -> int:
+    """Set ``values`` on the rows matching every condition of ``where``; how many rows changed."""
+    statement = update(Row).where(*where).values(**values).execution_options(synchronize_session=False)
+    return int(getattr(await session.execute(statement), "rowcount", 0) or 0)
 
 
 def delete_sent_before(connection: Connection, *, account_id: str, cutoff: datetime, limit: int) -> int:
     """Delete up to ``limit`` messages of ``account_id`` sent before ``cutoff``, with their bodies; how many."""
     params = {"account": account_id, "cutoff": cutoff, "limit": limit}
     ids = [row[0] for row in connection.execute(_SENT_BEFORE, params)]
-    if ids:
-        connection.execute(delete(OutboxBodyRow).where(OutboxBodyRow.id.in_(ids)))
+    if ids:  # their bodies go with them (ON DELETE CASCADE, as in Outbox.purge)
         connection.execute(delete(Row).where(Row.id.in_(ids)))
     return len(ids)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..transport import SendResult
@@ -73,13 +73,7 @@ class Recorder:
                 self._outbox.metrics.held += 1
             log.warning("message %s held: %s", row.id, verdict.message)
             return None
-        values["status"] = Status.FAILED.value
-        results = dict(row.recipient_results or {})
-        for rcpt in pending_recipients(row):
-            results[rcpt] = {"status": "failed", "code": verdict.smtp_code, "reply": verdict.smtp_reply}
-        values["recipient_results"] = results
-        if await self._finish(row, values):
-            self._outbox.metrics.failed += 1
+        await self._fail(row, verdict, values)
         log.info("message %s failed: %s", row.id, verdict.message)
         return None
 
@@ -93,21 +87,28 @@ class Recorder:
             cap=settings.retry_max_delay_seconds,
             random=self._random,
         )
-        if verdict.retry_after is not None:  # throttled (HTTP 429/503): never sooner than the server asked
-            delay = max(delay, verdict.retry_after)
+        if verdict.retry_after:  # throttled (HTTP 429/503): never sooner than the server asked
+            delay = max(delay, timedelta(seconds=verdict.retry_after))
         when = next_attempt(now, row.deadline_at, delay)
         values.update(_error_values(verdict))
         if when is None:
-            values["status"] = Status.FAILED.value
             values["last_error"] = f"Retry deadline passed; last error: {verdict.message}"
-            if await self._finish(row, values):
-                self._outbox.metrics.failed += 1
+            await self._fail(row, verdict, values)
             return None
         values.update(status=Status.RETRYING.value, next_attempt_at=when)
         if await self._finish(row, values):
             self._outbox.metrics.retries += 1
         log.info("message %s: attempt %d failed (%s), next at %s", row.id, row.attempts + 1, verdict.code, when)
         return when
+
+    async def _fail(self, row: Claimed, verdict: Verdict, values: dict[str, Any]) -> None:
+        """Record the message failed for good, with the recipients still pending (none is pending any more)."""
+        results = dict(values.get("recipient_results", row.recipient_results) or {})
+        for rcpt in pending_recipients(row, results):
+            results[rcpt] = {"status": "failed", "code": verdict.smtp_code, "reply": verdict.smtp_reply}
+        values.update(status=Status.FAILED.value, recipient_results=results)
+        if await self._finish(row, values):
+            self._outbox.metrics.failed += 1
 
     async def _finish(self, row: Claimed, values: dict[str, Any]) -> bool:
         ok = await self._outbox.writes.execute(*queue.finish(row.id, self._owner, values), sync=False) == 1
@@ -125,7 +126,9 @@ def _error_values(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def pending_recipients(row: Claimed) -> list[str]:
-    """Recipients not yet delivered nor refused for good (all of them on the first attempt)."""
-    done = {r for r, v in (row.recipient_results or {}).items() if v.get("status") in ("sent", "failed")}
+def pending_recipients(row: Claimed, results: dict[str, Any] | None = None) -> list[str]:
+    """Recipients not yet delivered nor refused for good (all of them on the first attempt), by the row's
+    ``recipient_results`` or ``results``."""
+    results = row.recipient_results if results is None else results
+    done = {r for r, v in (results or {}).items() if v.get("status") in ("sent", "failed")}
     return [r for r in row.recipients if r not in done]

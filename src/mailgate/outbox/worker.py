@@ -107,9 +107,7 @@ class Worker:
                 self.outbox.wake.clear()
                 try:
                     done = await self.run_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # database down, a bug: keep the worker alive, say so
+                except Exception as exc:  # database down, a bug (not a cancellation): keep the worker alive
                     log.exception("outbox worker cycle failed: %s", type(exc).__name__)
                     done = 0
                 if time.monotonic() >= self._housekeeping_due:
@@ -133,8 +131,6 @@ class Worker:
         for lane in self._lanes.values():
             try:
                 deleted += await self.outbox.expire_sent(lane.account_id)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.warning("could not delete the old sent messages of %s: %s", lane.account_id, exc)
         if deleted:
@@ -187,35 +183,27 @@ class Worker:
 
     async def _readiness(
         self, account: str
-    ) -> tuple[EmailServerConfig | None, Verdict | None, tuple[Any, ...], ProviderSpec | None]:
-        """The account's server, why it cannot send now (or None), a fingerprint of its configuration, and
-        the provider whose limits apply."""
-        config = self.outbox.config
-        server = await config.email_server(account)
-        view = await config.oauth_view(account)
-        # A failing refresh leaves a reason; a new client secret clears it (ConfigService.save_oauth).
-        failing = bool(view.token_status_reason)
-        fingerprint = (server, view.provider, view.client_id, view.token_status, view.authorized_at, failing)
-        spec = self.outbox.catalogue.limits_of(view.provider, server)
-        server_, problem = self._problem(server, view.token_status, view.token_status_reason)
-        return server_, problem, fingerprint, spec
-
-    @staticmethod
-    def _problem(
-        server: EmailServerConfig, token_status: TokenStatus, reason: str
-    ) -> tuple[EmailServerConfig | None, Verdict | None]:
+    ) -> tuple[EmailServerConfig, Verdict | None, tuple[Any, ...], ProviderSpec | None]:
+        """The account's server, why it cannot send now (or None), a fingerprint of its configuration, and the
+        provider whose limits apply."""
+        server = await self.outbox.config.email_server(account)
+        view = await self.outbox.config.oauth_view(account)
+        oauth, status = server.authentication is Authentication.OAUTH, view.token_status
+        reason = view.token_status_reason  # why the last refresh failed; saving a client secret clears it: a release
+        fingerprint = (server, view.provider, view.client_id, status, view.authorized_at, bool(reason))
+        problem: Verdict | None = None
         if not server.host and not server.delivery.over_http:  # Graph and the Gmail API need no SMTP host
-            return None, Verdict(Outcome.HOLD, "not_configured", "The Email server is not configured.")
-        if server.authentication is not Authentication.NONE and not server.username:
+            problem = Verdict(Outcome.HOLD, "not_configured", "The Email server is not configured.")
+        elif server.authentication is not Authentication.NONE and not server.username:
             text = "The Email server's Username is empty: set it to the mailbox to send from."
-            return None, Verdict(Outcome.HOLD, "not_configured", text)
-        if server.authentication is Authentication.OAUTH and token_status is not TokenStatus.VALID:
-            if token_status is TokenStatus.REAUTHORIZATION_REQUIRED:
-                text = f"The mailbox must be authorized again: {reason}".rstrip(": ")
-                return server, Verdict(Outcome.HOLD, "reauthorization_required", text)
+            problem = Verdict(Outcome.HOLD, "not_configured", text)
+        elif oauth and status is TokenStatus.REAUTHORIZATION_REQUIRED:
+            text = f"The mailbox must be authorized again: {reason}".rstrip(": ")
+            problem = Verdict(Outcome.HOLD, "reauthorization_required", text)
+        elif oauth and status is not TokenStatus.VALID:
             text = "OAuth is not authorized yet: authorize the mailbox on the OAuth page."
-            return server, Verdict(Outcome.HOLD, "not_configured", text)
-        return server, None
+            problem = Verdict(Outcome.HOLD, "not_configured", text)
+        return server, problem, fingerprint, self.outbox.catalogue.limits_of(view.provider, server)
 
     async def _cycle(self, lane: _Lane) -> int:
         now = self.outbox.clock()
@@ -234,10 +222,7 @@ class Worker:
                 if released := await queue.release_held(session, lane.account_id, now):
                     log.info("%s: %d held message(s) queued again", lane.account_id, released)
                 lane.held_fingerprint = None
-        assert server is not None
-        connections = (spec.max_connections if spec and spec.max_connections else 0) or (
-            self.outbox.settings.default_connections
-        )
+        connections = (spec.max_connections if spec else 0) or self.outbox.settings.default_connections
         rows = await self._claim(lane, connections * PER_CONNECTION_BATCH, spec)
         if not rows:
             return 0
@@ -292,15 +277,10 @@ class Worker:
         async with self.outbox.db.session() as session:
             if batch.hold is not None:
                 lane.held_fingerprint = fingerprint
-                values = {
-                    "status": Status.HELD.value,
-                    "last_error": batch.hold.message,
-                    "last_error_code": batch.hold.code,
-                    "updated_at": now,
-                }
-                await queue.requeue(session, untried, self.owner, values)
+                # Given back, then held with the account's other waiting messages (in the same transaction).
+                await queue.requeue(session, untried, self.owner, {"status": Status.QUEUED.value})
                 held = await queue.hold_account(session, lane.account_id, now, batch.hold.code, batch.hold.message)
-                self.outbox.metrics.held += len(untried) + held
+                self.outbox.metrics.held += held
                 await self._close_pool(lane)
             elif untried:
                 when, verdict = batch.unreachable or (now, Verdict(Outcome.RETRY, "", ""))

@@ -26,7 +26,7 @@ import idna
 
 from ..errors import ValidationError
 
-__all__ = ["POLICY", "Attachment", "build_message", "parse_mailbox", "simple_addr_spec"]
+__all__ = ["POLICY", "Attachment", "build_message", "check_address", "parse_mailbox", "simple_addr_spec"]
 
 # RFC 5322 s3.6.8: a field name is printable US-ASCII except ":".
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # fullmatch: "$" would let a final line feed through
@@ -137,7 +137,12 @@ def _parse_mailbox(value: str) -> email.headerregistry.Address:
         raise ValueError(NON_ASCII_LOCAL_PART)
     if header.defects or len(addresses) != 1:
         raise ValueError("must be exactly one valid address, like name@example.com")
-    address = addresses[0]
+    return check_address(addresses[0])
+
+
+def check_address(address: email.headerregistry.Address) -> email.headerregistry.Address:
+    """An address parsed from a header field (without defects), when it is a full address: with its domain in
+    ASCII (IDNA); else ValueError saying what is wrong."""
     if not address.username or not address.domain or "." not in address.domain.strip("."):
         raise ValueError("must be a full address, like name@example.com")
     if not address.domain.isascii():

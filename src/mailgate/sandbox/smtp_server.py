@@ -298,16 +298,17 @@ class SmtpServer:
         if self._server is None:
             return
         self._server.close()
-        tasks = []
         for protocol in list(self._connections):
-            for transport in (protocol.transport, getattr(protocol, "_original_transport", None)):
-                if isinstance(transport, asyncio.Transport):
-                    transport.abort()
-            task = getattr(protocol, "_handler_coroutine", None)
-            if task is not None:
-                task.cancel()
-                tasks.append(task)
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            # Through the public transport only: its connection_lost follows, where aiosmtpd closes the transport
+            # under TLS and cancels the session's task, and the session leaves _connections.
+            transport = protocol.transport
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+            elif transport is not None:
+                transport.close()
+        for _ in range(100):  # bounded: 5 s
+            if not self._connections:
+                break
+            await asyncio.sleep(0.05)
         await self._server.wait_closed()
         self._server = None

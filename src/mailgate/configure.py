@@ -8,13 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from email.utils import parseaddr
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +22,7 @@ from .errors import ValidationError
 from .oauth.identities import AppOnlyFields, check_grant, identity_info
 from .oauth.manager import new_app_only_row
 from .providers import Catalogue, is_loopback_host, scopes_for, validate_tenant
-from .smtp.tls import CaFileError, client_context
+from .server_settings import EmailServerUpdate, check_ca_file, merged, server_defaults, validate_server
 from .store import Database, SecretBox
 from .store.models import AccountRow, OAuthAccountRow
 from .store.repository import (
@@ -38,14 +34,10 @@ from .store.repository import (
     save_email_server,
     save_oauth_config,
 )
-from .types import Authentication, Delivery, EmailServerConfig, Grant, OAuthConfig, ProviderSpec, Security, TokenStatus
+from .types import Delivery, EmailServerConfig, Grant, OAuthConfig, ProviderSpec, TokenStatus
 
 __all__ = ["ConfigService", "EmailServerUpdate", "OAuthConfigUpdate", "OAuthView", "validate_server"]
 
-_HOST = re.compile(
-    r"^(?=.{1,253}$)([a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?)*\.?$"
-)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 _MAX = {"client_id": 255, "client_secret": 2048, "tenant": 255, "redirect_uri": 2048}
 
 
@@ -79,27 +71,6 @@ class OAuthConfigUpdate:
     #: The client secret's expiry date, ISO ``YYYY-MM-DD``; ``""`` clears it.  Left ``None`` it is kept with
     #: the secret it belongs to: a new secret (or provider) without a date of its own clears it.
     client_secret_expires_on: str | None = None
-
-
-@dataclass(frozen=True)
-class EmailServerUpdate:
-    """A save of the Email server page, whole (the page) or partial (``PUT /v2/email/server``).
-
-    A field left ``None`` keeps its stored value (or the provider's default when nothing is stored yet);
-    ``""`` clears an optional one (username, sender, ca_file).  ``password`` is write-only: ``None`` or ``""``
-    keeps the stored one, and it is dropped when authentication is not ``password``.
-    """
-
-    host: str | None = None
-    port: int | None = None
-    security: str | None = None
-    authentication: str | None = None
-    username: str | None = None
-    sender: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    #: ``smtp``, ``graph`` or ``gmail_api``; the HTTP ones need no host, port or security.
-    delivery: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +204,7 @@ class ConfigService:
             server = await get_email_server(session, self._box, account_name)
             if server is None or (config.mailbox and not (server.username and server.sender)):
                 # Choosing a provider pre-fills the Email server page; an app-only mailbox is its username.
-                server = server or _server_defaults(spec)
+                server = server or server_defaults(spec)
                 server = replace(
                     server, username=server.username or config.mailbox, sender=server.sender or config.mailbox
                 )
@@ -272,7 +243,7 @@ class ConfigService:
         self, update: OAuthConfigUpdate, current: OAuthConfig | None
     ) -> tuple[OAuthConfig, ProviderSpec]:
         errors: dict[str, str] = {}
-        provider = _merged(update.provider, current.provider if current else "")
+        provider = merged(update.provider, current.provider if current else "")
         spec = self._catalogue.providers.get(provider)
         if spec is None:
             choose = f"choose one of {', '.join(self._catalogue.names())}"
@@ -281,15 +252,15 @@ class ConfigService:
         same_client = current is not None and current.provider == provider
         kept = current if current is not None and same_client else None
         values = {
-            "client_id": _merged(update.client_id, kept.client_id if kept else ""),
-            "tenant": _merged(update.tenant, current.tenant if current else ""),
-            "redirect_uri": _merged(update.redirect_uri, current.redirect_uri if current else "")
+            "client_id": merged(update.client_id, kept.client_id if kept else ""),
+            "tenant": merged(update.tenant, current.tenant if current else ""),
+            "redirect_uri": merged(update.redirect_uri, current.redirect_uri if current else "")
             or self.default_redirect_uri,
             "client_secret": update.client_secret or (kept.client_secret if kept else ""),
         }
         grant_fields = AppOnlyFields(
-            grant=_merged(update.grant, current.grant.value if current else ""),
-            mailbox=_merged(update.mailbox, current.mailbox if current else ""),
+            grant=merged(update.grant, current.grant.value if current else ""),
+            mailbox=merged(update.mailbox, current.mailbox if current else ""),
             certificate_pem=(update.certificate_pem or "").strip(),
             private_key_pem=(update.private_key_pem or "").strip(),
             service_account_key=(update.service_account_key or "").strip(),
@@ -346,7 +317,7 @@ class ConfigService:
             return server
         oauth = await get_oauth_config(session, self._box, account)
         spec = self._catalogue.providers.get(oauth.provider) if oauth else None
-        return _server_defaults(spec)
+        return server_defaults(spec)
 
     async def save_email_server(
         self, update: EmailServerUpdate, account: str = DEFAULT_ACCOUNT, *, senders: list[str] | None = None
@@ -357,7 +328,7 @@ class ConfigService:
         async with self._db.session() as session:
             current = await self._stored_server(session, account)
             # File I/O off the event loop: the path is the user's, and may name anything (issue 20 point 9).
-            ca_problem = await asyncio.to_thread(_check_ca_file, _merged(update.ca_file, current.ca_file))
+            ca_problem = await asyncio.to_thread(check_ca_file, merged(update.ca_file, current.ca_file))
             oauth = await get_oauth_config(session, self._box, account)
             spec = self._catalogue.providers.get(oauth.provider) if oauth else None
             server = validate_server(update, current, ca_problem, spec)
@@ -403,21 +374,6 @@ def _identity(config: OAuthConfig) -> tuple[str, ...]:
     return (*identity, hashlib.sha256(credential.encode()).hexdigest())
 
 
-def _server_defaults(spec: ProviderSpec | None) -> EmailServerConfig:
-    if spec is None:
-        return EmailServerConfig(
-            host="", port=587, security=Security.STARTTLS, username="", sender="", authentication=Authentication.OAUTH
-        )
-    return EmailServerConfig(
-        host=spec.smtp_host,
-        port=spec.smtp_port,
-        security=spec.smtp_security,
-        username="",
-        sender="",
-        authentication=Authentication.OAUTH,
-    )
-
-
 def _copied_expiry(update: OAuthConfigUpdate, source: OAuthConfig) -> str | None:
     """The expiry date a copy carries: the one sent, else the source's when its secret is the one copied."""
     if update.client_secret_expires_on is not None or update.client_secret:
@@ -444,117 +400,4 @@ def _check_redirect_uri(uri: str) -> str | None:
         return "must not contain a #fragment (RFC 6749 s.3.1.2)"
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return "must use https:// unless the host is localhost (Google and Microsoft accept http only for localhost)"
-    return None
-
-
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
-        return bool(_HOST.match(host))
-
-
-def _merged(given: str | None, stored: str) -> str:
-    """A text field of a partial update: the stored value when left out (None), else what was given."""
-    return (stored if given is None else given).strip()
-
-
-def validate_server(
-    update: EmailServerUpdate, current: EmailServerConfig, ca_problem: str | None, spec: ProviderSpec | None = None
-) -> EmailServerConfig:
-    """``update`` merged into ``current`` and checked whole (ValidationError naming each bad field);
-    ``ca_problem``: what :func:`_check_ca_file` found wrong with the CA file, if anything; ``spec``: the
-    account's provider, which decides whether an HTTP delivery is possible."""
-    errors: dict[str, str] = {}
-    host = _merged(update.host, current.host)
-    port = current.port if update.port is None else update.port
-    try:
-        delivery = Delivery(_merged(update.delivery, current.delivery.value))
-    except ValueError:
-        errors["delivery"] = "must be one of smtp, graph, gmail_api"
-        delivery = Delivery.SMTP
-    if delivery.over_http:
-        problem = _http_delivery_problem(delivery, spec)
-        if problem:
-            errors["delivery"] = problem
-        if not 1 <= port <= 65535:  # host, port and security are SMTP's: not required, kept for a switch back
-            port = current.port
-    if not host:
-        if not delivery.over_http:
-            errors["host"] = "is required (smtp.gmail.com for Google, smtp.office365.com for Microsoft)"
-    elif not _valid_host(host):
-        errors["host"] = "is not a valid host name or IP address"
-    if not 1 <= port <= 65535 and not delivery.over_http:
-        errors["port"] = "must be between 1 and 65535 (587 for STARTTLS, 465 for SSL/TLS)"
-    try:
-        security = Security(_merged(update.security, current.security.value))
-    except ValueError:
-        errors["security"] = "must be one of starttls, ssl, none"
-        security = Security.STARTTLS
-    try:
-        authentication = Authentication(_merged(update.authentication, current.authentication.value))
-    except ValueError:
-        errors["authentication"] = "must be one of none, password, oauth"
-        authentication = Authentication.NONE
-    username, sender = _merged(update.username, current.username), _merged(update.sender, current.sender)
-    for name, value in (("username", username), ("sender", sender)):
-        if len(value) > 320:
-            errors[name] = "is too long (at most 320 characters)"
-        elif any(ord(c) < 32 for c in value):
-            errors[name] = "must not contain line breaks or control characters"
-    if sender and "sender" not in errors and (not _EMAIL.match(sender) or parseaddr(sender)[1] != sender):
-        errors["sender"] = "must be an email address such as reports@example.com"
-    password = update.password or current.password
-    if authentication is Authentication.PASSWORD:
-        if not username and "username" not in errors:
-            errors["username"] = "is required for password authentication"
-        if not password:
-            errors["password"] = "is required for password authentication"
-    if delivery.over_http and authentication is not Authentication.OAUTH and "delivery" not in errors:
-        errors["authentication"] = f"must be oauth for delivery {delivery.value} (the API takes an OAuth token)"
-    if authentication is Authentication.OAUTH and security is Security.NONE and not delivery.over_http:
-        errors["security"] = "OAuth tokens must not travel unencrypted: choose starttls or ssl"
-    ca_file = _merged(update.ca_file, current.ca_file)
-    if ca_problem:
-        errors["ca_file"] = ca_problem
-    if errors:
-        raise ValidationError(errors)
-    return EmailServerConfig(
-        host=host,
-        port=port,
-        security=security,
-        username=username,
-        sender=sender,
-        authentication=authentication,
-        password=password if authentication is Authentication.PASSWORD else "",
-        ca_file=ca_file,
-        delivery=delivery,
-    )
-
-
-def _http_delivery_problem(delivery: Delivery, spec: ProviderSpec | None) -> str | None:
-    """Why the account's provider cannot deliver with ``delivery``, or None."""
-    if spec is None:
-        return "needs an OAuth provider first: save the OAuth page (Microsoft for graph, Google for gmail_api)"
-    if delivery is Delivery.GRAPH and not spec.graph_url:
-        return f"graph needs a Microsoft provider (one with a graph_url); the OAuth provider is {spec.name}"
-    if delivery is Delivery.GMAIL_API and not spec.gmail_url:
-        return f"gmail_api needs a Google provider (one with a gmail_url); the OAuth provider is {spec.name}"
-    return None
-
-
-def _check_ca_file(ca_file: str) -> str | None:
-    """What is wrong with ``ca_file`` ("" is fine: the default trust store), as loaded when connecting.
-
-    Blocking (file I/O): run it in a thread.
-    """
-    if not ca_file:
-        return None
-    if not Path(ca_file).is_absolute():
-        return "must be an absolute path on the mailgate server"
-    try:
-        client_context(ca_file)
-    except CaFileError as exc:
-        return str(exc)
     return None

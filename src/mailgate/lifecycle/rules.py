@@ -80,7 +80,7 @@ class AccountFacts:
 
 def account_links(name: str) -> tuple[str, str]:
     """The OAuth and Email server pages of account ``name``, relative to the context path (the guide's own
-    pages for ``default``, as :func:`mailgate.web.pages.account_pages` serves them)."""
+    pages for ``default``); the admin pages are served at these paths (:mod:`mailgate.web.pages`)."""
     if name == DEFAULT_ACCOUNT:
         return "/configuration/oauth", "/configuration/email-server"
     base = f"/configuration/accounts/{quote(name, safe='')}"

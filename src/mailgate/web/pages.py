@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from ..admins import ADMIN_USER
 from ..app import Services
 from ..audit import ACTOR
+from ..lifecycle.rules import account_links
 from ..store import load_or_create_key
 from ..store.repository import DEFAULT_ACCOUNT
 from . import csrf
@@ -44,8 +45,8 @@ __all__ = [
     "router",
 ]
 
-OAUTH_PAGE = "/configuration/oauth"
-EMAIL_PAGE = "/configuration/email-server"
+#: The guide's OAuth and Email server pages: the account ``default``'s (paths relative to the context path).
+OAUTH_PAGE, EMAIL_PAGE = account_links(DEFAULT_ACCOUNT)
 ACCOUNTS_PAGE = "/configuration/accounts"
 RELAY_PAGE = "/configuration/relay"
 ALERTS_PAGE = "/configuration/alerts"
@@ -76,11 +77,9 @@ class LoginRequired(Exception):
 
 
 def account_pages(account: str) -> tuple[str, str]:
-    """The OAuth and Email server pages of ``account`` (the guide's own pages for ``default``)."""
-    if account == DEFAULT_ACCOUNT:
-        return OAUTH_PAGE, EMAIL_PAGE
-    base = f"{ACCOUNTS_PAGE}/{quote(account, safe='')}"
-    return f"{base}/oauth", f"{base}/email-server"
+    """The OAuth and Email server pages of ``account`` (the guide's own pages for ``default``): the paths the
+    lifecycle's problems link to, so a banner's link and the page served are one definition."""
+    return account_links(account)
 
 
 def page_url(request: Request, page: str) -> str:

@@ -129,3 +129,26 @@ def test_each_address_field_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert message.sender == f"ana-{tag}@example.com"
     assert message.recipients == (f"bob-{tag}@example.com", f"cy-{tag}@example.com")
     assert [name for name, value in seen if tag in value] == ["From", "To"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ("Subject: one\r\nsubject: two\r\n", "headers.subject"),  # names are case-insensitive
+        ("Message-ID: <a@example.com>\r\nMessage-ID: <b@example.com>\r\n", "headers.Message-ID"),
+        ("Reply-To: <<not an address>>\r\n", "headers.Reply-To"),
+        ("Received: from a by b; Sun, 06 Dec 2026 05:00:00 +0000\r\n" * 2, None),  # any number of trace fields
+        ("X-Tag: one\r\nX-Tag: two\r\n", None),
+    ],
+)
+def test_fields_are_checked_as_the_standard_librarys_header_classes_say(fields: str, refused: str | None) -> None:
+    """The counts allowed (a header class's max_count) and the syntax of structured fields, for every field of
+    every message: the classes are looked up once per name, the verdicts are the standard library's."""
+    body = f"From: ana@example.com\r\nTo: bob@example.com\r\n{fields}\r\nHello.\r\n".encode()
+    for _ in range(2):  # the second time from the classes looked up the first time
+        if refused is None:
+            assert from_raw(body, LIMITS).recipients == ("bob@example.com",)
+        else:
+            with pytest.raises(ValidationError) as caught:
+                from_raw(body, LIMITS)
+            assert refused in caught.value.errors, caught.value.errors

@@ -1,6 +1,6 @@
 """An idle worker picks up a queued message promptly: at once when its own process queued it, within its poll
 (``MAILGATE_OUTBOX_POLL_SECONDS``) when another process did (``mailgate serve --no-worker`` feeding
-``mailgate worker``)."""
+``mailgate worker``), and within tens of milliseconds when it has just sent something."""
 
 from __future__ import annotations
 
@@ -54,6 +54,38 @@ async def test_an_idle_worker_polls_for_another_processs_message(
         assert smtp.handler.messages == []
         await _until_sent(env, await env.post(subject="from the API process"))
         assert [m.rcpt_tos for m in smtp.handler.messages] == [("bob@example.com",)]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, PATIENCE)
+        await worker_services.aclose()
+
+
+async def test_after_sending_a_worker_soon_takes_another_processs_next_messages(
+    make_env: EnvFactory, smtp: RunningServer, ca_file: str
+) -> None:
+    """A worker that has just sent something looks again within tens of milliseconds, then ever less often:
+    messages another process keeps queueing do not each wait for the poll, and an idle worker does not spin."""
+    env = await make_env(poll_seconds=30.0)  # longer than the test's patience: only the quick look can deliver
+    await use_server(env, smtp, ca_file)
+    worker_services = await build_services(env.settings, clock=env.clock)
+    worker = env.new_worker(worker_services)
+    first = await env.post(subject="queued before the worker started")
+    cycles: list[float] = []
+    run_once = worker.run_once
+
+    async def counted() -> int:
+        cycles.append(asyncio.get_running_loop().time())
+        return await run_once()
+
+    worker.run_once = counted  # type: ignore[method-assign]
+    running = asyncio.create_task(worker.run())
+    try:
+        await _until_sent(env, first)  # its first cycle sends it
+        await _until_sent(env, await env.post(subject="queued by the API process just after"))
+        assert [m.rcpt_tos for m in smtp.handler.messages] == [("bob@example.com",)] * 2
+        cycles.clear()
+        await asyncio.sleep(2.0)  # nothing more: the waits double (0.02 s, 0.04 s, ...) up to the poll
+        assert len(cycles) <= 8, cycles  # a constant 0.02 s would make about 100
     finally:
         worker.stop()
         await asyncio.wait_for(running, PATIENCE)

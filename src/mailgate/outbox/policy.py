@@ -87,13 +87,7 @@ def classify(exc: BaseException, *, connecting: bool) -> Verdict:
     return Verdict(Outcome.FAIL, exc.code, text, smtp_code, smtp_reply)
 
 
-def backoff(
-    attempts: int,
-    *,
-    base: float,
-    cap: float,
-    random: Callable[[], float],
-) -> timedelta:
+def backoff(attempts: int, *, base: float, cap: float, random: Callable[[], float]) -> timedelta:
     """Delay before attempt ``attempts + 1``: ``base * 2**(attempts-1)`` capped, with "equal jitter".
 
     Half the delay is fixed, half random, so that messages failed together do not come back together

@@ -156,8 +156,7 @@ def finish(message_id: str, owner: str, values: dict[str, Any]) -> tuple[Update,
 
 @functools.cache
 def _finish_statement(columns: tuple[str, ...]) -> Update:
-    """One statement per set of columns (a handful): a new one per message cost more CPU to build (and to key
-    SQLAlchemy's compiled cache with) than its execution (py-spy, the outbox benchmark)."""
+    """One statement per set of columns (a handful), built once: building one costs more than executing it."""
     return (
         update(Row)
         .where(Row.id == bindparam("_id"), Row.lease_owner == bindparam("_owner"), Row.status == Status.SENDING.value)

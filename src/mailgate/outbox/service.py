@@ -40,7 +40,6 @@ LIMITS_TTL_SECONDS = 1.0
 #: Sent messages deleted per transaction by expire_sent.
 EXPIRE_CHUNK = 200
 
-
 #: Delivery latency buckets (seconds from enqueue to the server's acceptance).
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 

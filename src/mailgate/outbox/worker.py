@@ -43,6 +43,8 @@ PER_CONNECTION_BATCH = 25
 BATCH_BYTES = 16 * 1024 * 1024
 #: How often a running worker deletes the messages sent longer ago than MAILGATE_OUTBOX_KEEP_SENT_DAYS.
 HOUSEKEEPING_SECONDS = 3600.0
+#: The first wait after a cycle that sent (doubling up to poll_seconds): other processes' messages wake no one.
+QUICK_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -99,9 +101,10 @@ class Worker:
 
     async def run(self) -> None:
         """Deliver until :meth:`stop` (or cancellation); when idle, waits for a message queued by this process,
-        or ``poll_seconds`` (messages queued by other processes, retries coming due)."""
+        or ``poll_seconds`` (other processes' messages, retries coming due; sooner after a cycle that sent)."""
         self.outbox.worker_state = "running"
         settings = self.outbox.settings
+        idle_wait = settings.poll_seconds
         try:
             while not self._stopping:
                 self.outbox.wake.clear()
@@ -113,9 +116,12 @@ class Worker:
                 if time.monotonic() >= self._housekeeping_due:
                     self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
                     await self.housekeeping()
-                if done == 0 and not self._stopping:
+                if done:
+                    idle_wait = QUICK_POLL_SECONDS
+                elif not self._stopping:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.outbox.wake.wait(), settings.poll_seconds)
+                        await asyncio.wait_for(self.outbox.wake.wait(), min(idle_wait, settings.poll_seconds))
+                    idle_wait *= 2
         except Exception as exc:
             self.outbox.worker_state = f"crashed: {type(exc).__name__}"
             raise

@@ -25,3 +25,14 @@ def test_runtime_dependencies_are_ranges_up_to_the_next_major_version() -> None:
         match = re.fullmatch(r"([A-Za-z0-9_.\-]+(?:\[[a-z,]+\])?)>=(\d+)(?:\.\d+)*,<(\d+)", requirement)
         assert match, f"{requirement!r} is not a range >=x.y.z,<x+1"
         assert int(match.group(3)) == int(match.group(2)) + 1, requirement
+
+
+def test_extras_are_compatible_ranges_not_exact_pins() -> None:
+    # Issue 21: no "==". The test tools take patch releases (~=x.y.z), not the next minor version, whose new
+    # lint rules or type checks would fail a build nobody changed.
+    for extra, requirements in PROJECT["optional-dependencies"].items():
+        for requirement in requirements:
+            assert "==" not in requirement, f"{extra}: {requirement!r} is an exact pin"
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+(?:\[[a-z,]+\])?(?:~=\d+\.\d+\.\d+|>=[\d.]+,<\d+)", requirement), (
+                f"{extra}: {requirement!r} is not a compatible range (~=x.y.z or >=x.y.z,<x+1)"
+            )

@@ -59,8 +59,8 @@ def fail(exc: MailgateError) -> None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on uvloop (the loop uvicorn uses too: about a third less CPU per message than
-    asyncio's own); a MailgateError is printed with what to do, and the command exits with 1."""
+    """Run ``coro`` on uvloop (the loop uvicorn uses too, cheaper than asyncio's own); a MailgateError is
+    printed with what to do, and the command exits with 1."""
     try:
         return uvloop.run(coro)
     except MailgateError as exc:

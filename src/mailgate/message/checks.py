@@ -61,7 +61,7 @@ _REGISTRY = email.headerregistry.HeaderRegistry()
 @functools.lru_cache(maxsize=1024)
 def _header_class(name: str) -> type[email.headerregistry.BaseHeader]:
     """The registry's class for fields named ``name`` (lower case).  ``HeaderRegistry[name]`` makes a new class
-    (``type(...)``) at every call, about 10 µs: a raw message paid that for each of its fields, twice."""
+    (``type(...)``) at every call: a raw message would pay that for each of its fields, twice."""
     kind: type[email.headerregistry.BaseHeader] = _REGISTRY[name]
     return kind
 

@@ -47,8 +47,8 @@ _ENVELOPE_BCC = "Bcc: {}\r\n"
 _ADDRESSED = re.compile(rb"^(?:to|cc|bcc)[ \t]*:[^\r\n]*@", re.IGNORECASE | re.MULTILINE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 #: An address that parse_mailbox accepts as it is: a dot-atom in ASCII, @, a domain name with a dot (RFC 5322
-#: s3.4.1).  Recipients are mostly such; checking them so skips the email package's parser (a message of the
-#: bench has a new recipient each time, and the parser cost more than the rest of RCPT).
+#: s3.4.1).  Recipients are mostly such; checking them so skips the email package's parser, which costs more
+#: than the rest of RCPT.
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"

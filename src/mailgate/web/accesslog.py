@@ -3,12 +3,10 @@
 The lines are uvicorn's (``INFO:     127.0.0.1:5555 - "POST /path HTTP/1.1" 202 Accepted``), with OAuth
 secrets in query strings redacted as before (:func:`.logfilter.redact_url`).  uvicorn writes them through
 ``logging``: a log record, a formatter that copies it, the handler's lock and a flush (a ``write`` system
-call) per request: 0.04 ms of CPU per request in the server, and with 16 clients feeding ``serve
---no-worker`` the API process used 0.07-0.10 ms less per queued message (of 0.37-0.44) without it.  Here
-each line goes straight into the stream's buffer, which is flushed FLUSH_SECONDS after its first waiting
-line (like nginx's ``access_log ... buffer= flush=``) and when the process exits; an interactive terminal
-still gets every line at once (its stream is line-buffered).  A process killed with ``kill -9`` loses at
-most its last FLUSH_SECONDS of lines.
+call) per request.  Here each line goes straight into the stream's buffer, which is flushed FLUSH_SECONDS
+after its first waiting line (like nginx's ``access_log ... buffer= flush=``) and when the process exits; an
+interactive terminal still gets every line at once (its stream is line-buffered).  A process killed with
+``kill -9`` loses at most its last FLUSH_SECONDS of lines.
 """
 
 from __future__ import annotations

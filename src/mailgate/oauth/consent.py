@@ -12,6 +12,7 @@ from .. import advice
 from ..audit import AuditLog
 from ..errors import ConfigurationError, MailgateError, OAuthFlowError, TokenEndpointError
 from ..providers import Catalogue, scopes_for
+from ..server_settings import server_defaults
 from ..store import Database, SecretBox
 from ..store.models import OAuthAccountRow, OAuthStateRow
 from ..store.repository import (
@@ -22,7 +23,7 @@ from ..store.repository import (
     get_oauth_config,
     save_email_server,
 )
-from ..types import Authentication, EmailServerConfig, OAuthConfig, TokenResponse, TokenStatus
+from ..types import OAuthConfig, TokenResponse, TokenStatus
 from .client import TokenClient
 from .manager import TokenManager
 from .pkce import new_code_verifier, new_state, sha256_hex
@@ -282,14 +283,7 @@ class ConsentFlow:
             row.refresh_token_expires_at = answer.refresh_token_expires_at
             server = await get_email_server(session, self._box, name)
             if server is None:
-                server = EmailServerConfig(
-                    host=provider.smtp_host,
-                    port=provider.smtp_port,
-                    security=provider.smtp_security,
-                    username="",
-                    sender="",
-                    authentication=Authentication.OAUTH,
-                )
+                server = server_defaults(provider)
             # The consenting account is the mailbox: fill what the administrator left empty.
             if account and (not server.username or not server.sender):
                 server = replace(server, username=server.username or account, sender=server.sender or account)
